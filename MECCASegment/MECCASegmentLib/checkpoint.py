@@ -1,0 +1,138 @@
+"""Model files: weights as safetensors (no pickle, nothing executed on load) plus JSON metadata.
+
+A model file holds both networks (``policy.*``, ``confidence.*``) and, in the safetensors
+header, a ``mecca`` entry with the format version, the architecture, the input normalisation,
+the training data and command, and measured metrics. A training-state file adds the Adam
+moments and the position in the run, so training resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .networks import MeccaModel, NetworkConfig
+
+FORMAT = "mecca-model"
+FORMAT_VERSION = 1
+MODEL_SUFFIX = ".safetensors"
+
+
+class CheckpointError(ValueError):
+    """A model file that cannot be used; the message says why and what to do."""
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=MODEL_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: model file not found")
+    if path.suffix != MODEL_SUFFIX:
+        raise CheckpointError(f"{path}: not a MECCA model; model files are {MODEL_SUFFIX} files "
+                              "(pickled .pt/.pth files are refused because loading them can run code)")
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: corrupt or truncated model file ({error})") from error
+    if "mecca" not in header:
+        raise CheckpointError(f"{path}: a safetensors file without MECCA metadata; not a MECCA model")
+    try:
+        meta = json.loads(header["mecca"])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: damaged MECCA metadata ({error})") from error
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: model format version {version} but this MECCASegment reads version "
+                              f"{FORMAT_VERSION}; use a model made for this version or update MECCASegment")
+    return tensors, meta
+
+
+def save_model(model: MeccaModel, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "network": model.config.to_dict(),
+            **(model.metadata or {}), **(metadata or {})}
+    return _atomic_save(model.state_dict(), {"mecca": json.dumps(meta)}, Path(path))
+
+
+def _build(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> MeccaModel:
+    try:
+        config = NetworkConfig.from_dict(meta["network"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: unusable architecture description ({error})") from error
+    model = MeccaModel.create(config)
+    weights = {k: v for k, v in tensors.items() if k.startswith(("policy.", "confidence."))}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not match the architecture the file describes "
+                              f"({str(error).splitlines()[0]})") from error
+    for name, value in weights.items():
+        if not torch.isfinite(value).all():
+            raise CheckpointError(f"{path}: weight {name} contains NaN or infinite values; the model is broken")
+    model.metadata = {k: v for k, v in meta.items() if k not in ("format", "format_version", "network")}
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> MeccaModel:
+    """Load a model (or the weights of a training state). Raises CheckpointError with a clear reason."""
+    tensors, meta = _read(Path(path))
+    return _build(tensors, meta, Path(path)).to(device)
+
+
+def save_training_state(path: str | os.PathLike, model: MeccaModel, optimizer: torch.optim.Optimizer,
+                        progress: dict, metadata: dict) -> Path:
+    """Weights, Adam moments and the run position, so an interrupted run resumes exactly."""
+    tensors = model.state_dict()
+    names = {id(p): n for n, p in model.named_parameters()}
+    steps = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if not state:
+                continue
+            name = names[id(param)]
+            tensors[f"adam.exp_avg.{name}"] = state["exp_avg"]
+            tensors[f"adam.exp_avg_sq.{name}"] = state["exp_avg_sq"]
+            steps[name] = float(state["step"])
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "network": model.config.to_dict(),
+            "kind": "training_state", "training_state": {"progress": progress, "adam_steps": steps}, **metadata}
+    return _atomic_save(tensors, {"mecca": json.dumps(meta)}, Path(path))
+
+
+def load_training_state(path: str | os.PathLike, model: MeccaModel, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights and Adam moments in place; returns the saved metadata (progress, config)."""
+    path = Path(path)
+    tensors, meta = _read(path)
+    if "training_state" not in meta:
+        raise CheckpointError(f"{path}: a model file, not a training state")
+    if NetworkConfig.from_dict(meta["network"]) != model.config:
+        raise CheckpointError(f"{path}: the saved run used another architecture; start a new run or use its settings")
+    model.load_state_dict({k: v for k, v in tensors.items() if k.startswith(("policy.", "confidence."))})
+    params = dict(model.named_parameters())
+    for name, step in meta["training_state"]["adam_steps"].items():
+        param = params[name]
+        optimizer.state[param] = {"step": torch.tensor(step), "exp_avg": tensors[f"adam.exp_avg.{name}"].clone(),
+                                  "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"].clone()}
+    return meta

@@ -1,0 +1,379 @@
+"""The ``mecca`` command: demo, segment, train, evaluate, bench, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError, load_model
+from .io import InputError, Volume, binary_label, read_volume, write_json, write_volume
+from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+from .session import InteractiveSession, SessionError, _ijk
+
+
+def _model(path: str | None, device: str = "cpu"):
+    return load_model(path or resource_path(*DEFAULT_MODEL), device=_device(device))
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is available to this PyTorch; use --device cpu")
+    return name
+
+
+def _focus_slice(mask: np.ndarray) -> int:
+    """Axial slice with the largest cross-section of ``mask`` (middle slice when empty)."""
+    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    return int(np.argmax(areas)) if areas.any() else mask.shape[0] // 2
+
+
+def _crop_around(box, shape, pad: int = 4):
+    (_, j0, i0), (_, j1, i1) = box
+    return (slice(max(j0 - pad, 0), min(j1 + pad, shape[1])), slice(max(i0 - pad, 0), min(i1 + pad, shape[2])))
+
+
+def write_session_outputs(session: InteractiveSession, out: Path, snapshots, label: np.ndarray | None,
+                          slice_k: int, summary: dict, title: str) -> None:
+    """Segmentation, probability, confidence, advice regions (NIfTI, input geometry), montage, summary."""
+    from .report import write_montage
+
+    image = session.image
+    write_volume(image.with_array(session.mask), out / "segmentation.nii.gz")
+    write_volume(image.with_array(session.probability), out / "probability.nii.gz")
+    write_volume(image.with_array(session.confidence_map()), out / "confidence.nii.gz")
+    write_volume(image.with_array(session.advice_map()), out / "advice_regions.nii.gz")
+    crop = _crop_around(session.last_box, image.shape) if session.last_box else None
+    write_montage(out / "montage.png", image.array[slice_k].astype(np.float32), snapshots,
+                  None if label is None else label[slice_k], crop, title)
+    write_json(summary, out / "summary.json")
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: int, seed: int, device: str) -> dict:
+    from .evaluation import simulate_mecca
+    from .report import snapshot
+
+    started = time.perf_counter()
+    model = _model(model_path, device)
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    label = binary_label(read_volume(resource_path(*SAMPLE_LABEL)).array)
+    slice_k = _focus_slice(label)
+    snapshots = []
+    _print(f"MECCA demo: {image.name} {image.shape[::-1]} voxels, {rounds} rounds x {clicks_per_round} "
+           f"simulated clicks, model {model.metadata.get('name', 'bundled')}")
+
+    def on_round(method, clicks, dice):
+        snapshots.append(snapshot(method.session, slice_k, clicks, dice))
+        last = method.session.history[-1]
+        _print(f"  round {method.session.rounds}/{rounds}: {len(clicks)} clicks, Dice {dice:.3f}, "
+               f"{last['seconds']:.2f} s, advice regions {[r.rank for r in method.session.advice_regions]}")
+
+    run, session = simulate_mecca(model, image, label, rounds, clicks_per_round, seed=seed, on_round=on_round)
+    summary = {"image": image.name, "rounds": rounds, "clicks_per_round": clicks_per_round, "seed": seed,
+               "dice_per_round": run.dice, "seconds_per_round": [round(s, 4) for s in run.seconds],
+               "misunderstanding_rate_per_round": [round(m, 6) for m in run.misunderstanding],
+               "history": session.history}
+    write_session_outputs(session, out, snapshots, label, slice_k, summary,
+                          f"MECCA demo on {image.name}: Dice per round {[round(float(d), 3) for d in run.dice]}")
+    _print(f"wrote {out}/ (segmentation, probability, confidence, advice_regions .nii.gz, montage.png, "
+           f"summary.json) in {time.perf_counter() - started:.1f} s")
+    return summary
+
+
+# -- segment ------------------------------------------------------------------------------------
+def read_clicks(path: Path, image: Volume) -> tuple[dict[int, list[tuple[np.ndarray, bool]]], tuple | None]:
+    """Clicks file -> {round: [(ijk, positive)]} and an optional ROI box in (i, j, k).
+
+    Format: {"coordinate_system": "RAS" | "LPS", "clicks": [{"point": [x, y, z], "positive": true,
+    "round": 1}, ...], "roi": {"min": [x, y, z], "max": [x, y, z]}}; "round" defaults to 1.
+    """
+    try:
+        spec = json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"{path}: clicks file not found") from error
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    system = str(spec.get("coordinate_system", "")).upper()
+    if system not in ("RAS", "LPS"):
+        raise InputError(f"{path}: 'coordinate_system' must be \"RAS\" (Slicer) or \"LPS\" (ITK/DICOM)")
+    flip = np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3)
+
+    def to_index(point, what):
+        values = np.asarray(point, dtype=float)
+        if values.shape != (3,) or not np.all(np.isfinite(values)):
+            raise InputError(f"{path}: {what} must be three finite numbers, got {point!r}")
+        return image.world_to_index(values * flip)
+
+    rounds: dict[int, list] = {}
+    clicks = spec.get("clicks")
+    if not isinstance(clicks, list) or not clicks:
+        raise InputError(f"{path}: 'clicks' must be a non-empty list")
+    for n, click in enumerate(clicks):
+        if not isinstance(click, dict) or "point" not in click or not isinstance(click.get("positive"), bool):
+            raise InputError(f"{path}: click {n} needs \"point\" [x, y, z] and \"positive\" true/false")
+        round_ = int(click.get("round", 1))
+        if round_ < 1:
+            raise InputError(f"{path}: click {n} has round {round_}; rounds start at 1")
+        rounds.setdefault(round_, []).append((to_index(click["point"], f"click {n}"), click["positive"]))
+    roi = None
+    if spec.get("roi"):
+        corners = np.array([to_index(spec["roi"]["min"], "roi min"), to_index(spec["roi"]["max"], "roi max")])
+        roi = (np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int) + 1)
+    return rounds, roi
+
+
+def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | None, rounds: int | None,
+                device: str, label_path: str | None = None) -> dict:
+    from .evaluation import dice
+    from .hints import Click
+    from .report import snapshot
+
+    image = read_volume(image_path)
+    clicks_by_round, roi = read_clicks(Path(clicks_path), image)
+    label = binary_label(read_volume(label_path).array) if label_path else None
+    model = _model(model_path, device)
+    rounds = rounds or max(clicks_by_round)
+    session = InteractiveSession(image, model, roi=roi)
+    first = clicks_by_round[min(clicks_by_round)][0][0]
+    slice_k = int(np.clip(round(first[2]), 0, image.shape[0] - 1))
+    snapshots, dices, seconds = [], [], []
+    _print(f"MECCA segment: {image.name} {image.shape[::-1]} voxels, {rounds} rounds")
+    for round_ in range(1, rounds + 1):
+        added = [session.add_click(ijk, positive) for ijk, positive in clicks_by_round.get(round_, [])]
+        summary = session.step()
+        score = dice(session.mask, label) if label is not None else None
+        dices.append(score)
+        seconds.append(round(summary["seconds"], 4))
+        snapshots.append(snapshot(session, slice_k, [Click(c.position, c.positive) for c in added], score))
+        _print(f"  round {round_}/{rounds}: {len(added)} new clicks, {summary['foreground_voxels_in_roi']} "
+               f"foreground voxels, {summary['seconds']:.2f} s" + (f", Dice {score:.3f}" if score is not None else ""))
+    summary = {"image": str(image_path), "rounds": rounds, "dice_per_round": dices, "seconds_per_round": seconds,
+               "clicks": [dict(c.to_dict(), ijk=list(_ijk(c.position))) for c in session.clicks],
+               "history": session.history}
+    write_session_outputs(session, out, snapshots, label, slice_k, summary, f"MECCA on {image.name}")
+    _print(f"wrote {out}/")
+    return summary
+
+
+# -- train --------------------------------------------------------------------------------------
+def _labels(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as error:
+        raise InputError(f"--labels takes comma-separated integers such as 1,2; got {text!r}") from error
+
+
+def run_train(args) -> Path:
+    import torch
+
+    from .networks import NetworkConfig
+    from .training import Trainer, TrainingConfig, command_line, load_cases
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
+                            confidence_reward=not args.no_confidence_reward,
+                            validation_fraction=args.validation_fraction)
+    train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
+                                           args.unlabeled or [], args.labeled_fraction)
+    network = NetworkConfig(width=args.width, stride=args.stride)
+    trainer = Trainer(args.out, config, train, validation, record, network=network, init=args.init,
+                      device=_device(args.device), command=command_line(), json_progress=args.progress == "jsonl")
+    say = (lambda text: print(json.dumps({"event": "info", "message": text}), flush=True)) \
+        if args.progress == "jsonl" else _print
+    if not args.restart and trainer.resume():
+        say(f"resuming {trainer.state_path} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    say(f"training on {sum(c.labeled for c in train)} labelled + {sum(not c.labeled for c in train)} unlabelled "
+           f"cases, validating on {len(validation)}; state and log in {trainer.run_dir}/")
+    path = trainer.fit()
+    say(f"wrote {path}")
+    return path
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+BUNDLED_MODELS = {"mecca": DEFAULT_MODEL, "iter-mrl": ("Models", "iter-mrl.safetensors"),
+                  "click-cnn": ("Models", "click-cnn.safetensors")}
+
+
+def run_evaluate(args) -> dict:
+    import platform
+
+    import torch
+
+    from .evaluation import (METHODS, ClickCNNMethod, GrowFromSeedsMethod, MeccaMethod, RandomWalkerMethod,
+                             evaluate_cases)
+    from .io import MSDDataset, split_validation
+    from .report import write_evaluation_figure
+    from .training import command_line
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(names) - set(METHODS)
+    if unknown:
+        raise InputError(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    dataset = MSDDataset.open(args.dataset)
+    cases = sorted(dataset.cases, key=lambda c: c.name)
+    if args.split == "validation":
+        held_out = split_validation([c.name for c in cases], args.validation_fraction)
+        cases = [c for c in cases if c.name in held_out]
+    if args.cases:
+        cases = cases[: args.cases]
+    model_paths = {"mecca": args.model, "iter-mrl": args.iter_mrl_model, "click-cnn": args.click_cnn_model}
+    factories, used_models = {}, {}
+    for name in names:
+        if name in model_paths:
+            path = model_paths[name] or resource_path(*BUNDLED_MODELS[name])
+            model = load_model(path, device=_device(args.device))
+            used_models[name] = str(path)
+            factories[name] = (lambda m=model: ClickCNNMethod(m)) if name == "click-cnn" \
+                else (lambda m=model, n=name: MeccaMethod(m, n))
+        elif name == "grow-from-seeds":
+            try:
+                GrowFromSeedsMethod()
+            except RuntimeError as error:
+                _print(f"skipping grow-from-seeds: {error}")
+                continue
+            factories[name] = GrowFromSeedsMethod
+        else:
+            factories[name] = RandomWalkerMethod
+    _print(f"evaluating {', '.join(factories)} on {len(cases)} cases of {dataset.name} ({args.split} split), "
+           f"{args.rounds} rounds x {args.clicks_per_round} clicks")
+    summary, failures, figure_case = evaluate_cases(cases, factories, _labels(args.labels), args.rounds,
+                                                    args.clicks_per_round, args.seed)
+    result = {"dataset": dataset.name, "rounds": args.rounds, "clicks_per_round": args.clicks_per_round,
+              "cases": len(cases), "split": args.split, "seed": args.seed, "methods": summary, "failures": failures,
+              "models": used_models, "command": command_line(),
+              "machine": f"{platform.machine()} {platform.processor()}, torch {torch.__version__}, "
+                         f"{torch.get_num_threads()} threads, device {args.device}"}
+    write_json(result, args.json)
+    for failure in failures:
+        _print(f"failed: {failure['case']} ({failure['method'] or 'reading'}): {failure['error']}")
+    for name, stats in summary.items():
+        if stats.get("cases"):
+            _print(f"{name:16s} Dice/round {stats['dice_mean_per_round']}  ASSD mm (round {args.rounds}) "
+                   f"{stats['assd_mm_mean_per_round'][-1]:.2f}  misunderstanding {stats['misunderstanding_rate_per_round'][-1]:.4f}"
+                   f"  median {stats['seconds_per_round_median']:.3f} s/round")
+    if args.plot:
+        write_evaluation_figure(args.plot, summary, figure_case, f"{dataset.name}: {len(cases)} cases, "
+                                f"{args.clicks_per_round} simulated clicks per round")
+    _print(f"wrote {args.json}" + (f" and {args.plot}" if args.plot else ""))
+    return result
+
+
+# -- info ---------------------------------------------------------------------------------------
+def run_info(model_path: str | None) -> dict:
+    model = _model(model_path)
+    info = {"network": model.config.to_dict(), **{k: v for k, v in model.metadata.items() if k != "training"}}
+    training = model.metadata.get("training", {})
+    info["training"] = {k: v for k, v in training.items() if k != "history"}
+    print(json.dumps(info, indent=2))
+    return info
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mecca", description="MECCA interactive 3D segmentation (engine of "
+                                                               "the MECCASegment Slicer extension)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the bundled model on the bundled sample with a simulated user")
+    demo.add_argument("--out", default="mecca-demo", help="output folder (default ./mecca-demo)")
+    demo.add_argument("--model", help="model file (.safetensors); default: the bundled model")
+    demo.add_argument("--rounds", type=int, default=5)
+    demo.add_argument("--clicks-per-round", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+
+    segment = sub.add_parser("segment", help="segment an image from clicks given in world coordinates")
+    segment.add_argument("--image", required=True, help="NIfTI, NRRD or MHA image")
+    segment.add_argument("--clicks", required=True,
+                         help='JSON: {"coordinate_system": "RAS"|"LPS", "clicks": [{"point": [x,y,z], '
+                              '"positive": true, "round": 1}], "roi": {"min": [..], "max": [..]} (optional)}')
+    segment.add_argument("--out", required=True, help="output folder")
+    segment.add_argument("--model", help="model file; default: the bundled model")
+    segment.add_argument("--rounds", type=int, help="rounds to run (default: the last round in the clicks file)")
+    segment.add_argument("--label", help="optional reference segmentation: report Dice per round")
+    segment.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+
+    train = sub.add_parser("train", help="train (or fine-tune with --init) on MSD-layout datasets")
+    train.add_argument("--dataset", action="append", required=True, help="MSD folder (repeat for several)")
+    train.add_argument("--labels", help="label values that count as foreground, e.g. 1,2 (default: all non-zero)")
+    train.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    train.add_argument("--init", help="start from this model (fine-tuning)")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    train.add_argument("--no-confidence-reward", action="store_true", help="IteR-MRL ablation: c = 1 in the reward")
+    train.add_argument("--unlabeled", action="append", help="MSD folder of cases used without their labels (eq. 6)")
+    train.add_argument("--labeled-fraction", type=float, default=1.0,
+                       help="keep labels for this fraction of each --dataset's training cases (the rest unlabelled)")
+    train.add_argument("--validation-fraction", type=float, default=0.2)
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--width", type=int, default=16)
+    train.add_argument("--stride", type=int, default=2, choices=[1, 2])
+    train.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
+    train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
+    train.add_argument("--progress", choices=["bar", "jsonl"], default="bar",
+                       help="jsonl: one JSON object per line on stdout (event step/epoch/done) for other programs")
+
+    evaluate = sub.add_parser("evaluate", help="compare methods under the same simulated user on a dataset")
+    evaluate.add_argument("--dataset", required=True, help="MSD folder")
+    evaluate.add_argument("--labels", help="label values that count as foreground (default: all non-zero)")
+    evaluate.add_argument("--rounds", type=int, default=5)
+    evaluate.add_argument("--clicks-per-round", type=int, default=3)
+    evaluate.add_argument("--methods", default=",".join(("mecca", "iter-mrl", "click-cnn", "grow-from-seeds",
+                                                         "random-walker")))
+    evaluate.add_argument("--model", help="MECCA model (default: bundled)")
+    evaluate.add_argument("--iter-mrl-model", help="IteR-MRL model (default: bundled)")
+    evaluate.add_argument("--click-cnn-model", help="click-CNN model (default: bundled)")
+    evaluate.add_argument("--cases", type=int, help="only the first N cases (sorted by name)")
+    evaluate.add_argument("--split", choices=["validation", "all"], default="validation",
+                          help="validation: the cases the bundled models held out (same split as training)")
+    evaluate.add_argument("--validation-fraction", type=float, default=0.2)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    evaluate.add_argument("--json", required=True, help="results file")
+    evaluate.add_argument("--plot", help="figure: Dice per round per method + one case per method")
+
+    info = sub.add_parser("info", help="print a model file's architecture, training record and metrics")
+    info.add_argument("--model", help="model file; default: the bundled model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            run_demo(Path(args.out), args.model, args.rounds, args.clicks_per_round, args.seed, args.device)
+        elif args.command == "segment":
+            run_segment(args.image, args.clicks, Path(args.out), args.model, args.rounds, args.device, args.label)
+        elif args.command == "train":
+            run_train(args)
+        elif args.command == "evaluate":
+            run_evaluate(args)
+        elif args.command == "info":
+            run_info(args.model)
+    except (InputError, CheckpointError, SessionError, FileNotFoundError) as error:
+        print(f"mecca {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mecca {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Metrics, the interactive methods compared, and the simulated-user harness (paper section 5).
+
+Every method sees the same thing: an ROI (the object's box plus a margin, as a user would draw
+it) and, each round, the seeded simulated user's clicks computed from that method's own previous
+mask. MECCA runs through the same InteractiveSession a clinician uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .environment import build_state, misunderstanding_rate, normalize_image
+from .hints import Click, SimulatedUser, hint_map
+from .io import Case, InputError, Volume
+from .networks import MeccaModel
+from .session import Box, InteractiveSession, _ijk, _slices
+
+EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
+SEED_RADIUS = 1  # voxels: a click becomes a 3x3x3 seed ball for the seed-based baselines
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def dice(prediction: np.ndarray, label: np.ndarray) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    pred, ref = prediction > 0, label > 0
+    total = np.count_nonzero(pred) + np.count_nonzero(ref)
+    return 1.0 if total == 0 else float(2.0 * np.count_nonzero(pred & ref) / total)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
+
+
+def assd(prediction: np.ndarray, label: np.ndarray, spacing_kji=(1.0, 1.0, 1.0)) -> float:
+    """Average symmetric surface distance (in the units of ``spacing``, numpy axis order).
+
+    inf when exactly one of the masks is empty, 0 when both are.
+    """
+    pred, ref = prediction > 0, label > 0
+    if not pred.any() and not ref.any():
+        return 0.0
+    if not pred.any() or not ref.any():
+        return float("inf")
+    pred_surface, ref_surface = _surface(pred), _surface(ref)
+    to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=spacing_kji)
+    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing_kji)
+    distances = np.concatenate([to_ref[pred_surface], to_pred[ref_surface]])
+    return float(distances.mean())
+
+
+def label_box(label: np.ndarray, margin: int = EVAL_ROI_MARGIN):
+    """The (i, j, k) box [lo, hi) of the object plus a margin, clipped to the image."""
+    points = np.argwhere(label > 0)
+    if points.size == 0:
+        raise ValueError("the label is empty: there is no object to segment")
+    lo = np.maximum(points.min(0) - margin, 0)
+    hi = np.minimum(points.max(0) + 1 + margin, label.shape)
+    return _ijk(lo), _ijk(hi)
+
+
+# -- methods -------------------------------------------------------------------------------------
+class InteractiveMethod:
+    """One interactive segmentation method under the harness.
+
+    ``start`` opens a case on an ROI box ((i, j, k) lo, hi); ``refine`` gets all clicks so far
+    (array indices of the whole image, newest last) and returns the ROI's foreground
+    probability (float32, numpy order).
+    """
+
+    name = "method"
+
+    def start(self, image: Volume, box) -> None:
+        self.image = image
+        self.box: Box = (_ijk(box[0]), _ijk(box[1]))
+        self.region = _slices(self.box)
+
+    def refine(self, clicks: list[Click]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class MeccaMethod(InteractiveMethod):
+    """MECCA (or IteR-MRL: the same policy trained without confidence shaping)."""
+
+    def __init__(self, model: MeccaModel, name: str = "mecca"):
+        self.model, self.name = model, name
+
+    def start(self, image: Volume, box) -> None:
+        super().start(image, box)
+        self.session = InteractiveSession(image, self.model, roi=box)
+
+    def refine(self, clicks: list[Click]) -> np.ndarray:
+        for click in clicks[len(self.session.clicks):]:
+            self.session.add_click(_ijk(click.position), click.positive)
+        self.session.step()
+        return self.session.probability_tenths[self.region].astype(np.float32) / 10.0
+
+
+class ClickCNNMethod(InteractiveMethod):
+    """The supervised click-CNN baseline: each round's prediction becomes the next input."""
+
+    name = "click-cnn"
+
+    def __init__(self, model: MeccaModel):
+        self.model = model.eval()
+
+    def start(self, image: Volume, box) -> None:
+        super().start(image, box)
+        self.image_norm = torch.from_numpy(normalize_image(image.array[self.region]))[None]
+        self.probability = torch.full_like(self.image_norm, 0.5)
+
+    @torch.no_grad()
+    def refine(self, clicks: list[Click]) -> np.ndarray:
+        hint = torch.from_numpy(hint_map(tuple(self.image_norm.shape[1:]), clicks, offset=self.box[0]))[None]
+        state = build_state(self.image_norm, self.probability, hint).to(self.model.device)
+        self.probability = torch.sigmoid(self.model.policy(state)).cpu()
+        return self.probability[0].numpy()
+
+
+class SeedMethod(InteractiveMethod):
+    """Seed-based baselines: clicks become small seed balls (+ foreground, - background), and
+    the ROI's border is a background seed shell, as Slicer users paint one."""
+
+    def seeds(self, clicks: list[Click]) -> np.ndarray:
+        shape = tuple(h - l for l, h in zip(*self.box))
+        seeds = np.zeros(shape, np.int16)
+        seeds[0], seeds[-1], seeds[:, 0], seeds[:, -1], seeds[:, :, 0], seeds[:, :, -1] = 2, 2, 2, 2, 2, 2
+        ball = ndimage.generate_binary_structure(3, 1) if SEED_RADIUS == 1 else None
+        for click in clicks:
+            marker = np.zeros(shape, bool)
+            centre = tuple(p - o for p, o in zip(click.position, self.box[0]))
+            marker[centre] = True
+            seeds[ndimage.binary_dilation(marker, ball, iterations=SEED_RADIUS)] = 1 if click.positive else 2
+        return seeds
+
+
+class GrowFromSeedsMethod(SeedMethod):
+    """Slicer's Grow from seeds (vtkImageGrowCutSegment from the slicer-core wheel)."""
+
+    name = "grow-from-seeds"
+
+    def __init__(self):
+        try:
+            import slicer  # noqa: F401  (the slicer-core wheel)
+        except ImportError as error:
+            raise RuntimeError("grow-from-seeds needs the slicer-core package: pip install slicer-core") from error
+
+    def refine(self, clicks: list[Click]) -> np.ndarray:
+        import slicer
+        import vtk
+        from vtk.util import numpy_support
+
+        def image_data(array: np.ndarray, vtk_type: int):
+            data = vtk.vtkImageData()
+            data.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+            data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True,
+                                                                      array_type=vtk_type))
+            return data
+
+        seeds = self.seeds(clicks)
+        grow = slicer.vtkImageGrowCutSegment()
+        grow.SetIntensityVolume(image_data(self.image.array[self.region].astype(np.float32), vtk.VTK_FLOAT))
+        grow.SetSeedLabelVolume(image_data(seeds, vtk.VTK_SHORT))
+        grow.SetDistancePenalty(0.0)  # Slicer's default seed locality
+        grow.Update()
+        labels = numpy_support.vtk_to_numpy(grow.GetOutput().GetPointData().GetScalars()).reshape(seeds.shape)
+        return (labels == 1).astype(np.float32)
+
+
+class RandomWalkerMethod(SeedMethod):
+    """scikit-image's random walker (Grady 2006) on the normalised ROI, same seeds."""
+
+    name = "random-walker"
+
+    def __init__(self, beta: float = 130.0):
+        self.beta = beta
+
+    def start(self, image: Volume, box) -> None:
+        super().start(image, box)
+        self.image_norm = normalize_image(image.array[self.region])
+
+    def refine(self, clicks: list[Click]) -> np.ndarray:
+        from skimage.segmentation import random_walker
+
+        seeds = self.seeds(clicks)
+        if not (seeds == 1).any():
+            return np.zeros(seeds.shape, np.float32)
+        spacing = np.asarray(self.image.spacing[::-1]) / min(self.image.spacing)
+        probability = random_walker(self.image_norm, seeds, beta=self.beta, mode="cg_j", tol=1e-3,
+                                    return_full_prob=True, spacing=spacing, channel_axis=None)
+        return probability[0].astype(np.float32)
+
+
+def method_for_model(model: MeccaModel, name: str | None = None) -> InteractiveMethod:
+    """The harness method that runs a model file (MECCA / IteR-MRL policies or a click-CNN)."""
+    if model.config.model == "click-cnn":
+        return ClickCNNMethod(model)
+    return MeccaMethod(model, name or "mecca")
+
+
+# -- the simulated-user harness -------------------------------------------------------------------
+@dataclass
+class SimulatedRun:
+    """Per-round results of one case under the simulated user."""
+
+    dice: list[float] = field(default_factory=list)
+    assd_mm: list[float] = field(default_factory=list)
+    misunderstanding: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+
+
+def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,
+             seed: int = 0, box=None, with_assd: bool = False, keep_masks: bool = False,
+             on_round: Callable[[InteractiveMethod, list[Click], float], None] | None = None) -> SimulatedRun:
+    """Run ``rounds`` rounds of the seeded simulated user on one case with one method.
+
+    ``on_round(method, new_clicks, dice)`` is called after each round (progress, figures).
+    """
+    label = label > 0
+    method.start(image, box or label_box(label))
+    user = SimulatedUser(label, seed=seed)
+    region = method.region
+    roi_label = label[region]
+    mask = np.zeros(label.shape, bool)
+    probability = np.full(roi_label.shape, 0.5, np.float32)
+    clicks: list[Click] = []
+    run = SimulatedRun()
+    for round_index in range(rounds):
+        new_clicks = user.clicks(mask, clicks_per_round, round_index)
+        clicks.extend(new_clicks)
+        started = time.perf_counter()
+        updated = method.refine(list(clicks))
+        run.seconds.append(time.perf_counter() - started)
+        run.misunderstanding.append(misunderstanding_rate(probability, updated, roi_label))
+        probability = updated
+        mask[region] = probability > 0.5
+        run.dice.append(round(dice(mask, label), 6))
+        if with_assd:
+            run.assd_mm.append(assd(mask, label, image.spacing[::-1]))
+        if keep_masks:
+            run.masks.append(mask.copy())
+        if on_round is not None:
+            on_round(method, new_clicks, run.dice[-1])
+    return run
+
+
+def simulate_mecca(model: MeccaModel, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,
+                   seed: int = 0, box=None, **options) -> tuple[SimulatedRun, InteractiveSession]:
+    """simulate() with a MECCA model; also returns the session (history, confidence, advice)."""
+    method = MeccaMethod(model)
+    run = simulate(method, image, label, rounds, clicks_per_round, seed, box, **options)
+    return run, method.session
+
+
+# -- a dataset, several methods --------------------------------------------------------------------
+METHODS = ("mecca", "iter-mrl", "click-cnn", "grow-from-seeds", "random-walker")
+
+
+def _summary(values: list[list[float]]) -> tuple[list[float], list[float]]:
+    array = np.asarray(values, dtype=float)
+    finite = np.where(np.isfinite(array), array, np.nan)
+    return np.nanmean(finite, axis=0).round(5).tolist(), np.nanstd(finite, axis=0).round(5).tolist()
+
+
+def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], InteractiveMethod]], labels=None,
+                   rounds: int = 5, clicks_per_round: int = 3, seed: int = 0, progress: bool = True):
+    """Run every method on every case; returns (per-method summary, failures, figure case).
+
+    A case that cannot be read, or fails for a method, is reported in ``failures`` and skipped
+    (for that method); the run goes on. The figure case is the first case, with every method's
+    last-round mask.
+    """
+    from tqdm import tqdm
+
+    results = {name: {"per_case": [], "seconds": []} for name in methods}
+    failures, figure = [], None
+    for case in tqdm(cases, desc="cases", disable=not progress):
+        try:
+            image, label = case.load(labels)
+            if not label.any():
+                raise InputError("the label has no foreground voxel for the chosen label values")
+        except (InputError, OSError, ValueError) as error:
+            failures.append({"case": case.name, "method": None, "error": str(error)})
+            continue
+        keep = figure is None
+        if keep:
+            figure = {"case": case.name, "image": image, "label": label, "masks": {}}
+        case_name = case.name
+        for name, factory in methods.items():
+            try:
+                run = simulate(factory(), image, label, rounds, clicks_per_round, seed, with_assd=True, keep_masks=keep)
+            except Exception as error:  # noqa: BLE001 - one bad case must not end the evaluation
+                failures.append({"case": case_name, "method": name, "error": f"{type(error).__name__}: {error}"})
+                continue
+            results[name]["per_case"].append({"case": case_name, "dice_per_round": run.dice,
+                                              "assd_mm_per_round": [round(a, 4) for a in run.assd_mm],
+                                              "misunderstanding_rate_per_round": [round(m, 6) for m in run.misunderstanding],
+                                              "seconds_per_round": [round(s, 4) for s in run.seconds]})
+            results[name]["seconds"].extend(run.seconds)
+            if keep:
+                figure["masks"][name] = run.masks[-1]
+    summary = {}
+    for name, result in results.items():
+        per_case = result["per_case"]
+        if not per_case:
+            summary[name] = {"cases": 0, "per_case": []}
+            continue
+        dice_mean, dice_sd = _summary([c["dice_per_round"] for c in per_case])
+        assd_mean, _ = _summary([c["assd_mm_per_round"] for c in per_case])
+        misunderstanding, _ = _summary([c["misunderstanding_rate_per_round"] for c in per_case])
+        summary[name] = {"cases": len(per_case), "dice_mean_per_round": dice_mean, "dice_sd_per_round": dice_sd,
+                         "assd_mm_mean_per_round": assd_mean, "misunderstanding_rate_per_round": misunderstanding,
+                         "seconds_per_round_median": round(float(np.median(result["seconds"])), 4),
+                         "per_case": per_case}
+    return summary, failures, figure

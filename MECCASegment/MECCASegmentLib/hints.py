@@ -1,0 +1,101 @@
+"""Clicks, the signed hint map built from them, and the seeded simulated user of method.md.
+
+Positions here are numpy array indices (axis 0, 1, 2) = (k, j, i) of an ITK/Slicer image; the
+session converts from ITK (i, j, k) indices and world coordinates at its boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+HINT_SIGMA = 2.0  # voxels
+SURFACE_BAND = 2  # the simulated user clicks within this many voxels of the true surface
+
+
+@dataclass(frozen=True)
+class Click:
+    """A user click: + where the object should extend, - where it should retract."""
+
+    position: tuple[int, int, int]  # array index (k, j, i)
+    positive: bool
+
+    def to_dict(self) -> dict:
+        return {"position": list(self.position), "positive": self.positive}
+
+
+def hint_map(shape: tuple[int, ...], clicks: list[Click], offset: tuple[int, ...] = (0, 0, 0),
+             sigma: float = HINT_SIGMA) -> np.ndarray:
+    """h = G(S+) - G(S-) on the box of ``shape`` starting at ``offset``, in [-1, 1].
+
+    G is the maximum over clicks of a Gaussian of peak 1; only a window of 3 sigma around each
+    click is touched, so the cost does not grow with the ROI.
+    """
+    positive = np.zeros(shape, np.float32)
+    negative = np.zeros(shape, np.float32)
+    radius = int(math.ceil(3 * sigma))
+    for click in clicks:
+        centre = [c - o for c, o in zip(click.position, offset)]
+        lo = [max(c - radius, 0) for c in centre]
+        hi = [min(c + radius + 1, s) for c, s in zip(centre, shape)]
+        if any(h <= l for l, h in zip(lo, hi)):
+            continue  # the click's window lies outside this box
+        grids = np.ogrid[tuple(slice(l, h) for l, h in zip(lo, hi))]
+        dist2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
+        bump = np.exp(-dist2 / (2 * sigma * sigma)).astype(np.float32)
+        target = positive if click.positive else negative
+        window = tuple(slice(l, h) for l, h in zip(lo, hi))
+        np.maximum(target[window], bump, out=target[window])
+    return positive - negative
+
+
+class SimulatedUser:
+    """Seeded stand-in for a clinician (training and evaluation).
+
+    Each round it clicks k misclassified voxels within 2 voxels of the ground-truth surface,
+    spread at least ``min_separation`` voxels apart, signed + for missed foreground and - for
+    false positives. With no such voxel it clicks the deepest point of the largest error region
+    (the point farthest from its border, as RITM and DeepEdit do). The same seed, label and
+    prediction always give the same clicks.
+    """
+
+    def __init__(self, label: np.ndarray, seed: int = 0, min_separation: float = 3.0):
+        self.label = label > 0
+        self.seed = seed
+        self.min_separation = min_separation
+        inside = ndimage.distance_transform_edt(self.label)
+        outside = ndimage.distance_transform_edt(~self.label)
+        self.band = (self.label & (inside <= SURFACE_BAND)) | (~self.label & (outside <= SURFACE_BAND))
+
+    def clicks(self, prediction: np.ndarray, count: int, round_index: int) -> list[Click]:
+        if count <= 0:
+            return []
+        rng = np.random.default_rng([self.seed, round_index])
+        false_negative = self.label & ~prediction
+        errors = false_negative | (~self.label & prediction)
+        if not errors.any():
+            return []
+        candidates = np.flatnonzero(errors & self.band)
+        if candidates.size == 0:
+            return [self._deepest_error_click(errors, false_negative)]
+        chosen: list[np.ndarray] = []
+        for flat in rng.permutation(candidates):
+            point = np.array(np.unravel_index(flat, errors.shape))
+            if all(np.linalg.norm(point - other) >= self.min_separation for other in chosen):
+                chosen.append(point)
+                if len(chosen) == count:
+                    break
+        return [Click(tuple(int(v) for v in p), bool(false_negative[tuple(p)])) for p in chosen]
+
+    @staticmethod
+    def _deepest_error_click(errors: np.ndarray, false_negative: np.ndarray) -> Click:
+        components, n = ndimage.label(errors)
+        sizes = np.bincount(components.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        largest = components == int(np.argmax(sizes))
+        depth = ndimage.distance_transform_edt(np.pad(largest, 1))[1:-1, 1:-1, 1:-1]
+        point = np.unravel_index(int(np.argmax(depth)), errors.shape)
+        return Click(tuple(int(v) for v in point), bool(false_negative[point]))

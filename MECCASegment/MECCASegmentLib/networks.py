@@ -1,0 +1,270 @@
+"""The two networks of MECCA: the P-Net actor-critic S and the action-confidence network C.
+
+Both follow method.md: a trunk of dilated 3x3x3 blocks (P-Net), optionally behind a stride-2
+first convolution so the trunk runs at half resolution. A half-resolution trunk would blur the
+boundary, so its output goes through a small full-resolution fusion head that sees the input
+state again (image, probability, hint) before the per-voxel outputs.
+
+Blocks are residual and have no normalisation layer: ROIs vary in size from one call to the next
+and batches are one or two volumes, where batch or instance statistics would be noisy and slow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .environment import NUM_ACTIONS
+
+STATE_CHANNELS = 3  # normalised image, probability, hint
+CONFIDENCE_CHANNELS = STATE_CHANNELS + 1  # plus the signed action
+ACTION_SCALE = 2.5  # maps the largest step, 0.4, to 1 inside the confidence head
+_MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution")
+
+
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that keeps oneDNN for single volumes at inference.
+
+    PyTorch's CPU backend choice sends a batch of one with N*C*D*H <= 20480 (a typical
+    half-resolution ROI at width 16) to its slow native kernel, about 14 times slower than
+    oneDNN on the same input. Without gradients we call the oneDNN kernel directly; training
+    (batches of two, channels-last) keeps the regular dispatch and its backward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _MKLDNN and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32:
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
+                                                     self.stride, self.dilation, self.groups)
+        return super().forward(x)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of both networks; stored in every checkpoint so a file rebuilds its model."""
+
+    width: int = 16
+    stride: int = 2
+    trunk_dilations: tuple[int, ...] = (1, 2, 4)
+    head_dilations: tuple[int, ...] = (8, 4)
+    fusion_channels: int = 8
+    confidence_width: int = 16
+    confidence_dilations: tuple[int, ...] = (1, 2, 4)
+    model: str = "mecca"  # or "click-cnn": the supervised baseline on the same backbone
+
+    def __post_init__(self):
+        if self.model not in ("mecca", "click-cnn"):
+            raise ValueError(f"model must be 'mecca' or 'click-cnn', got {self.model!r}")
+        if self.stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {self.stride}")
+        for name in ("width", "confidence_width", "fusion_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetworkConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown network settings {sorted(unknown)}: the file was written by a newer version")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+class DilatedBlock(nn.Module):
+    """Two dilated 3x3x3 convolutions with a residual connection (one P-Net block)."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv1 = Conv3d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv2 = Conv3d(channels, channels, 3, padding=dilation, dilation=dilation)
+        nn.init.kaiming_normal_(self.conv1.weight, nonlinearity="relu")
+        nn.init.zeros_(self.conv1.bias)
+        # Small second conv: each block starts close to the identity, so a deep stack without
+        # normalisation trains from the first step.
+        nn.init.normal_(self.conv2.weight, std=1e-3)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+
+
+class Encoder(nn.Module):
+    """First convolution (stride 1 or 2) followed by a stack of dilated blocks."""
+
+    def __init__(self, in_channels: int, width: int, stride: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.stem = Conv3d(in_channels, width, 3, stride=stride, padding=1)
+        nn.init.kaiming_normal_(self.stem.weight, nonlinearity="relu")
+        nn.init.zeros_(self.stem.bias)
+        self.blocks = nn.Sequential(*(DilatedBlock(width, d) for d in dilations))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(F.relu(self.stem(x)))
+
+
+class FusionHead(nn.Module):
+    """Per-voxel outputs at full resolution from trunk features and the full-resolution input.
+
+    With stride 1 it is a 1x1x1 convolution. With stride 2 the features are reduced, upsampled
+    trilinearly, concatenated with the input and passed through one 3x3x3 convolution, so
+    boundaries are decided at the input's resolution.
+    """
+
+    def __init__(self, width: int, in_channels: int, out_channels: int, stride: int, fusion_channels: int,
+                 zero_init: bool):
+        super().__init__()
+        self.stride = stride
+        if stride == 1:
+            self.out = Conv3d(width, out_channels, 1)
+        else:
+            self.reduce = Conv3d(width, fusion_channels, 1)
+            self.fuse = Conv3d(fusion_channels + in_channels, fusion_channels, 3, padding=1)
+            self.out = Conv3d(fusion_channels, out_channels, 1)
+        if zero_init:  # a uniform policy / neutral value before any training
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, features: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return self.out(features)
+        coarse = F.interpolate(self.reduce(features), size=inputs.shape[2:], mode="trilinear", align_corners=False)
+        return self.out(F.relu(self.fuse(torch.cat([coarse, inputs], dim=1))))
+
+
+class PolicyValueNet(nn.Module):
+    """Segmentation network S: per-voxel logits over the 6 actions and a per-voxel value."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        c = config
+        self.trunk = Encoder(STATE_CHANNELS, c.width, c.stride, c.trunk_dilations)
+        self.policy_blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
+        self.policy_out = FusionHead(c.width, STATE_CHANNELS, NUM_ACTIONS, c.stride, c.fusion_channels, True)
+        self.value_blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
+        self.value_out = Conv3d(c.width, 1, 1)
+        nn.init.zeros_(self.value_out.weight)
+        nn.init.zeros_(self.value_out.bias)
+
+    def forward(self, state: torch.Tensor, with_value: bool = True):
+        """state (B, 3, D, H, W) -> logits (B, 6, D, H, W), value (B, 1, D, H, W) or None.
+
+        The value head is only needed for training; inference skips it.
+        """
+        features = self.trunk(state)
+        logits = self.policy_out(self.policy_blocks(features), state)
+        if not with_value:
+            return logits, None
+        value = self.value_out(self.value_blocks(features))
+        if value.shape[2:] != state.shape[2:]:
+            value = F.interpolate(value, size=state.shape[2:], mode="trilinear", align_corners=False)
+        return logits, value
+
+
+class ConfidenceNet(nn.Module):
+    """Action-confidence network C(s, a): logit of "the direction of a agrees with the label".
+
+    The trunk sees (s, a) with a as a signed channel, as method.md says. The output must still
+    react to each voxel's own action at full resolution (neighbouring voxels sample different
+    actions while training), which a half-resolution output cannot. So the head predicts two
+    maps, u and v, upsamples them and returns u + v * a per voxel: a logit that is affine in the
+    voxel's own action. Because the target only depends on the sign of a and on the label, the
+    best C has this form (u = 0, v = the label's logit scaled), at the cost of two upsampled
+    channels instead of a full-resolution convolution.
+    """
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        c = config
+        self.trunk = Encoder(CONFIDENCE_CHANNELS, c.confidence_width, c.stride, c.confidence_dilations)
+        self.out = Conv3d(c.confidence_width, 2, 1)
+
+    def forward(self, state: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
+        """state (B, 3, ...), signed action values (B, ...) in [-0.4, 0.4] -> logits (B, ...)."""
+        action = action_values.unsqueeze(1).to(state.dtype)
+        maps = self.out(self.trunk(torch.cat([state, action], dim=1)))
+        if maps.shape[2:] != state.shape[2:]:
+            maps = F.interpolate(maps, size=state.shape[2:], mode="trilinear", align_corners=False)
+        return maps[:, 0] + maps[:, 1] * action[:, 0] * ACTION_SCALE
+
+
+class ClickCNN(nn.Module):
+    """Supervised baseline (InterCNN / DeepIGeoS style) on the policy's backbone: the state
+    (image, previous probability, hint) in, the foreground logit out, trained with cross-entropy
+    and iterated round after round."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        c = config
+        self.trunk = Encoder(STATE_CHANNELS, c.width, c.stride, c.trunk_dilations)
+        self.blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
+        self.out = FusionHead(c.width, STATE_CHANNELS, 1, c.stride, c.fusion_channels, False)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(self.trunk(state)), state).squeeze(1)
+
+
+@dataclass
+class MeccaModel:
+    """The pair of networks plus the metadata a checkpoint carries (config, training record)."""
+
+    config: NetworkConfig
+    policy: PolicyValueNet | ClickCNN
+    confidence: ConfidenceNet | None
+    metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, config: NetworkConfig | None = None, seed: int = 0) -> MeccaModel:
+        config = config or NetworkConfig()
+        torch.manual_seed(seed)
+        if config.model == "click-cnn":
+            return cls(config, ClickCNN(config), None)
+        return cls(config, PolicyValueNet(config), ConfidenceNet(config))
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        return {name: net for name, net in (("policy", self.policy), ("confidence", self.confidence)) if net is not None}
+
+    def to(self, device=None, memory_format=None) -> MeccaModel:
+        options = {k: v for k, v in (("device", device), ("memory_format", memory_format)) if v is not None}
+        for net in self.networks.values():
+            net.to(**options)
+        return self
+
+    def eval(self) -> MeccaModel:
+        for net in self.networks.values():
+            net.eval()
+        return self
+
+    def train(self) -> MeccaModel:
+        for net in self.networks.values():
+            net.train()
+        return self
+
+    def named_parameters(self):
+        for name, net in self.networks.items():
+            for key, param in net.named_parameters():
+                yield f"{name}.{key}", param
+
+    def parameters(self):
+        return (param for _, param in self.named_parameters())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, net in self.networks.items() for k, v in net.state_dict().items()}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = {k.split(".", 1)[0] for k in tensors}
+        if expected != set(self.networks):
+            raise RuntimeError(f"the file holds networks {sorted(expected)}, the architecture needs {sorted(self.networks)}")
+        for name, net in self.networks.items():
+            net.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")},
+                                strict=True)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device

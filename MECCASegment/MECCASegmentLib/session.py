@@ -1,0 +1,325 @@
+"""InteractiveSession: one image, the user's clicks, and MECCA rounds over a region of interest.
+
+Only the ROI goes through the networks, so a 512 x 512 x 300 CT costs what its ROI costs. The
+ROI is either a box the user gives or grows from the clicks (and a starting segment) with a
+margin in millimetres. The whole-volume state is one byte per voxel (probability in tenths);
+each round keeps the ROI's before/after values so undo and redo are exact and cheap.
+
+Indices in this API are ITK/Slicer (i, j, k) voxel indices; arrays are numpy (k, j, i).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .advice import ADVICE_COUNT, AdviceRegion, advice_label_map, rank_regions, segments_for_round, supervoxels
+from .environment import MASK_TENTHS, START_TENTHS, action_tenths, build_state, normalize_image, transition
+from .hints import Click, hint_map
+from .io import InputError, Volume, validate_image
+from .networks import MeccaModel
+
+DEFAULT_ROI_MARGIN_MM = 30.0
+
+
+class SessionError(RuntimeError):
+    """An operation that the session's current state does not allow (e.g. undo with no history)."""
+
+
+Box = tuple[tuple[int, int, int], tuple[int, int, int]]  # (lo, hi) array indices, hi exclusive
+
+
+@dataclass
+class Round:
+    """What one round did, enough to undo and redo it exactly."""
+
+    index: int
+    clicks: list[Click]
+    box: Box
+    p_before: np.ndarray
+    p_after: np.ndarray
+    confidence: np.ndarray
+    seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
+    advice: list[AdviceRegion] | None = None  # computed when first asked for
+    advice_labels: np.ndarray | None = None
+
+    def summary(self) -> dict:
+        changed = int(np.count_nonzero(self.p_before != self.p_after))
+        return {"round": self.index, "clicks": len(self.clicks), "seconds": self.seconds,
+                "changed_voxels": changed, "foreground_voxels_in_roi": int(np.count_nonzero(self.p_after > 5)),
+                "roi_lo_ijk": list(_ijk(self.box[0])), "roi_hi_ijk": list(_ijk(self.box[1])),
+                "timings": dict(self.timings)}
+
+
+def _ijk(index) -> tuple[int, int, int]:
+    """Swap between ITK (i, j, k) and numpy (k, j, i) order (the same operation both ways)."""
+    return tuple(int(v) for v in reversed(tuple(index)))
+
+
+def _slices(box: Box) -> tuple[slice, slice, slice]:
+    return tuple(slice(lo, hi) for lo, hi in zip(*box))
+
+
+class InteractiveSession:
+    """MECCA on one image. Typical use::
+
+        session = InteractiveSession(volume, model)
+        session.add_click((i, j, k), positive=True)
+        session.step()                      # one policy round
+        session.mask, session.confidence_map(), session.advice_regions
+        session.undo(); session.redo()
+    """
+
+    def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
+                 initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
+                 advice_count: int = ADVICE_COUNT):
+        validate_image(image.array, image.spacing, name=image.name or "image")
+        self.image = image
+        self.model = model.eval()
+        self.roi_margin_mm = float(roi_margin_mm)
+        self.advice_count = advice_count
+        self._lock = threading.Lock()
+        self._p = np.full(image.shape, START_TENTHS, np.uint8)
+        self._seed_box: Box | None = None
+        if initial_mask is not None:
+            self._start_from_mask(initial_mask)
+        self._user_box: Box | None = None
+        if roi is not None:
+            self.set_roi(*roi)
+        self._pending: list[Click] = []
+        self._rounds: list[Round] = []
+        self._redo: list[Round] = []
+        self._normalized: tuple[Box, np.ndarray] | None = None
+        self._supervoxels: dict[tuple[Box, int], np.ndarray] = {}
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _start_from_mask(self, mask: np.ndarray) -> None:
+        mask = np.asarray(mask)
+        if mask.shape != self.image.shape:
+            raise InputError(f"starting segment has size {mask.shape[::-1]} but the image is {self.image.shape[::-1]}")
+        inside = mask > 0
+        self._p[...] = np.where(inside, MASK_TENTHS[1], MASK_TENTHS[0])
+        if inside.any():
+            points = np.argwhere(inside)
+            self._seed_box = (tuple(points.min(0)), tuple(points.max(0) + 1))
+
+    def set_roi(self, lo_ijk, hi_ijk) -> None:
+        """Fix the ROI to the box [lo, hi) in (i, j, k) indices, clipped to the image."""
+        lo, hi = np.array(_ijk(lo_ijk)), np.array(_ijk(hi_ijk))
+        shape = np.array(self.image.shape)
+        lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
+        if np.any(hi <= lo):
+            raise InputError(f"ROI {tuple(lo_ijk)}-{tuple(hi_ijk)} does not overlap the image "
+                             f"(size {tuple(self.image.shape[::-1])} in i, j, k)")
+        self._user_box = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
+
+    def clear_roi(self) -> None:
+        """Go back to an ROI grown from the clicks."""
+        self._user_box = None
+
+    # -- clicks --------------------------------------------------------------------------------
+    def add_click(self, ijk, positive: bool) -> Click:
+        """Queue a click at voxel (i, j, k) for the next round; + extends, - retracts."""
+        index = np.asarray(ijk, dtype=float)
+        if index.shape != (3,) or not np.all(np.isfinite(index)):
+            raise InputError(f"a click needs three finite voxel indices (i, j, k), got {ijk!r}")
+        position = _ijk(np.rint(index).astype(int))
+        if any(p < 0 or p >= s for p, s in zip(position, self.image.shape)):
+            raise InputError(f"click {tuple(int(v) for v in np.rint(index))} lies outside the image "
+                             f"(size {self.image.shape[::-1]} in i, j, k)")
+        if self._user_box is not None and any(not lo <= p < hi for p, lo, hi in zip(position, *self._user_box)):
+            raise InputError(f"click {_ijk(position)} lies outside the ROI {_ijk(self._user_box[0])}-"
+                             f"{_ijk(self._user_box[1])}; enlarge the ROI or clear it")
+        click = Click(position, bool(positive))
+        with self._lock:
+            self._pending.append(click)
+            self._redo.clear()
+        return click
+
+    def add_click_world(self, point_lps, positive: bool) -> Click:
+        """Queue a click given as an LPS world point (ITK convention)."""
+        return self.add_click(self.image.world_to_index(point_lps), positive)
+
+    @property
+    def clicks(self) -> list[Click]:
+        """Every click in effect: those of the rounds run so far, then the pending ones."""
+        return [c for r in self._rounds for c in r.clicks] + list(self._pending)
+
+    @property
+    def pending_clicks(self) -> list[Click]:
+        return list(self._pending)
+
+    # -- ROI -----------------------------------------------------------------------------------
+    def current_box(self) -> Box:
+        """The box the next round will use."""
+        if self._user_box is not None:
+            return self._user_box
+        points = [c.position for c in self.clicks]
+        boxes = [b for b in (self._seed_box, *(r.box for r in self._rounds)) if b is not None]
+        if not points and not boxes:
+            raise SessionError("no ROI yet: add a click or set an ROI box first")
+        margin = np.ceil(self.roi_margin_mm / np.array(self.image.spacing[::-1])).astype(int)
+        shape = np.array(self.image.shape)
+        lows, highs = [], []
+        if points:
+            pts = np.array(points)
+            lows.append(pts.min(0) - margin)
+            highs.append(pts.max(0) + 1 + margin)
+        if self._seed_box is not None:
+            lows.append(np.array(self._seed_box[0]) - margin)
+            highs.append(np.array(self._seed_box[1]) + margin)
+        for box in boxes:  # the ROI never shrinks: earlier rounds' work stays inside it
+            lows.append(np.array(box[0]))
+            highs.append(np.array(box[1]))
+        lo = np.clip(np.min(lows, axis=0), 0, shape)
+        hi = np.clip(np.max(highs, axis=0), 0, shape)
+        return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
+
+    def _normalized_roi(self, box: Box) -> np.ndarray:
+        if self._normalized is None or self._normalized[0] != box:
+            self._normalized = (box, normalize_image(self.image.array[_slices(box)]))
+        return self._normalized[1]
+
+    def _supervoxels_for(self, box: Box, image_norm: np.ndarray, n_segments: int) -> np.ndarray:
+        key = (box, n_segments)
+        if key not in self._supervoxels:
+            self._supervoxels[key] = supervoxels(image_norm, n_segments)
+        return self._supervoxels[key]
+
+    # -- rounds --------------------------------------------------------------------------------
+    def step(self) -> dict:
+        """Run one MECCA round on the ROI with every click so far; returns the round's summary."""
+        with self._lock:
+            start = time.perf_counter()
+            timings = {}
+            box = self.current_box()
+            region = _slices(box)
+            image_norm = self._normalized_roi(box)
+            clicks = self.clicks
+            hint = hint_map(image_norm.shape, clicks, offset=box[0])
+            p_before = self._p[region].copy()
+            timings["prepare_s"] = time.perf_counter() - start
+
+            t = time.perf_counter()
+            p_after, confidence = self._act(image_norm, p_before, hint)
+            timings["networks_s"] = time.perf_counter() - t
+            self._p[region] = p_after
+            round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence,
+                           timings=timings)
+            self._rounds.append(round_)
+            self._pending.clear()
+            self._redo.clear()
+            round_.seconds = time.perf_counter() - start
+            return round_.summary()
+
+    @torch.no_grad()
+    def _act(self, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray):
+        """Greedy actions of the policy applied to p (eq. 1), and their confidence, over the ROI."""
+        device = self.model.device
+        p = torch.from_numpy(p_tenths)[None].to(device)
+        state = build_state(torch.from_numpy(image_norm)[None].to(device), p, torch.from_numpy(hint)[None].to(device))
+        logits, _ = self.model.policy(state, with_value=False)
+        steps = action_tenths(logits.argmax(dim=1))
+        confidence = torch.sigmoid(self.model.confidence(state, steps.float() / 10.0))
+        return transition(p, steps)[0].cpu().numpy(), confidence[0].cpu().numpy().astype(np.float32)
+
+    def undo(self) -> dict:
+        """Revert the last round (and drop clicks not yet run). Raises SessionError with no history."""
+        with self._lock:
+            if not self._rounds:
+                raise SessionError("nothing to undo")
+            round_ = self._rounds.pop()
+            self._p[_slices(round_.box)] = round_.p_before
+            self._pending.clear()
+            self._redo.append(round_)
+            return round_.summary()
+
+    def redo(self) -> dict:
+        """Re-apply the last undone round. Raises SessionError when there is none."""
+        with self._lock:
+            if not self._redo:
+                raise SessionError("nothing to redo")
+            round_ = self._redo.pop()
+            self._p[_slices(round_.box)] = round_.p_after
+            self._rounds.append(round_)
+            return round_.summary()
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._rounds)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    # -- results -------------------------------------------------------------------------------
+    @property
+    def rounds(self) -> int:
+        return len(self._rounds)
+
+    @property
+    def history(self) -> list[dict]:
+        return [r.summary() for r in self._rounds]
+
+    @property
+    def probability_tenths(self) -> np.ndarray:
+        """Whole-volume probability in tenths (uint8, 0..10); a copy."""
+        return self._p.copy()
+
+    @property
+    def probability(self) -> np.ndarray:
+        return self._p.astype(np.float32) / 10.0
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Segmentation = p > 0.5 (uint8, whole volume)."""
+        return (self._p > 5).astype(np.uint8)
+
+    @property
+    def last_box(self) -> Box | None:
+        return self._rounds[-1].box if self._rounds else None
+
+    def confidence_map(self, fill_value: float = 1.0) -> np.ndarray:
+        """Confidence of the last round's actions, whole volume; ``fill_value`` outside its ROI
+        (no action was taken there). All ``fill_value`` before the first round."""
+        out = np.full(self.image.shape, fill_value, np.float32)
+        if self._rounds:
+            out[_slices(self._rounds[-1].box)] = self._rounds[-1].confidence
+        return out
+
+    def _advise(self, round_: Round) -> Round:
+        """Rank the ROI's supervoxels by the round's confidence (once per round, on demand:
+        simulations that never look at the advice do not pay for SLIC)."""
+        if round_.advice is None:
+            start = time.perf_counter()
+            image_norm = self._normalized_roi(round_.box)
+            labels = self._supervoxels_for(round_.box, image_norm, segments_for_round(round_.index - 1))
+            round_.advice = rank_regions(labels, round_.confidence, self.advice_count)
+            round_.advice_labels = advice_label_map(labels, round_.advice)
+            round_.timings["advice_s"] = time.perf_counter() - start
+        return round_
+
+    @property
+    def advice_regions(self) -> list[AdviceRegion]:
+        """The last round's suggested regions, centres as whole-image (i, j, k) indices."""
+        if not self._rounds:
+            return []
+        with self._lock:
+            round_ = self._advise(self._rounds[-1])
+        offset = np.array(round_.box[0])
+        return [AdviceRegion(r.rank, r.label, _ijk(np.array(r.centre) + offset), r.voxel_count, r.mean_confidence)
+                for r in round_.advice]
+
+    def advice_map(self) -> np.ndarray:
+        """uint8 whole volume: the rank (1..5) of each suggested region, 0 elsewhere."""
+        out = np.zeros(self.image.shape, np.uint8)
+        if self._rounds:
+            with self._lock:
+                round_ = self._advise(self._rounds[-1])
+            out[_slices(round_.box)] = round_.advice_labels
+        return out

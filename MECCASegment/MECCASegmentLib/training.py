@@ -1,0 +1,515 @@
+"""Training MECCA: pixel-wise advantage actor-critic with the confidence network alongside.
+
+One step = one batch of episodes (two ROI crops of the same dataset, so oneDNN's fast kernels
+apply), T rounds each, with the seeded simulated user clicking before every round (method.md).
+Per round: sample actions, score them with C(s, a) and C(s, -a) (eqs. 2-3 with the symmetric
+term), apply eq. 1, reward each voxel by eqs. 4-5 (c detached; c = 1 for IteR-MRL). After the
+episode: discounted per-voxel returns, advantage A = R - V, and
+L = -log pi * A - 0.01 entropy + 0.5 (R - V)^2 + L_C, averaged over voxels and rounds.
+
+Unlabelled cases (paper eq. 6, Algorithm 1) alternate with labelled ones: their reward uses the
+simulated labels from the confidence map, only where the confidence passes delta, and they do not
+train C. Their clicks come from the simulated user, which reads the hidden label only to click.
+
+Every random draw of a step derives from (seed, epoch, step), so a run killed at any point and
+resumed from its last state file reaches the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from tqdm import tqdm
+
+from .checkpoint import load_model, load_training_state, save_model, save_training_state
+from .environment import (MASK_TENTHS, START_TENTHS, action_tenths, build_state, confidence_targets,
+                          cross_entropy, normalize_image, shaped_reward, simulated_labels, transition)
+from .evaluation import method_for_model, simulate
+from .hints import SimulatedUser, hint_map
+from .io import InputError, MSDDataset, Volume, split_validation
+from .networks import MeccaModel, NetworkConfig
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that determines a run (stored in its checkpoints)."""
+
+    epochs: int = 30
+    rounds: int = 5
+    gamma: float = 0.95
+    alpha: float = 0.8
+    beta: float = 1.0
+    learning_rate: float = 1e-4
+    entropy_weight: float = 0.01
+    confidence_reward: bool = True  # False = IteR-MRL ablation (c = 1 in the reward)
+    clicks_per_round: tuple[int, int] = (1, 9)  # drawn per episode, inclusive
+    batch_size: int = 2
+    margin_range: tuple[int, int] = (-4, 24)  # voxels around the object, per side
+    max_crop: int = 112
+    mask_start_fraction: float = 0.2  # episodes starting from a perturbed existing segment
+    invert_fraction: float = 0.2  # episodes with inverted image contrast (modality robustness)
+    unlabeled_delta: float = 0.8
+    class_balance_epochs: float = 6.0  # foreground up-weighting fades from balanced to none over these epochs
+    final_lr_fraction: float = 0.1  # cosine decay of the learning rate to this fraction at the last epoch
+    grad_clip: float = 5.0
+    validation_fraction: float = 0.2
+    validation_cases_per_epoch: int = 12  # per dataset, for the per-epoch curve
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass
+class TrainingCase:
+    name: str
+    dataset: str
+    image: Volume
+    label: np.ndarray  # uint8; for unlabelled cases only the simulated user reads it
+    labeled: bool = True
+
+
+def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validation_fraction: float,
+               unlabeled_dirs: list[str] = (), labeled_fraction: float = 1.0, progress: bool = True):
+    """Read datasets into memory; returns (train, validation, record of what was used)."""
+    train, validation, record = [], [], {"datasets": []}
+    for root, labeled_source in [(d, True) for d in dataset_dirs] + [(d, False) for d in unlabeled_dirs]:
+        dataset = MSDDataset.open(root)
+        names = [c.name for c in dataset.cases]
+        held_out = split_validation(names, validation_fraction) if labeled_source else set()
+        kept_labels = _labeled_subset(sorted(set(names) - held_out), labeled_fraction) if labeled_source else set()
+        for case in tqdm(dataset.cases, desc=f"loading {dataset.name}", disable=not progress, leave=False):
+            image, label = case.load(labels)
+            item = TrainingCase(case.name, dataset.name, image, label)
+            if case.name in held_out:
+                validation.append(item)
+            else:
+                item.labeled = labeled_source and case.name in kept_labels
+                train.append(item)
+        record["datasets"].append({"name": dataset.name, "path": str(root), "cases": len(names),
+                                   "validation": sorted(held_out), "labeled_source": labeled_source,
+                                   "labeled_train": len(kept_labels),
+                                   "unlabeled_train": len(names) - len(held_out) - len(kept_labels)})
+    if not any(c.labeled for c in train):
+        raise InputError("no labelled training case: give at least one --dataset with labels")
+    return train, validation, record
+
+
+def _labeled_subset(names: list[str], fraction: float) -> set[str]:
+    """The first ``fraction`` of a seeded order of the training cases keep their labels."""
+    if fraction >= 1.0:
+        return set(names)
+    count = max(1, int(round(len(names) * fraction)))
+    return set(np.random.default_rng(1).permutation(names)[:count].tolist())
+
+
+# -- episode construction ----------------------------------------------------------------------
+@dataclass
+class EpisodeBatch:
+    image: torch.Tensor  # (B, D, H, W) normalised
+    label: torch.Tensor  # (B, D, H, W) uint8
+    valid: torch.Tensor  # (B, D, H, W) bool: inside the image (crops may be padded)
+    start: torch.Tensor  # (B, D, H, W) uint8 starting probability in tenths
+    labeled: bool
+    user_seeds: list[int] = field(default_factory=list)
+
+
+def _object_box(label: np.ndarray):
+    points = np.argwhere(label > 0)
+    if points.size == 0:
+        centre = np.array(label.shape) // 2
+        return centre, centre + 1
+    return points.min(0), points.max(0) + 1
+
+
+def _crop(array: np.ndarray, lo, hi, fill) -> np.ndarray:
+    """array[lo:hi], padded with ``fill`` where the box leaves the array."""
+    out = np.full(tuple(int(h - l) for l, h in zip(lo, hi)), fill, dtype=array.dtype)
+    src = tuple(slice(max(l, 0), min(h, s)) for l, h, s in zip(lo, hi, array.shape))
+    dst = tuple(slice(max(l, 0) - l, min(h, s) - l) for l, h, s in zip(lo, hi, array.shape))
+    out[dst] = array[src]
+    return out
+
+
+def _perturbed_mask(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An imperfect existing segment: the label grown, shrunk or shifted by 1-3 voxels."""
+    radius = int(rng.integers(1, 4))
+    kind = rng.integers(3)
+    mask = label > 0
+    if kind == 0:
+        return ndimage.binary_dilation(mask, iterations=radius)
+    if kind == 1:
+        return ndimage.binary_erosion(mask, iterations=radius)
+    return np.roll(mask, tuple(int(v) for v in rng.integers(-radius, radius + 1, 3)), axis=(0, 1, 2))
+
+
+def make_batch(cases: list[TrainingCase], config: TrainingConfig, rng: np.random.Generator) -> EpisodeBatch:
+    """Random ROI crops (object box + random margins), padded to one shape, flipped and permuted alike."""
+    boxes = []
+    for case in cases:
+        lo, hi = _object_box(case.label)
+        lo = lo - rng.integers(config.margin_range[0], config.margin_range[1] + 1, 3)
+        hi = hi + rng.integers(config.margin_range[0], config.margin_range[1] + 1, 3)
+        lo, hi = np.maximum(lo, 0), np.minimum(hi, case.label.shape)
+        size = np.minimum(np.maximum(hi - lo, 8), config.max_crop)
+        lo = np.minimum(lo + rng.integers(0, np.maximum(hi - lo - size, 0) + 1), np.maximum(case.label.shape - size, 0))
+        boxes.append((lo, size))
+    shape = np.max([size for _, size in boxes], axis=0)
+    images, labels, valids, starts = [], [], [], []
+    for case, (lo, size) in zip(cases, boxes):
+        grow = shape - size
+        lo = lo - rng.integers(0, grow + 1)  # centre the smaller crop anywhere in the common shape
+        lo = np.clip(lo, np.minimum(case.label.shape - shape, 0), np.maximum(case.label.shape - shape, 0))
+        hi = lo + shape
+        valid = _crop(np.ones(case.label.shape, bool), lo, hi, False)
+        raw = _crop(case.image.array, lo, hi, 0)
+        image = np.zeros(shape, np.float32)
+        image[valid] = normalize_image(raw[valid])
+        label = _crop(case.label, lo, hi, 0)
+        if case.labeled and rng.random() < config.mask_start_fraction:
+            start = np.where(_perturbed_mask(label, rng) & valid, MASK_TENTHS[1], MASK_TENTHS[0]).astype(np.uint8)
+        else:
+            start = np.full(shape, START_TENTHS, np.uint8)
+        if rng.random() < config.invert_fraction:
+            image = -image
+        image = image * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
+        image[~valid] = 0.0
+        images.append(image), labels.append(label), valids.append(valid), starts.append(start)
+    arrays = [np.stack(a) for a in (images, labels, valids, starts)]
+    order = [0] + list(1 + rng.permutation(3))
+    flips = [axis + 1 for axis in range(3) if rng.random() < 0.5]
+    arrays = [np.ascontiguousarray(np.flip(a.transpose(order), axis=flips)) for a in arrays]
+    return EpisodeBatch(*(torch.from_numpy(a) for a in arrays), labeled=cases[0].labeled,
+                        user_seeds=[int(s) for s in rng.integers(0, 2**31, len(cases))])
+
+
+# -- one episode ---------------------------------------------------------------------------------
+def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (values * weights).sum() / weights.sum().clamp(min=1e-6)
+
+
+def class_weights(mask: torch.Tensor, label: torch.Tensor, strength: float) -> torch.Tensor:
+    """Voxel weights: foreground up-weighted by (n_background / n_foreground) ** strength.
+
+    Objects fill a few percent of an ROI. With a plain mean (strength 0) the policy first learns
+    "everything is background" and escapes only slowly; fully balanced weights (strength 1) escape
+    fast but move the decision threshold far below p = 0.5 and over-segment. Training therefore
+    starts balanced and fades to the plain mean of method.md (TrainingConfig.class_balance_epochs).
+    """
+    if strength <= 0:
+        return mask
+    dims = tuple(range(1, mask.dim()))
+    fg = mask * label.float()
+    ratio = ((mask - fg).sum(dim=dims, keepdim=True) / fg.sum(dim=dims, keepdim=True).clamp(min=1.0)).clamp(min=1.0)
+    weights = mask + fg * (ratio ** strength - 1.0)
+    return weights * mask.sum(dim=dims, keepdim=True) / weights.sum(dim=dims, keepdim=True).clamp(min=1e-6)
+
+
+def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clicks_per_round: int,
+                generator: torch.Generator, balance: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Play T rounds with sampled actions; return the total loss (with graph) and statistics."""
+    label = batch.label.bool()
+    valid = batch.valid.float()
+    users = [SimulatedUser(batch.label[b].numpy() & batch.valid[b].numpy(), seed=s)
+             for b, s in enumerate(batch.user_seeds)]
+    clicks = [[] for _ in users]
+    p = batch.start.clone()
+    log_probs, entropies, values, rewards, weights = [], [], [], [], []
+    confidence_loss = torch.zeros(())
+    agreement = []
+    for t in range(config.rounds):
+        prediction = ((p > 5) & batch.valid).numpy()
+        for b, user in enumerate(users):
+            clicks[b].extend(user.clicks(prediction[b], clicks_per_round, t))
+        hint = torch.from_numpy(np.stack([hint_map(p.shape[1:], c) for c in clicks]))
+        state = build_state(batch.image, p, hint).contiguous(memory_format=torch.channels_last_3d)
+        logits, value = model.policy(state)
+        log_pi = F.log_softmax(logits, dim=1)
+        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)))
+        action = (logits.detach() + gumbel).argmax(dim=1)
+        step = action_tenths(action)
+        step_values = step.float() / 10.0
+        both = model.confidence(torch.cat([state, state]), torch.cat([step_values, -step_values]))
+        conf_logit, conf_logit_flipped = both[: len(step)], both[len(step):]
+        confidence = torch.sigmoid(conf_logit.detach())
+        if batch.labeled:
+            target = confidence_targets(step, label)
+            confidence_loss = confidence_loss + _masked_mean(
+                F.binary_cross_entropy_with_logits(conf_logit, target, reduction="none")
+                + F.binary_cross_entropy_with_logits(conf_logit_flipped, 1.0 - target, reduction="none"), valid)
+            agreement.append(_masked_mean(((confidence > 0.5).float() == target).float(), valid).item())
+            y, reward_mask = label.float(), valid
+        else:
+            y, trusted = simulated_labels(step, confidence, config.unlabeled_delta)
+            reward_mask = trusted.float() * valid
+        p_next = transition(p, step)
+        reward = shaped_reward(cross_entropy(p.float() / 10, y), cross_entropy(p_next.float() / 10, y),
+                               confidence if config.confidence_reward else None, config.alpha, config.beta)
+        log_probs.append(log_pi.gather(1, action.unsqueeze(1)).squeeze(1))
+        entropies.append(-(log_pi.exp() * log_pi).sum(dim=1))
+        values.append(value.squeeze(1))
+        rewards.append(reward * reward_mask)
+        weights.append(class_weights(reward_mask, y, balance))
+        p = p_next
+    policy_loss = value_loss = torch.zeros(())
+    ret = torch.zeros_like(rewards[0])
+    for t in reversed(range(config.rounds)):
+        ret = rewards[t] + config.gamma * ret
+        advantage = ret - values[t]
+        policy_loss = policy_loss + _masked_mean(-log_probs[t] * advantage.detach()
+                                                 - config.entropy_weight * entropies[t], weights[t])
+        value_loss = value_loss + _masked_mean(0.5 * advantage.pow(2), weights[t])
+    total = (policy_loss + value_loss + confidence_loss) / config.rounds
+    final = (p > 5) & batch.valid
+    stats = {"loss": total.item(), "policy_loss": policy_loss.item() / config.rounds,
+             "value_loss": value_loss.item() / config.rounds,
+             "confidence_loss": confidence_loss.item() / config.rounds,
+             "reward": float(sum(_masked_mean(r, m).item() for r, m in zip(rewards, weights))),
+             "dice": _batch_dice(final, label & batch.valid)}
+    if agreement:
+        stats["confidence_accuracy"] = float(np.mean(agreement))
+    return total, stats
+
+
+def run_supervised_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clicks_per_round: int,
+                           balance: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """The click-CNN baseline: same rounds and simulated user, cross-entropy on each round's
+    prediction, which becomes the next round's probability channel (InterCNN's iteration)."""
+    label = batch.label.bool()
+    valid = batch.valid.float()
+    users = [SimulatedUser(batch.label[b].numpy() & batch.valid[b].numpy(), seed=s)
+             for b, s in enumerate(batch.user_seeds)]
+    clicks = [[] for _ in users]
+    probability = batch.start.float() / 10.0
+    weights = class_weights(valid, label.float(), balance)
+    loss = torch.zeros(())
+    for t in range(config.rounds):
+        prediction = ((probability > 0.5) & batch.valid).numpy()
+        for b, user in enumerate(users):
+            clicks[b].extend(user.clicks(prediction[b], clicks_per_round, t))
+        hint = torch.from_numpy(np.stack([hint_map(probability.shape[1:], c) for c in clicks]))
+        state = build_state(batch.image, probability, hint).contiguous(memory_format=torch.channels_last_3d)
+        logit = model.policy(state)
+        loss = loss + _masked_mean(F.binary_cross_entropy_with_logits(logit, label.float(), reduction="none"), weights)
+        probability = torch.sigmoid(logit.detach())
+    total = loss / config.rounds
+    return total, {"loss": total.item(), "dice": _batch_dice((probability > 0.5) & batch.valid, label & batch.valid)}
+
+
+def _batch_dice(prediction: torch.Tensor, label: torch.Tensor) -> float:
+    inter = (prediction & label).sum().item()
+    total = prediction.sum().item() + label.sum().item()
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+# -- the run -------------------------------------------------------------------------------------
+def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int) -> list[list[int]]:
+    """This epoch's batches: same-dataset groups of case indices, labelled and unlabelled batches
+    alternating (Algorithm 1), in a seeded order."""
+    rng = np.random.default_rng([config.seed, epoch, 7])
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for index, case in enumerate(train):
+        groups.setdefault((case.dataset, case.labeled), []).append(index)
+    labeled, unlabeled = [], []
+    for (_, is_labeled), indices in sorted(groups.items()):
+        shuffled = rng.permutation(indices).tolist()
+        chunks = [shuffled[i:i + config.batch_size] for i in range(0, len(shuffled), config.batch_size)]
+        (labeled if is_labeled else unlabeled).extend(chunks)
+    labeled = [labeled[i] for i in rng.permutation(len(labeled))]
+    unlabeled = [unlabeled[i] for i in rng.permutation(len(unlabeled))]
+    batches = []
+    for i in range(max(len(labeled), len(unlabeled))):
+        if i < len(labeled):
+            batches.append(labeled[i])
+        if i < len(unlabeled):
+            batches.append(unlabeled[i])
+    return batches
+
+
+def validate(model: MeccaModel, cases: list[TrainingCase], rounds: int = 5, clicks_per_round: int = 3,
+             progress: bool = False) -> dict:
+    """Mean Dice per round per dataset under the simulated user, through InteractiveSession."""
+    per_dataset: dict[str, list[list[float]]] = {}
+    for case in tqdm(cases, desc="validation", disable=not progress, leave=False):
+        run = simulate(method_for_model(model), case.image, case.label, rounds, clicks_per_round, seed=0)
+        per_dataset.setdefault(case.dataset, []).append(run.dice)
+    return {name: {"cases": len(d), "dice_mean_per_round": np.mean(d, axis=0).round(4).tolist(),
+                   "dice_sd_per_round": np.std(d, axis=0).round(4).tolist()} for name, d in per_dataset.items()}
+
+
+def _validation_subset(validation: list[TrainingCase], per_dataset: int) -> list[TrainingCase]:
+    chosen, seen = [], {}
+    for case in sorted(validation, key=lambda c: (c.dataset, c.name)):
+        if seen.get(case.dataset, 0) < per_dataset:
+            chosen.append(case)
+            seen[case.dataset] = seen.get(case.dataset, 0) + 1
+    return chosen
+
+
+class Trainer:
+    """Runs (or resumes) a training run; state and log live in ``<out>.run/`` beside the output."""
+
+    def __init__(self, out: str | os.PathLike, config: TrainingConfig, train: list[TrainingCase],
+                 validation: list[TrainingCase], record: dict, network: NetworkConfig | None = None,
+                 init: str | None = None, device: str = "cpu", command: str = "", progress: bool = True,
+                 json_progress: bool = False):
+        self.out = Path(out)
+        self.run_dir = self.out.with_name(self.out.name.split(".")[0] + ".run")
+        self.config, self.train, self.validation, self.record = config, train, validation, record
+        self.device = torch.device(device)
+        self.json_progress = json_progress  # one JSON line per step on stdout (for the Slicer module)
+        self.progress = progress and not json_progress
+        self.command = command
+        if init:
+            self.model = load_model(init)
+            self.record["init"] = str(init)
+        else:
+            self.model = MeccaModel.create(network or NetworkConfig(), seed=config.seed)
+        self.model.to(self.device, memory_format=torch.channels_last_3d).train()
+        self.optimizer = torch.optim.Adam(list(self.model.parameters()), lr=config.learning_rate)
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self._resumed_at = 0  # steps done before this process started (for the ETA)
+        self.history: list[dict] = []
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "last.safetensors"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.jsonl"
+
+    def _metadata(self) -> dict:
+        return {"training": {"config": asdict(self.config), "data": self.record, "command": self.command,
+                             "machine": f"{platform.node()} {platform.machine()} {platform.processor()} "
+                                        f"torch {torch.__version__} threads {torch.get_num_threads()}",
+                             "device": str(self.device), "history": self.history}}
+
+    def resume(self) -> bool:
+        """Continue from ``<out>.run/last.safetensors`` when it exists; True if it did."""
+        if not self.state_path.exists():
+            return False
+        meta = load_training_state(self.state_path, self.model, self.optimizer)
+        saved = TrainingConfig.from_dict(meta["training"]["config"])
+        if replace(saved, epochs=self.config.epochs) != self.config:
+            raise InputError(f"{self.state_path}: the saved run used other settings; give the same options "
+                             "(only --epochs may change), or another --out to start a new run")
+        progress = meta["training_state"]["progress"]
+        self.epoch, self.step, self.elapsed = progress["epoch"], progress["step"], progress["elapsed"]
+        self.history = meta["training"].get("history", [])
+        self._resumed_at = self.epoch * len(epoch_batches(self.train, self.config, self.epoch)) + self.step
+        return True
+
+    def _save_state(self) -> None:
+        save_training_state(self.state_path, self.model, self.optimizer,
+                            {"epoch": self.epoch, "step": self.step, "elapsed": self.elapsed}, self._metadata())
+
+    def learning_rate(self, epoch: int) -> float:
+        """Cosine decay from the configured rate to final_lr_fraction of it over the run."""
+        c = self.config
+        progress = epoch / max(c.epochs - 1, 1)
+        return c.learning_rate * (c.final_lr_fraction + (1 - c.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def _emit(self, event: str, **fields) -> None:
+        if self.json_progress:
+            print(json.dumps({"event": event, **fields}), flush=True)
+
+    def fit(self, save_every_s: float = 300.0) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        monitor = _validation_subset(self.validation, config.validation_cases_per_epoch)
+        last_save = time.monotonic()
+        while self.epoch < config.epochs:
+            batches = epoch_batches(self.train, config, self.epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(self.epoch)
+            totals: dict[str, list[float]] = {}
+            started = time.monotonic()
+            bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
+                       disable=not self.progress, dynamic_ncols=True)
+            while self.step < len(batches):
+                rng = np.random.default_rng([config.seed, self.epoch, self.step])
+                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+                cases = [self.train[i] for i in batches[self.step]]
+                batch = make_batch(cases, config, rng)
+                clicks = int(rng.integers(config.clicks_per_round[0], config.clicks_per_round[1] + 1))
+                balance = max(0.0, 1.0 - self.epoch / config.class_balance_epochs) if config.class_balance_epochs else 0.0
+                if self.model.config.model == "click-cnn":
+                    loss, stats = run_supervised_episode(self.model, batch, config, clicks, balance)
+                else:
+                    loss, stats = run_episode(self.model, batch, config, clicks, generator, balance)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), config.grad_clip)
+                self.optimizer.step()
+                kind = "labeled" if batch.labeled else "unlabeled"
+                for key, value in stats.items():
+                    totals.setdefault(f"{kind}_{key}", []).append(value)
+                self.step += 1
+                bar.update(1)
+                if self.json_progress:
+                    done = self.epoch * len(batches) + self.step
+                    spent = self.elapsed + time.monotonic() - started
+                    remaining = config.epochs * len(batches) - done
+                    self._emit("step", epoch=self.epoch + 1, epochs=config.epochs, step=self.step,
+                               steps=len(batches), elapsed_s=round(spent, 1),
+                               eta_s=round(spent / max(done - self._resumed_at, 1) * remaining, 1),
+                               loss=round(stats["loss"], 5), dice=round(stats["dice"], 4))
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", dice=f"{stats['dice']:.3f}", refresh=False)
+                if time.monotonic() - last_save > save_every_s:
+                    self.elapsed += time.monotonic() - started
+                    started = time.monotonic()
+                    self._save_state()
+                    last_save = time.monotonic()
+            bar.close()
+            self.model.eval()
+            metrics = validate(self.model, monitor) if monitor else {}
+            self.model.train()
+            self.elapsed += time.monotonic() - started
+            entry = {"epoch": self.epoch + 1, "elapsed_s": round(self.elapsed, 1),
+                     **{k: round(float(np.mean(v)), 5) for k, v in totals.items()}, "validation": metrics}
+            self.history.append(entry)
+            with open(self.log_path, "a") as log:
+                log.write(json.dumps(entry) + "\n")
+            if self.progress:
+                summary = ", ".join(f"{n} dice/round {m['dice_mean_per_round']}" for n, m in metrics.items())
+                tqdm.write(f"epoch {self.epoch + 1}: {summary}")
+            self._emit("epoch", **entry)
+            self.epoch += 1
+            self.step = 0
+            self._save_state()
+            last_save = time.monotonic()
+        return self.finish()
+
+    def finish(self) -> Path:
+        """Write the inference model with its record (full validation of the held-out split)."""
+        self.model.eval()
+        metrics = validate(self.model, self.validation, progress=self.progress) if self.validation else {}
+        self.model.to(memory_format=torch.contiguous_format)
+        meta = self._metadata()
+        meta["training"]["wall_time_s"] = round(self.elapsed, 1)
+        meta["metrics"] = {"validation": metrics, "protocol": "simulated user, 3 clicks per round, 5 rounds, "
+                                                              "ROI = object box + 8 voxels"}
+        path = save_model(self.model.to("cpu"), self.out, meta)
+        self._emit("done", model=str(path), validation=metrics)
+        return path
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+
+
+def seconds_to_text(seconds: float) -> str:
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min" if seconds >= 3600 else f"{math.ceil(seconds / 60)} min"

@@ -1,0 +1,31 @@
+"""SLIC advice regions: ranked by mean confidence, least confident first."""
+
+import numpy as np
+
+from MECCASegmentLib.advice import advice_label_map, rank_regions, segments_for_round, supervoxels
+
+
+def test_ranking_picks_the_least_confident_regions_in_order():
+    labels = np.repeat(np.arange(1, 9), 10).reshape(8, 10, 1)
+    confidence = np.ones(labels.shape, np.float32)
+    for label, value in {3: 0.1, 6: 0.2, 1: 0.3, 8: 0.4, 2: 0.5, 4: 0.6}.items():
+        confidence[labels == label] = value
+    regions = rank_regions(labels, confidence, count=5)
+    assert [r.label for r in regions] == [3, 6, 1, 8, 2]
+    assert [r.rank for r in regions] == [1, 2, 3, 4, 5]
+    assert regions[0].voxel_count == 10 and np.isclose(regions[0].mean_confidence, 0.1)
+    for region in regions:
+        assert labels[region.centre] == region.label  # the suggested voxel lies inside its region
+    ranks = advice_label_map(labels, regions)
+    assert set(np.unique(ranks)) == {0, 1, 2, 3, 4, 5}
+    assert (ranks[labels == 3] == 1).all() and (ranks[labels == 4] == 0).all()
+
+
+def test_supervoxels_cover_the_roi_and_shrink_in_number_with_rounds():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(24, 24, 24)).astype(np.float32)
+    image[6:18, 6:18, 6:18] += 4
+    labels = supervoxels(image, segments_for_round(0))
+    assert labels.shape == image.shape and labels.min() >= 1
+    assert 20 <= len(np.unique(labels)) <= 200
+    assert segments_for_round(0) == 100 and segments_for_round(4) < segments_for_round(1) and segments_for_round(10) == 20

@@ -1,0 +1,84 @@
+"""The mecca command: demo on a fresh install, segment from world clicks, errors as messages."""
+
+import json
+
+import numpy as np
+import pytest
+
+from MECCASegmentLib.checkpoint import save_model
+from MECCASegmentLib.cli import main
+from MECCASegmentLib.io import read_volume, write_volume
+
+OUTPUTS = ["segmentation.nii.gz", "probability.nii.gz", "confidence.nii.gz", "advice_regions.nii.gz",
+           "montage.png", "summary.json"]
+
+
+def test_demo_writes_every_output_with_the_input_geometry(tmp_path, capsys):
+    from MECCASegmentLib.resources import SAMPLE_IMAGE, resource_path
+
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    assert "round 5/5" in printed
+    for name in OUTPUTS:
+        assert (tmp_path / "demo" / name).exists(), name
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert len(summary["dice_per_round"]) == 5 and len(summary["seconds_per_round"]) == 5
+    sample = read_volume(resource_path(*SAMPLE_IMAGE))
+    for name in OUTPUTS[:4]:
+        out = read_volume(tmp_path / "demo" / name)
+        assert out.shape == sample.shape
+        assert np.allclose(out.spacing, sample.spacing) and np.allclose(out.origin, sample.origin)
+        assert np.allclose(out.direction, sample.direction)
+    assert set(np.unique(read_volume(tmp_path / "demo" / "advice_regions.nii.gz").array)) <= set(range(6))
+
+
+@pytest.fixture
+def image_and_model(tmp_path, blob_volume, untrained_model):
+    volume, label = blob_volume
+    write_volume(volume, tmp_path / "image.nrrd")
+    write_volume(volume.with_array(label), tmp_path / "label.nrrd")
+    save_model(untrained_model, tmp_path / "model.safetensors")
+    return volume, tmp_path
+
+
+@pytest.mark.parametrize("system", ["RAS", "LPS"])
+def test_segment_places_world_clicks_on_the_right_voxel(image_and_model, system):
+    volume, folder = image_and_model
+    ijk = (18, 20, 12)
+    lps = volume.index_to_world(ijk)
+    point = lps * np.array([-1, -1, 1]) if system == "RAS" else lps
+    clicks = {"coordinate_system": system, "clicks": [{"point": point.tolist(), "positive": True},
+                                                       {"point": point.tolist(), "positive": False, "round": 2}]}
+    (folder / "clicks.json").write_text(json.dumps(clicks))
+    out = folder / "out"
+    code = main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
+                 "--out", str(out), "--model", str(folder / "model.safetensors"), "--label", str(folder / "label.nrrd")])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 2 and len(summary["dice_per_round"]) == 2
+    assert [c["ijk"] for c in summary["clicks"]] == [list(ijk), list(ijk)]
+    assert [c["positive"] for c in summary["clicks"]] == [True, False]
+    for name in OUTPUTS:
+        assert (out / name).exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    (json.dumps({"clicks": [{"point": [0, 0, 0], "positive": True}]}), "coordinate_system"),
+    (json.dumps({"coordinate_system": "RAS", "clicks": []}), "non-empty list"),
+    (json.dumps({"coordinate_system": "RAS", "clicks": [{"point": [0, 0], "positive": True}]}), "three finite"),
+    (json.dumps({"coordinate_system": "RAS", "clicks": [{"point": [1e6, 0, 0], "positive": True}]}), "outside the image"),
+])
+def test_segment_reports_bad_click_files(image_and_model, capsys, content, message):
+    _, folder = image_and_model
+    (folder / "clicks.json").write_text(content)
+    code = main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
+                 "--out", str(folder / "out"), "--model", str(folder / "model.safetensors")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_model_is_a_clear_error(image_and_model, capsys):
+    _, folder = image_and_model
+    code = main(["info", "--model", str(folder / "none.safetensors")])
+    assert code == 2 and "model file not found" in capsys.readouterr().err

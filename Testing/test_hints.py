@@ -1,0 +1,64 @@
+"""Hint maps and the seeded simulated user."""
+
+import numpy as np
+
+from MECCASegmentLib.hints import Click, SimulatedUser, hint_map
+
+
+def test_hint_map_is_signed_gaussian_with_peak_one():
+    h = hint_map((20, 20, 20), [Click((5, 5, 5), True), Click((15, 15, 15), False)], sigma=2.0)
+    assert h[5, 5, 5] == 1.0 and h[15, 15, 15] == -1.0
+    assert np.isclose(h[5, 5, 7], np.exp(-4 / 8), atol=1e-6)
+    assert h.min() >= -1 and h.max() <= 1
+    assert h[10, 10, 10] == 0.0
+
+
+def test_hint_map_accumulates_by_maximum_and_respects_offset():
+    clicks = [Click((10, 10, 10), True), Click((10, 10, 11), True)]
+    h = hint_map((5, 5, 5), clicks, offset=(8, 8, 8))
+    assert h.max() == 1.0  # two overlapping positive clicks do not exceed 1
+    assert h[2, 2, 2] == 1.0  # (10, 10, 10) - offset
+    assert hint_map((5, 5, 5), [Click((40, 40, 40), True)]).max() == 0  # far outside: no effect
+
+
+def _sphere(shape=(30, 30, 30), radius=8):
+    k, j, i = np.indices(shape)
+    return ((k - 15) ** 2 + (j - 15) ** 2 + (i - 15) ** 2) <= radius ** 2
+
+
+def test_simulated_user_clicks_errors_near_the_true_surface_with_the_right_sign():
+    label = _sphere()
+    user = SimulatedUser(label, seed=3)
+    prediction = np.zeros_like(label)  # everything missed: positive clicks on the boundary
+    clicks = user.clicks(prediction, 5, round_index=0)
+    assert len(clicks) == 5
+    for click in clicks:
+        assert click.positive and label[click.position] and user.band[click.position]
+    over = _sphere(radius=11)  # too big: negative clicks just outside the true surface
+    clicks = user.clicks(over, 4, round_index=1)
+    assert clicks and all(not c.positive and not label[c.position] and user.band[c.position] for c in clicks)
+
+
+def test_simulated_user_is_deterministic_and_spreads_clicks():
+    label = _sphere()
+    a = SimulatedUser(label, seed=7).clicks(np.zeros_like(label), 6, 2)
+    b = SimulatedUser(label, seed=7).clicks(np.zeros_like(label), 6, 2)
+    c = SimulatedUser(label, seed=8).clicks(np.zeros_like(label), 6, 2)
+    assert a == b and a != c
+    points = np.array([x.position for x in a])
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    assert distances[np.triu_indices(len(a), 1)].min() >= 3
+
+
+def test_simulated_user_falls_back_to_the_deepest_point_of_the_largest_error():
+    label = _sphere(radius=10)
+    prediction = label.copy()
+    prediction[11:20, 11:20, 11:20] = False  # a hole deep inside, far from the true surface
+    click = SimulatedUser(label, seed=0).clicks(prediction, 3, 0)
+    assert len(click) == 1 and click[0].positive
+    assert all(abs(c - 15) <= 1 for c in click[0].position)
+
+
+def test_simulated_user_does_not_click_a_perfect_result():
+    label = _sphere()
+    assert SimulatedUser(label).clicks(label.copy(), 3, 0) == []

@@ -1,0 +1,54 @@
+"""Evaluation metrics against hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from MECCASegmentLib.evaluation import assd, dice, label_box
+
+
+def test_dice_hand_computed():
+    a = np.zeros((4, 4, 4), bool)
+    b = np.zeros((4, 4, 4), bool)
+    a[0, 0, :3] = True  # 3 voxels
+    b[0, 0, 1:] = True  # 3 voxels, 2 shared
+    assert dice(a, b) == pytest.approx(2 * 2 / 6)
+    assert dice(a, a) == 1.0
+    assert dice(np.zeros_like(a), np.zeros_like(a)) == 1.0
+    assert dice(a, np.zeros_like(a)) == 0.0
+
+
+def test_assd_of_two_parallel_planes_uses_the_spacing_of_the_axis():
+    # two one-voxel-thick slabs 3 voxels apart along axis 0; spacing 2.5 mm along that axis
+    a = np.zeros((10, 6, 6), bool)
+    b = np.zeros((10, 6, 6), bool)
+    a[2] = True
+    b[5] = True
+    assert assd(a, b, (2.5, 0.7, 0.7)) == pytest.approx(3 * 2.5)
+    assert assd(a, b, (1.0, 1.0, 1.0)) == pytest.approx(3.0)
+    assert assd(a, a, (2.5, 0.7, 0.7)) == 0.0
+
+
+def test_assd_is_symmetric_and_averages_both_directions():
+    a = np.zeros((1, 1, 20), bool)
+    b = np.zeros((1, 1, 20), bool)
+    a[0, 0, 5] = True
+    b[0, 0, 5] = True
+    b[0, 0, 9] = True  # b has an extra surface voxel 4 mm away from a's only voxel
+    # distances: a->b: [0]; b->a: [0, 4 * 0.5]; mean over the three = 2/3 * 0.5 * 2
+    expected = (0 + 0 + 4 * 0.5) / 3
+    assert assd(a, b, (1.0, 1.0, 0.5)) == pytest.approx(expected)
+    assert assd(b, a, (1.0, 1.0, 0.5)) == pytest.approx(expected)
+
+
+def test_assd_with_an_empty_mask():
+    a = np.zeros((3, 3, 3), bool)
+    b = a.copy()
+    b[1, 1, 1] = True
+    assert assd(a, b) == float("inf") and assd(a, a) == 0.0
+
+
+def test_label_box_adds_margin_and_clips():
+    label = np.zeros((10, 20, 30), np.uint8)
+    label[2:5, 6:9, 10:12] = 1
+    lo, hi = label_box(label, margin=3)
+    assert lo == (7, 3, 0) and hi == (15, 12, 8)  # (i, j, k), k clipped at 0

@@ -1,0 +1,117 @@
+"""InteractiveSession: clicks, rounds, ROI, undo/redo, starting segments, advice."""
+
+import numpy as np
+import pytest
+
+from MECCASegmentLib.io import InputError, Volume
+from MECCASegmentLib.session import InteractiveSession, SessionError
+
+
+def test_a_round_changes_only_the_roi_and_records_history(blob_volume, untrained_model):
+    volume, label = blob_volume
+    session = InteractiveSession(volume, untrained_model, roi=((4, 6, 2), (30, 34, 20)))
+    session.add_click((18, 20, 12), positive=True)
+    summary = session.step()
+    assert summary["round"] == 1 and summary["clicks"] == 1
+    assert summary["roi_lo_ijk"] == [4, 6, 2] and summary["roi_hi_ijk"] == [30, 34, 20]
+    p = session.probability_tenths
+    outside = np.ones(p.shape, bool)
+    outside[2:20, 6:34, 4:30] = False
+    assert (p[outside] == 5).all()  # untouched outside the ROI
+    assert set(np.unique(p[~outside])) <= set(range(11))
+    assert session.history[0]["changed_voxels"] == np.count_nonzero(p[~outside] != 5)
+    conf = session.confidence_map()
+    assert conf.shape == volume.shape and (conf[outside] == 1.0).all()
+    assert ((conf[~outside] >= 0) & (conf[~outside] <= 1)).all()
+
+
+def test_undo_redo_restore_exact_states_and_new_click_truncates_redo(blob_volume, untrained_model):
+    volume, _ = blob_volume
+    session = InteractiveSession(volume, untrained_model)
+    states = [session.probability_tenths]
+    for n, (ijk, sign) in enumerate([((18, 20, 12), True), ((5, 5, 12), False), ((20, 25, 10), True)]):
+        session.add_click(ijk, sign)
+        session.step()
+        states.append(session.probability_tenths)
+    session.undo()
+    assert np.array_equal(session.probability_tenths, states[2]) and len(session.clicks) == 2
+    session.undo()
+    assert np.array_equal(session.probability_tenths, states[1])
+    session.redo()
+    assert np.array_equal(session.probability_tenths, states[2]) and len(session.clicks) == 2
+    session.add_click((10, 10, 10), True)
+    assert not session.can_redo
+    with pytest.raises(SessionError, match="nothing to redo"):
+        session.redo()
+    session.undo(), session.undo()
+    assert np.array_equal(session.probability_tenths, states[0]) and session.clicks == []
+    with pytest.raises(SessionError, match="nothing to undo"):
+        session.undo()
+
+
+def test_roi_grows_from_clicks_with_a_margin_in_mm(blob_volume, untrained_model):
+    volume, _ = blob_volume
+    session = InteractiveSession(volume, untrained_model, roi_margin_mm=5.0)
+    with pytest.raises(SessionError, match="no ROI yet"):
+        session.step()
+    session.add_click((18, 20, 12), True)
+    lo, hi = session.current_box()
+    # margin 5 mm: ceil(5 / 0.8) = 7 voxels along i, ceil(5/0.9) = 6 along j, ceil(5/2.5) = 2 along k
+    assert lo == (10, 14, 11) and hi == (15, 27, 26)
+    session.step()
+    session.add_click((30, 20, 12), True)
+    lo2, hi2 = session.current_box()
+    assert hi2[2] == min(30 + 1 + 7, 36) and lo2 == lo  # grows, never shrinks
+
+
+def test_roi_on_a_large_volume_only_touches_the_roi(untrained_model):
+    big = Volume(np.zeros((300, 512, 512), np.int16), spacing=(0.7, 0.7, 1.5))
+    big.array[140:160, 240:280, 240:280] = 200
+    session = InteractiveSession(big, untrained_model, roi_margin_mm=10.0)
+    session.add_click((260, 260, 150), True)
+    summary = session.step()
+    lo, hi = summary["roi_lo_ijk"], summary["roi_hi_ijk"]
+    assert all(h - l < 40 for l, h in zip(lo, hi))
+    assert session.probability_tenths.nbytes == 300 * 512 * 512  # one byte per voxel for the whole volume
+
+
+def test_start_from_existing_mask_keeps_it_until_a_round_runs(blob_volume, untrained_model):
+    volume, label = blob_volume
+    session = InteractiveSession(volume, untrained_model, initial_mask=label)
+    assert np.array_equal(session.mask, label)
+    session.step()  # allowed without clicks: the ROI comes from the segment
+    session.undo()
+    assert np.array_equal(session.mask, label)
+    with pytest.raises(InputError, match="starting segment has size"):
+        InteractiveSession(volume, untrained_model, initial_mask=label[:-1])
+
+
+@pytest.mark.parametrize("ijk, message", [((-1, 0, 0), "outside the image"), ((36, 0, 0), "outside the image"),
+                                          ((1, 2), "three finite"), ((np.nan, 1, 1), "three finite")])
+def test_bad_clicks_are_refused(blob_volume, untrained_model, ijk, message):
+    volume, _ = blob_volume
+    session = InteractiveSession(volume, untrained_model)
+    with pytest.raises(InputError, match=message):
+        session.add_click(ijk, True)
+
+
+def test_click_outside_the_user_roi_is_refused(blob_volume, untrained_model):
+    volume, _ = blob_volume
+    session = InteractiveSession(volume, untrained_model, roi=((0, 0, 0), (10, 10, 10)))
+    with pytest.raises(InputError, match="outside the ROI"):
+        session.add_click((20, 20, 20), True)
+
+
+def test_advice_regions_lie_in_the_roi_ranked_by_confidence(blob_volume, untrained_model):
+    volume, _ = blob_volume
+    session = InteractiveSession(volume, untrained_model, roi=((4, 6, 2), (30, 34, 20)))
+    session.add_click((18, 20, 12), True)
+    session.step()
+    regions = session.advice_regions
+    assert [r.rank for r in regions] == [1, 2, 3, 4, 5]
+    assert all(a.mean_confidence <= b.mean_confidence for a, b in zip(regions, regions[1:]))
+    ranks = session.advice_map()
+    for region in regions:
+        i, j, k = region.centre
+        assert 4 <= i < 30 and 6 <= j < 34 and 2 <= k < 20
+        assert ranks[k, j, i] == region.rank

@@ -1,0 +1,90 @@
+"""Real (short) training on shared scans: the losses fall, and an interrupted run resumes exactly."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from MECCASegmentLib import training
+from MECCASegmentLib.networks import MeccaModel, NetworkConfig
+from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases, make_batch, run_episode
+
+SMALL = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(hippocampus_dir, tmp_path_factory):
+    """Six real hippocampus cases in their own MSD folder."""
+    root = tmp_path_factory.mktemp("tiny_msd")
+    manifest = json.loads((hippocampus_dir / "dataset.json").read_text())
+    entries = manifest["training"][:6]
+    for entry in entries:
+        for key in ("image", "label"):
+            target = root / entry[key]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(hippocampus_dir / entry[key], target)
+    (root / "dataset.json").write_text(json.dumps({**manifest, "training": entries, "numTraining": 6}))
+    return root
+
+
+def test_a_short_real_training_run_lowers_the_losses(tiny_dataset):
+    config = TrainingConfig(learning_rate=1e-3, clicks_per_round=(3, 3))
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+    model = MeccaModel.create(SMALL, seed=0).train()
+    optimizer = torch.optim.Adam(list(model.parameters()), lr=config.learning_rate)
+    history = []
+    for step in range(40):
+        rng = np.random.default_rng([0, step])
+        batch = make_batch([train[(2 * step) % 6], train[(2 * step + 1) % 6]], config, rng)
+        loss, stats = run_episode(model, batch, config, 3, torch.Generator().manual_seed(step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(stats)
+    first, last = history[:10], history[-10:]
+    for key in ("loss", "confidence_loss"):
+        assert np.mean([h[key] for h in last]) < 0.8 * np.mean([h[key] for h in first]), key
+    assert np.mean([h["reward"] for h in last]) > np.mean([h["reward"] for h in first])
+    assert np.mean([h["confidence_accuracy"] for h in last]) > 0.8
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path, monkeypatch):
+    config = TrainingConfig(epochs=2, learning_rate=1e-3, validation_fraction=0.34, validation_cases_per_epoch=1,
+                            clicks_per_round=(1, 2))
+
+    def trainer(out):
+        train, validation, record = load_cases([str(tiny_dataset)], None, config.validation_fraction, progress=False)
+        return Trainer(out, config, train, validation, record, network=SMALL, progress=False)
+
+    reference = trainer(tmp_path / "a.safetensors")
+    reference.fit()
+    expected = _weights(reference.model)
+
+    interrupted = trainer(tmp_path / "b.safetensors")
+    real_episode = training.run_episode
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if killed mid-step
+        return real_episode(*args, **kwargs)
+
+    monkeypatch.setattr(training, "run_episode", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(save_every_s=0.0)
+    monkeypatch.setattr(training, "run_episode", real_episode)
+    assert interrupted.state_path.exists()
+
+    resumed = trainer(tmp_path / "b.safetensors")
+    assert resumed.resume() and (resumed.epoch, resumed.step) == (1, 0)
+    resumed.fit()
+    for key, value in expected.items():
+        assert torch.allclose(resumed.model.state_dict()[key], value, atol=1e-6), key
+    assert len(resumed.history) == 2
