@@ -22,6 +22,10 @@ def test_a_round_changes_only_the_roi_and_records_history(blob_volume, untrained
     assert session.history[0]["changed_voxels"] == np.count_nonzero(p[~outside] != 5)
     conf = session.confidence_map()
     assert conf.shape == volume.shape and (conf[outside] == 1.0).all()
+    region, roi_confidence = session.confidence_region()
+    assert region == (slice(2, 20), slice(6, 34), slice(4, 30)) and np.array_equal(conf[region], roi_confidence)
+    assert np.array_equal(session.mask_region(region), session.mask[region])
+    assert session.clicks_by_round == [[session.clicks[0]]]
     assert ((conf[~outside] >= 0) & (conf[~outside] <= 1)).all()
 
 

@@ -436,7 +436,8 @@ def test_bad_input_gives_clear_errors(scene, logic, hippocampus_dir):
 def test_export_to_msd_and_the_fine_tuning_command(scene, logic, hippocampus_dir, tmp_path):
     """Scene volume + segment pairs become an MSD folder the engine reads back unchanged; accepted
     sessions become unlabelled cases with their clicks; the train command starts from the current model."""
-    from MECCASegmentLib.cli import build_parser, read_clicks
+    from MECCASegmentLib.cli import build_parser
+    from MECCASegmentLib.hints import read_clicks
     from MECCASegmentLib.io import MSDDataset, read_volume
 
     pairs = []

@@ -36,9 +36,9 @@ def test_a_short_real_training_run_lowers_the_losses(tiny_dataset):
     optimizer = torch.optim.Adam(list(model.parameters()), lr=config.learning_rate)
     history = []
     for step in range(40):
-        rng = np.random.default_rng([0, step])
-        batch = make_batch([train[(2 * step) % 6], train[(2 * step + 1) % 6]], config, rng)
-        loss, stats = run_episode(model, batch, config, 3, torch.Generator().manual_seed(step))
+        rngs = [np.random.default_rng([0, step, e]) for e in range(2)]
+        batch = make_batch([train[(2 * step) % 6], train[(2 * step + 1) % 6]], config, rngs)
+        loss, stats = run_episode(model, batch, config, 3, [torch.Generator().manual_seed(step * 2 + e) for e in range(2)])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -88,3 +88,51 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path, 
     for key, value in expected.items():
         assert torch.allclose(resumed.model.state_dict()[key], value, atol=1e-6), key
     assert len(resumed.history) == 2
+
+
+def test_recorded_clicks_follow_the_crop_permutation_and_flips():
+    from MECCASegmentLib.hints import Click
+    from MECCASegmentLib.training import _clicks_in_crop
+
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(20, 25, 30))
+    recorded = {1: [Click((5, 7, 9), True), Click((12, 20, 3), False)], 2: [Click((0, 0, 0), True)]}
+    lo, shape = np.array([2, 4, 1]), np.array([15, 18, 20])
+    order, flips = [2, 0, 1], [0, 2]
+    crop = np.flip(volume[2:17, 4:22, 1:21].transpose(order), axis=flips)
+    moved = _clicks_in_crop(recorded, lo, shape, order, flips)
+    assert sorted(moved) == [1]  # (0, 0, 0) lies outside the crop
+    for original, local in zip(recorded[1], moved[1]):
+        assert crop[local.position] == volume[original.position] and local.positive == original.positive
+
+
+def test_unlabelled_cases_with_recorded_clicks_train(tiny_dataset, tmp_path):
+    """Cases a user segmented interactively (image + clicks, no label) take part through eq. 6."""
+    from MECCASegmentLib.hints import SimulatedUser
+    from MECCASegmentLib.io import MSDDataset
+
+    dataset = MSDDataset.open(tiny_dataset)
+    entries = []
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "clicksTr").mkdir()
+    for case in dataset.cases[:2]:
+        image, label = case.load()
+        shutil.copy(case.image, tmp_path / "imagesTr" / case.image.name)
+        user = SimulatedUser(label, seed=1)
+        clicks = [{"point": (image.index_to_world(c.position[::-1]) * [-1, -1, 1]).tolist(),
+                   "positive": c.positive, "round": 1} for c in user.clicks(np.zeros_like(label, bool), 4, 0)]
+        (tmp_path / "clicksTr" / f"{case.name}.json").write_text(json.dumps({"coordinate_system": "RAS",
+                                                                              "clicks": clicks}))
+        entries.append({"image": f"./imagesTr/{case.image.name}", "clicks": f"./clicksTr/{case.name}.json"})
+    (tmp_path / "dataset.json").write_text(json.dumps({"name": "interactive", "training": entries}))
+    train, _, record = load_cases([str(tiny_dataset)], None, 0.0, unlabeled_dirs=[str(tmp_path)], progress=False)
+    unlabeled = [c for c in train if not c.labeled]
+    assert len(unlabeled) == 2 and all(c.recorded_clicks and not c.label.any() for c in unlabeled)
+    config = TrainingConfig()
+    batch = make_batch(unlabeled, config, [np.random.default_rng(e) for e in range(2)])
+    assert not batch.labeled and all(r and len(r[1]) > 0 for r in batch.recorded_clicks)
+    model = MeccaModel.create(SMALL, seed=0).train()
+    loss, stats = run_episode(model, batch, config, 3, [torch.Generator().manual_seed(e) for e in range(2)])
+    loss.backward()
+    assert torch.isfinite(loss) and "confidence_accuracy" not in stats  # C learns from labelled cases only
+    assert next(model.confidence.parameters()).grad is None or next(model.confidence.parameters()).grad.abs().sum() == 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .io import atomic_path
 from .networks import MeccaModel, NetworkConfig
 
 FORMAT = "mecca-model"
@@ -29,22 +29,17 @@ class CheckpointError(ValueError):
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=MODEL_SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, MODEL_SUFFIX) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: model file not found")
+        raise CheckpointError(f"{path}: model file not found; check the path")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a model file; choose the {MODEL_SUFFIX} file itself")
     if path.suffix != MODEL_SUFFIX:
         raise CheckpointError(f"{path}: not a MECCA model; model files are {MODEL_SUFFIX} files "
                               "(pickled .pt/.pth files are refused because loading them can run code)")
@@ -54,15 +49,18 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             header = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: corrupt or truncated model file ({error})") from error
+        raise CheckpointError(f"{path}: corrupt or truncated model file ({error}); copy or download it again") \
+            from error
     if "mecca" not in header:
-        raise CheckpointError(f"{path}: a safetensors file without MECCA metadata; not a MECCA model")
+        raise CheckpointError(f"{path}: a safetensors file without MECCA metadata; not a MECCA model: choose a file "
+                              "written by mecca train")
     try:
         meta = json.loads(header["mecca"])
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: damaged MECCA metadata ({error})") from error
+        raise CheckpointError(f"{path}: damaged MECCA metadata ({error}); copy or download the file again") from error
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        raise CheckpointError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; not a MECCA model: choose a "
+                              "file written by mecca train")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: model format version {version} but this MECCASegment reads version "
@@ -76,29 +74,41 @@ def save_model(model: MeccaModel, path: str | os.PathLike, metadata: dict | None
     return _atomic_save(model.state_dict(), {"mecca": json.dumps(meta)}, Path(path))
 
 
-def _build(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> MeccaModel:
+def _network_config(meta: dict, path: Path) -> NetworkConfig:
     try:
-        config = NetworkConfig.from_dict(meta["network"])
+        return NetworkConfig.from_dict(meta["network"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: unusable architecture description ({error})") from error
-    model = MeccaModel.create(config)
+
+
+def _finite_weights(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The networks' weights; NaN or infinity (a diverged run) is refused rather than segmenting
+    every voxel as NaN, or resuming a run that can only produce NaN."""
     weights = {k: v for k, v in tensors.items() if k.startswith(("policy.", "confidence."))}
+    for name, value in weights.items():
+        if not torch.isfinite(value).all():
+            raise CheckpointError(f"{path}: weight {name} contains NaN or infinite values (the run that made it "
+                                  "diverged); use an earlier model file or train again with a lower --lr")
+    return weights
+
+
+def _build(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> MeccaModel:
+    model = MeccaModel.create(_network_config(meta, path))
+    weights = _finite_weights(tensors, path)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not match the architecture the file describes "
                               f"({str(error).splitlines()[0]})") from error
-    for name, value in weights.items():
-        if not torch.isfinite(value).all():
-            raise CheckpointError(f"{path}: weight {name} contains NaN or infinite values; the model is broken")
     model.metadata = {k: v for k, v in meta.items() if k not in ("format", "format_version", "network")}
     return model.eval()
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> MeccaModel:
-    """Load a model (or the weights of a training state). Raises CheckpointError with a clear reason."""
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "float32") -> MeccaModel:
+    """Load a model (or the weights of a training state) for inference in ``precision`` (see
+    MeccaModel.set_precision). Raises CheckpointError with a clear reason."""
     tensors, meta = _read(Path(path))
-    return _build(tensors, meta, Path(path)).to(device)
+    return _build(tensors, meta, Path(path)).to(device).set_precision(precision)
 
 
 def save_training_state(path: str | os.PathLike, model: MeccaModel, optimizer: torch.optim.Optimizer,
@@ -127,12 +137,16 @@ def load_training_state(path: str | os.PathLike, model: MeccaModel, optimizer: t
     tensors, meta = _read(path)
     if "training_state" not in meta:
         raise CheckpointError(f"{path}: a model file, not a training state")
-    if NetworkConfig.from_dict(meta["network"]) != model.config:
+    if _network_config(meta, path) != model.config:
         raise CheckpointError(f"{path}: the saved run used another architecture; start a new run or use its settings")
-    model.load_state_dict({k: v for k, v in tensors.items() if k.startswith(("policy.", "confidence."))})
+    weights = _finite_weights(tensors, path)
     params = dict(model.named_parameters())
-    for name, step in meta["training_state"]["adam_steps"].items():
-        param = params[name]
-        optimizer.state[param] = {"step": torch.tensor(step), "exp_avg": tensors[f"adam.exp_avg.{name}"].clone(),
+    try:
+        moments = {params[name]: {"step": torch.tensor(step), "exp_avg": tensors[f"adam.exp_avg.{name}"].clone(),
                                   "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"].clone()}
+                   for name, step in meta["training_state"]["adam_steps"].items()}
+        model.load_state_dict(weights)
+    except (KeyError, TypeError, AttributeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: incomplete training state ({error}); start over with --restart") from error
+    optimizer.state.update(moments)
     return meta

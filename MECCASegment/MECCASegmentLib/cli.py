@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, load_model
-from .io import InputError, Volume, binary_label, read_volume, write_json, write_volume
+from .io import InputError, binary_label, read_volume, write_json, write_volume
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from .session import InteractiveSession, SessionError, _ijk
 
 
-def _model(path: str | None, device: str = "cpu"):
-    return load_model(path or resource_path(*DEFAULT_MODEL), device=_device(device))
+def _model(path: str | None, device: str = "cpu", precision: str = "auto"):
+    return load_model(path or resource_path(*DEFAULT_MODEL), device=_device(device), precision=precision)
 
 
 def _device(name: str) -> str:
@@ -62,12 +62,13 @@ def _print(message: str) -> None:
 
 
 # -- demo ---------------------------------------------------------------------------------------
-def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: int, seed: int, device: str) -> dict:
+def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: int, seed: int, device: str,
+             precision: str = "auto") -> dict:
     from .evaluation import simulate_mecca
     from .report import snapshot
 
     started = time.perf_counter()
-    model = _model(model_path, device)
+    model = _model(model_path, device, precision)
     image = read_volume(resource_path(*SAMPLE_IMAGE))
     label = binary_label(read_volume(resource_path(*SAMPLE_LABEL)).array)
     slice_k = _focus_slice(label)
@@ -94,57 +95,16 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
 
 
 # -- segment ------------------------------------------------------------------------------------
-def read_clicks(path: Path, image: Volume) -> tuple[dict[int, list[tuple[np.ndarray, bool]]], tuple | None]:
-    """Clicks file -> {round: [(ijk, positive)]} and an optional ROI box in (i, j, k).
-
-    Format: {"coordinate_system": "RAS" | "LPS", "clicks": [{"point": [x, y, z], "positive": true,
-    "round": 1}, ...], "roi": {"min": [x, y, z], "max": [x, y, z]}}; "round" defaults to 1.
-    """
-    try:
-        spec = json.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise InputError(f"{path}: clicks file not found") from error
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from error
-    system = str(spec.get("coordinate_system", "")).upper()
-    if system not in ("RAS", "LPS"):
-        raise InputError(f"{path}: 'coordinate_system' must be \"RAS\" (Slicer) or \"LPS\" (ITK/DICOM)")
-    flip = np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3)
-
-    def to_index(point, what):
-        values = np.asarray(point, dtype=float)
-        if values.shape != (3,) or not np.all(np.isfinite(values)):
-            raise InputError(f"{path}: {what} must be three finite numbers, got {point!r}")
-        return image.world_to_index(values * flip)
-
-    rounds: dict[int, list] = {}
-    clicks = spec.get("clicks")
-    if not isinstance(clicks, list) or not clicks:
-        raise InputError(f"{path}: 'clicks' must be a non-empty list")
-    for n, click in enumerate(clicks):
-        if not isinstance(click, dict) or "point" not in click or not isinstance(click.get("positive"), bool):
-            raise InputError(f"{path}: click {n} needs \"point\" [x, y, z] and \"positive\" true/false")
-        round_ = int(click.get("round", 1))
-        if round_ < 1:
-            raise InputError(f"{path}: click {n} has round {round_}; rounds start at 1")
-        rounds.setdefault(round_, []).append((to_index(click["point"], f"click {n}"), click["positive"]))
-    roi = None
-    if spec.get("roi"):
-        corners = np.array([to_index(spec["roi"]["min"], "roi min"), to_index(spec["roi"]["max"], "roi max")])
-        roi = (np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int) + 1)
-    return rounds, roi
-
-
 def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | None, rounds: int | None,
-                device: str, label_path: str | None = None) -> dict:
+                device: str, label_path: str | None = None, precision: str = "auto") -> dict:
     from .evaluation import dice
-    from .hints import Click
+    from .hints import Click, read_clicks
     from .report import snapshot
 
     image = read_volume(image_path)
     clicks_by_round, roi = read_clicks(Path(clicks_path), image)
     label = binary_label(read_volume(label_path).array) if label_path else None
-    model = _model(model_path, device)
+    model = _model(model_path, device, precision)
     rounds = rounds or max(clicks_by_round)
     session = InteractiveSession(image, model, roi=roi)
     first = clicks_by_round[min(clicks_by_round)][0][0]
@@ -200,7 +160,7 @@ def run_train(args) -> Path:
         say(f"resuming {trainer.state_path} at epoch {trainer.epoch + 1}, step {trainer.step}")
     say(f"training on {sum(c.labeled for c in train)} labelled + {sum(not c.labeled for c in train)} unlabelled "
            f"cases, validating on {len(validation)}; state and log in {trainer.run_dir}/")
-    path = trainer.fit()
+    path = trainer.fit(save_every_s=args.save_every_s)
     say(f"wrote {path}")
     return path
 
@@ -237,7 +197,7 @@ def run_evaluate(args) -> dict:
     for name in names:
         if name in model_paths:
             path = model_paths[name] or resource_path(*BUNDLED_MODELS[name])
-            model = load_model(path, device=_device(args.device))
+            model = load_model(path, device=_device(args.device), precision=args.precision)
             used_models[name] = str(path)
             factories[name] = (lambda m=model: ClickCNNMethod(m)) if name == "click-cnn" \
                 else (lambda m=model, n=name: MeccaMethod(m, n))
@@ -258,7 +218,7 @@ def run_evaluate(args) -> dict:
               "cases": len(cases), "split": args.split, "seed": args.seed, "methods": summary, "failures": failures,
               "models": used_models, "command": command_line(),
               "machine": f"{platform.machine()} {platform.processor()}, torch {torch.__version__}, "
-                         f"{torch.get_num_threads()} threads, device {args.device}"}
+                         f"{torch.get_num_threads()} threads, device {args.device}, precision {args.precision}"}
     write_json(result, args.json)
     for failure in failures:
         _print(f"failed: {failure['case']} ({failure['method'] or 'reading'}): {failure['error']}")
@@ -274,14 +234,78 @@ def run_evaluate(args) -> dict:
     return result
 
 
+# -- bench --------------------------------------------------------------------------------------
+def run_bench(args) -> dict:
+    import torch
+
+    from .bench import bench_big_volume, bench_roi, machine_description
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        sizes = [int(v) for v in args.roi.split(",")]
+    except ValueError as error:
+        raise InputError(f"--roi takes comma-separated sizes such as 64,96,128; got {args.roi!r}") from error
+    if any(s < 8 for s in sizes):
+        raise InputError("--roi sizes must be at least 8 voxels")
+    model = _model(args.model, args.device, args.precision)
+    image = read_volume(args.image or resource_path(*SAMPLE_IMAGE))
+    label = binary_label(read_volume(args.label or resource_path(*SAMPLE_LABEL)).array)
+    result = {"machine": machine_description(_device(args.device)), "precision": str(model.dtype).removeprefix("torch."),
+              "model": str(args.model or resource_path(*DEFAULT_MODEL)), "image": image.name, "rois": {}}
+    for size in sizes:
+        _print(f"ROI {size}^3 ...")
+        result["rois"][str(size)] = bench_roi(model, image, label, size, args.repeats, peers=not args.no_peers)
+    if not args.no_big_volume:
+        _print("512 x 512 x 300 volume ...")
+        result["big_volume"] = bench_big_volume(args.model or str(resource_path(*DEFAULT_MODEL)), args.precision,
+                                                torch.get_num_threads())
+    write_json(result, args.json)
+    _print(format_bench_table(result))
+    _print(f"wrote {args.json}")
+    return result
+
+
+def format_bench_table(result: dict) -> str:
+    machine = result["machine"]
+    lines = [f"{machine['processor']}, {machine['threads']} threads, torch {machine['torch']}, {machine['device']}, "
+             f"{result['precision']}",
+             f"{'ROI':>5} {'MECCA round s':>15} {'p90':>6} {'grow-from-seeds s':>18} {'x':>5} {'random walker s':>16} "
+             f"{'x':>5} {'GFLOP/s':>8} {'peak':>6} {'of peak':>8}"]
+    for size, r in result["rois"].items():
+        grow, walker = r.get("grow_from_seeds_round_s"), r.get("random_walker_round_s")
+        lines.append(f"{size:>5} {r['mecca_round_s']['median']:>15.3f} {r['mecca_round_s']['p90']:>6.3f} "
+                     f"{grow['median'] if grow else float('nan'):>18.3f} "
+                     f"{r.get('speedup_vs_grow_from_seeds', float('nan')):>5.1f} "
+                     f"{walker['median'] if walker else float('nan'):>16.3f} "
+                     f"{r.get('speedup_vs_random_walker', float('nan')):>5.1f} {r['policy_gflops_achieved']:>8.1f} "
+                     f"{r['conv3d_peak_gflops']:>6.1f} {r['policy_fraction_of_peak']:>8.0%}")
+        lines.append("      parts (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["parts_s"].items())
+                     + f"; supervoxels per ROI {r['advice_precompute_s']['median']:.2f}")
+    if "big_volume" in result:
+        big = result["big_volume"]
+        lines.append(f"512x512x300: session opens in {big['session_open_s']:.3f} s, first round {big['first_round_s']:.3f} s, "
+                     f"peak RSS {big['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
 # -- info ---------------------------------------------------------------------------------------
-def run_info(model_path: str | None) -> dict:
+def run_info(model_path: str | None, card: bool = False) -> dict:
     model = _model(model_path)
+    if card:
+        from .report import model_card
+
+        print(model_card(model_path or resource_path(*DEFAULT_MODEL), model.metadata, model.config.to_dict()))
+        return model.metadata
     info = {"network": model.config.to_dict(), **{k: v for k, v in model.metadata.items() if k != "training"}}
     training = model.metadata.get("training", {})
     info["training"] = {k: v for k, v in training.items() if k != "history"}
     print(json.dumps(info, indent=2))
     return info
+
+
+PRECISIONS = ["auto", "float32", "bfloat16"]
+PRECISION_HELP = "inference precision; auto = bfloat16 where the processor computes it natively"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clicks-per-round", type=int, default=3)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    demo.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
 
     segment = sub.add_parser("segment", help="segment an image from clicks given in world coordinates")
     segment.add_argument("--image", required=True, help="NIfTI, NRRD or MHA image")
@@ -307,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--rounds", type=int, help="rounds to run (default: the last round in the clicks file)")
     segment.add_argument("--label", help="optional reference segmentation: report Dice per round")
     segment.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    segment.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
 
     train = sub.add_parser("train", help="train (or fine-tune with --init) on MSD-layout datasets")
     train.add_argument("--dataset", action="append", required=True, help="MSD folder (repeat for several)")
@@ -326,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stride", type=int, default=2, choices=[1, 2])
     train.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
+    train.add_argument("--save-every-s", type=float, default=300.0,
+                       help="seconds between training-state saves within an epoch (default 300; also saved "
+                            "at each epoch's end); a killed run resumes from the last one")
     train.add_argument("--progress", choices=["bar", "jsonl"], default="bar",
                        help="jsonl: one JSON object per line on stdout (event step/epoch/done) for other programs")
 
@@ -345,11 +374,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--validation-fraction", type=float, default=0.2)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    evaluate.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     evaluate.add_argument("--json", required=True, help="results file")
     evaluate.add_argument("--plot", help="figure: Dice per round per method + one case per method")
 
+    bench = sub.add_parser("bench", help="round latency vs Grow from seeds and random walker; memory on a big volume")
+    bench.add_argument("--json", required=True, help="results file")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    bench.add_argument("--roi", default="64,96,128", help="cubic ROI sizes in voxels")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--model", help="model file; default: the bundled model")
+    bench.add_argument("--image", help="scan to resample to each ROI (default: the bundled sample)")
+    bench.add_argument("--label", help="its label (for the simulated clicks)")
+    bench.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
+    bench.add_argument("--no-peers", action="store_true", help="skip Grow from seeds and random walker")
+    bench.add_argument("--no-big-volume", action="store_true", help="skip the 512 x 512 x 300 session")
+
     info = sub.add_parser("info", help="print a model file's architecture, training record and metrics")
     info.add_argument("--model", help="model file; default: the bundled model")
+    info.add_argument("--card", action="store_true", help="print a Markdown model card")
     return parser
 
 
@@ -357,15 +401,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            run_demo(Path(args.out), args.model, args.rounds, args.clicks_per_round, args.seed, args.device)
+            run_demo(Path(args.out), args.model, args.rounds, args.clicks_per_round, args.seed, args.device,
+                     args.precision)
         elif args.command == "segment":
-            run_segment(args.image, args.clicks, Path(args.out), args.model, args.rounds, args.device, args.label)
+            run_segment(args.image, args.clicks, Path(args.out), args.model, args.rounds, args.device, args.label,
+                        args.precision)
         elif args.command == "train":
             run_train(args)
         elif args.command == "evaluate":
             run_evaluate(args)
+        elif args.command == "bench":
+            run_bench(args)
         elif args.command == "info":
-            run_info(args.model)
+            run_info(args.model, args.card)
     except (InputError, CheckpointError, SessionError, FileNotFoundError) as error:
         print(f"mecca {args.command}: error: {error}", file=sys.stderr)
         return 2

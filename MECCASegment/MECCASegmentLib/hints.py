@@ -6,11 +6,15 @@ session converts from ITK (i, j, k) indices and world coordinates at its boundar
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from .io import InputError
 
 HINT_SIGMA = 2.0  # voxels
 SURFACE_BAND = 2  # the simulated user clicks within this many voxels of the true surface
@@ -99,3 +103,46 @@ class SimulatedUser:
         depth = ndimage.distance_transform_edt(np.pad(largest, 1))[1:-1, 1:-1, 1:-1]
         point = np.unravel_index(int(np.argmax(depth)), errors.shape)
         return Click(tuple(int(v) for v in point), bool(false_negative[point]))
+
+
+def read_clicks(path: str | Path, image) -> tuple[dict[int, list[tuple[np.ndarray, bool]]], tuple | None]:
+    """Clicks file -> {round: [(continuous ijk, positive)]} and an optional ROI box in (i, j, k).
+
+    ``image`` is the io.Volume the clicks belong to (its geometry maps world to voxel).
+
+    Format: {"coordinate_system": "RAS" | "LPS", "clicks": [{"point": [x, y, z], "positive": true,
+    "round": 1}, ...], "roi": {"min": [x, y, z], "max": [x, y, z]}}; "round" defaults to 1.
+    """
+    try:
+        spec = json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"{path}: clicks file not found") from error
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    system = str(spec.get("coordinate_system", "")).upper()
+    if system not in ("RAS", "LPS"):
+        raise InputError(f"{path}: 'coordinate_system' must be \"RAS\" (Slicer) or \"LPS\" (ITK/DICOM)")
+    flip = np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3)
+
+    def to_index(point, what):
+        values = np.asarray(point, dtype=float)
+        if values.shape != (3,) or not np.all(np.isfinite(values)):
+            raise InputError(f"{path}: {what} must be three finite numbers, got {point!r}")
+        return image.world_to_index(values * flip)
+
+    rounds: dict[int, list] = {}
+    clicks = spec.get("clicks")
+    if not isinstance(clicks, list) or not clicks:
+        raise InputError(f"{path}: 'clicks' must be a non-empty list")
+    for n, click in enumerate(clicks):
+        if not isinstance(click, dict) or "point" not in click or not isinstance(click.get("positive"), bool):
+            raise InputError(f"{path}: click {n} needs \"point\" [x, y, z] and \"positive\" true/false")
+        round_ = int(click.get("round", 1))
+        if round_ < 1:
+            raise InputError(f"{path}: click {n} has round {round_}; rounds start at 1")
+        rounds.setdefault(round_, []).append((to_index(click["point"], f"click {n}"), click["positive"]))
+    roi = None
+    if spec.get("roi"):
+        corners = np.array([to_index(spec["roi"]["min"], "roi min"), to_index(spec["roi"]["max"], "roi max")])
+        roi = (np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int) + 1)
+    return rounds, roi

@@ -7,6 +7,7 @@ folder and is renamed into place, so an interrupted write never leaves half a fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -37,6 +38,7 @@ class Volume:
         self.spacing = tuple(float(s) for s in self.spacing)
         self.origin = tuple(float(o) for o in self.origin)
         self.direction = tuple(float(d) for d in np.asarray(self.direction).ravel())
+        _check_direction(self.direction, self.name or "image")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -47,7 +49,10 @@ class Volume:
         return Volume(array, self.spacing, self.origin, self.direction, name or self.name)
 
     def to_sitk(self) -> sitk.Image:
-        image = sitk.GetImageFromArray(self.array)
+        array = self.array
+        if array.dtype in _WIDENED_FOR_ITK:  # types ITK has no pixel type for, widened without loss
+            array = array.astype(_WIDENED_FOR_ITK[array.dtype])
+        image = sitk.GetImageFromArray(array)
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)
@@ -68,31 +73,70 @@ class Volume:
         return np.linalg.solve(d, np.asarray(point_lps, float) - np.asarray(self.origin)) / np.asarray(self.spacing)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_WIDENED_FOR_ITK = {np.dtype(bool): np.uint8, np.dtype(np.float16): np.float32}
+
+
+def _check_direction(direction: tuple[float, ...], name: str) -> None:
+    """World <-> voxel mapping needs an invertible 3x3 direction; a broken one would put clicks
+    on arbitrary voxels (or fail deep inside numpy), so it is refused where the volume is made."""
+    matrix = np.asarray(direction, dtype=float)
+    if matrix.shape != (9,) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix.reshape(3, 3))) < 1e-6:
+        raise InputError(f"{name}: direction matrix {tuple(direction)} is not an invertible 3x3 matrix; the "
+                         "image header's orientation is broken: fix it (e.g. reset the orientation in the "
+                         "image's header) before segmenting")
+
+
 def validate_image(array: np.ndarray, spacing=(1.0, 1.0, 1.0), name: str = "image") -> None:
     """Reject what the networks cannot use, naming the problem and what to do about it."""
     array = np.asarray(array)
     if array.ndim != 3:
-        hint = " (a multi-component or 4D image: extract one channel/time point first)" if array.ndim == 4 else ""
-        raise InputError(f"{name}: a 3D scalar image is needed, got {array.ndim} dimensions {array.shape}{hint}")
+        hint = {2: "load the whole series (all slices) as one 3D volume",
+                4: "a multi-component or 4D image: extract one channel/time point first"}.get(array.ndim, "")
+        raise InputError(f"{name}: a 3D scalar image is needed, got {array.ndim} dimensions {array.shape}"
+                         + (f"; {hint}" if hint else ""))
     if min(array.shape) == 0:
-        raise InputError(f"{name}: the image is empty (size {array.shape[::-1]})")
+        raise InputError(f"{name}: the image is empty (size {array.shape[::-1]}); load it again or choose another")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
             or array.dtype == bool):
         raise InputError(f"{name}: voxel type {array.dtype} is not a real scalar; convert to an integer or float image")
     spacing = np.asarray(spacing, dtype=float)
     if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(f"{name}: voxel spacing {tuple(spacing)} must be three positive numbers (mm)")
+        raise InputError(f"{name}: voxel spacing {tuple(spacing.tolist())} must be three positive numbers (mm); "
+                         "correct the spacing in the image header (e.g. Slicer's Volumes module, Volume Information)")
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.any():
-            raise InputError(f"{name}: every voxel is NaN or infinite; the image holds no data")
+            raise InputError(f"{name}: every voxel is NaN or infinite; the image holds no data: check the file "
+                             "or the conversion that made it")
+        if array.dtype.itemsize > 4:  # the networks compute in float32: larger values would become infinite
+            low, high = array.min(where=finite, initial=np.inf), array.max(where=finite, initial=-np.inf)
+            if max(-low, high) > FLOAT32_MAX:
+                raise InputError(f"{name}: voxel values reach {low:.3g} .. {high:.3g}, beyond the +/-{FLOAT32_MAX:.3g} "
+                                 "that 32-bit floats hold; rescale the image (e.g. to its physical units)")
 
 
 def _has_supported_suffix(path: Path) -> bool:
     return path.name.lower().endswith(SUPPORTED_SUFFIXES)
 
 
+def _check_scalar_3d(image: sitk.Image, path: Path) -> None:
+    """Only 3D scalar images map onto a Volume; others are refused before their geometry is read."""
+    size = image.GetSize()
+    if image.GetDimension() == 2:
+        raise InputError(f"{path}: a 2D image (size {size}); MECCA segments 3D volumes: load the whole "
+                         "series (all slices) as one 3D volume")
+    if image.GetDimension() != 3:
+        raise InputError(f"{path}: a {image.GetDimension()}D image (size {size}); extract one 3D volume first "
+                         "(one time point or channel, e.g. with Slicer's Sequences module)")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel (a colour or "
+                         "vector image); convert it to one scalar channel first (e.g. Slicer's "
+                         "Vector to Scalar Volume module)")
+
+
 def read_volume(path: str | os.PathLike) -> Volume:
+    """A 3D scalar image file as a Volume; InputError naming the problem for anything else."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -102,7 +146,24 @@ def read_volume(path: str | os.PathLike) -> Volume:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(f"{path}: cannot be read as an image ({str(error).strip().splitlines()[-1]})") from error
+    _check_scalar_3d(image, path)
     return Volume.from_sitk(image, name=path.name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on any error
+    it is removed. Readers never see half a file and a failed write leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:
@@ -110,41 +171,28 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
     path = Path(path)
     if not _has_supported_suffix(path):
         raise InputError(f"{path}: unsupported format; use one of {', '.join(SUPPORTED_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = next(s for s in SUPPORTED_SUFFIXES if path.name.lower().endswith(s))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix) as tmp:
         sitk.WriteImage(volume.to_sitk(), tmp, compress)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def write_json(data, path: str | os.PathLike) -> Path:
     """Atomic JSON write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path, ".json") as tmp, open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2)
+    return Path(path)
 
 
 @dataclass
 class Case:
-    """One dataset entry: image path and (for labelled cases) label path."""
+    """One dataset entry: image path, label path (labelled cases) and/or recorded clicks (cases a
+    user segmented interactively, used without a label, paper eq. 6)."""
 
     name: str
     image: Path
     label: Path | None = None
+    clicks: Path | None = None
 
     def load(self, foreground_labels: tuple[int, ...] | None = None) -> tuple[Volume, np.ndarray | None]:
         """Image volume and binary label (uint8, 1 where the label value is one of the chosen ones)."""
@@ -152,13 +200,40 @@ class Case:
         if self.label is None:
             return image, None
         label = read_volume(self.label)
-        if label.shape != image.shape:
-            raise InputError(f"{self.name}: label size {label.shape} differs from image size {image.shape}")
-        if not (np.allclose(label.spacing, image.spacing, rtol=1e-3)
-                and np.allclose(label.origin, image.origin, atol=1e-2)
-                and np.allclose(label.direction, image.direction, atol=1e-3)):
-            raise InputError(f"{self.name}: label geometry (spacing/origin/direction) differs from the image")
+        mismatch = _geometry_mismatch(image, label)
+        if mismatch:
+            raise InputError(f"{self.name}: {mismatch}")
         return image, binary_label(label.array, foreground_labels)
+
+
+def _geometry_mismatch(image: Volume, label: Volume) -> str | None:
+    """Why a label cannot be laid voxel for voxel on its image; None when it can."""
+    if label.shape != image.shape:
+        return (f"label size {label.shape[::-1]} differs from image size {image.shape[::-1]}; resample the label "
+                "onto the image grid (nearest neighbour)")
+    if not (np.allclose(label.spacing, image.spacing, rtol=1e-3)
+            and np.allclose(label.origin, image.origin, atol=1e-2)
+            and np.allclose(label.direction, image.direction, atol=1e-3)):
+        return ("label geometry (spacing/origin/direction) differs from the image; resample the label onto the "
+                "image grid (nearest neighbour) or correct its header")
+    return None
+
+
+def _label_values_problem(values: np.ndarray, foreground_labels: tuple[int, ...] | None) -> str | None:
+    """Why a label map gives no usable foreground: non-integer or negative values, or no voxel
+    with a foreground value (an empty object would train on nothing without a word)."""
+    if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
+        return ("label holds non-integer values (was it resampled with linear interpolation?); labels need whole "
+                "class numbers: resample it with nearest neighbour")
+    if values.min() < 0:
+        return f"label holds negative values (down to {values.min()}); use 0 for background and 1, 2, ... for classes"
+    if binary_label(values, foreground_labels).any():
+        return None
+    present = ", ".join(str(v) for v in np.unique(values)[:20].tolist())
+    if foreground_labels is None:
+        return "label is empty (every voxel 0); segment the object in it or remove the case"
+    return (f"no voxel has a foreground value {', '.join(map(str, foreground_labels))} (values present: {present}); "
+            "choose the foreground labels among the values present")
 
 
 def binary_label(values: np.ndarray, foreground_labels: tuple[int, ...] | None = None) -> np.ndarray:
@@ -193,15 +268,76 @@ class MSDDataset:
         entries = info.get("training")
         if not isinstance(entries, list) or not entries:
             raise InputError(f"{manifest}: the 'training' list is missing or empty")
-        cases = []
-        for entry in entries:
-            image = root / entry["image"] if isinstance(entry, dict) else root / entry
-            label = root / entry["label"] if isinstance(entry, dict) and entry.get("label") else None
-            if require_labels and label is None:
-                raise InputError(f"{manifest}: entry {entry!r} has no label")
-            name = Path(image).name.split(".")[0]
-            cases.append(Case(name, image, label))
+        cases, problems = [], []
+        for number, entry in enumerate(entries):
+            entry = entry if isinstance(entry, dict) else {"image": entry}
+            label = root / entry["label"] if entry.get("label") else None
+            clicks = root / entry["clicks"] if entry.get("clicks") else None
+            if not entry.get("image"):
+                problems.append(f"entry {number} {entry!r} has no image")
+            elif require_labels and label is None:
+                problems.append(f"entry {number} {entry!r} has no label")
+            elif label is None and clicks is None:
+                problems.append(f"entry {number} {entry!r} has neither a label nor recorded clicks; an unlabelled "
+                                "case needs the clicks a user gave (\"clicks\": path)")
+            else:
+                cases.append(Case(Path(entry["image"]).name.split(".")[0], root / entry["image"], label, clicks))
+        if problems:
+            raise InputError(f"{manifest}: {len(problems)} of {len(entries)} entries cannot be used; correct or "
+                             "remove them:\n  " + "\n  ".join(problems))
         return cls(root, cases, info)
+
+
+def check_dataset(dataset: MSDDataset, foreground_labels: tuple[int, ...] | None = None,
+                  require_labels: bool = True) -> tuple[list[Case], list[str]]:
+    """Read every case once: (usable cases, one "name: problem; what to do" message per bad case).
+
+    A messy folder thus gets one report of all its bad cases instead of stopping at the first;
+    the caller decides whether to go on with the good ones. Problems: a missing or unreadable
+    file, an image the networks cannot use, a label on another grid, label values that give no
+    foreground (``foreground_labels``: as in Case.load), a case with no label where
+    ``require_labels``, recorded clicks that cannot be read or miss the image.
+    """
+    good, problems = [], []
+    for case in dataset.cases:
+        problem = _case_problem(case, foreground_labels, require_labels)
+        if problem is None:
+            good.append(case)
+        else:
+            problems.append(f"{case.name}: {problem}")
+    return good, problems
+
+
+def _case_problem(case: Case, foreground_labels: tuple[int, ...] | None, require_labels: bool) -> str | None:
+    if case.label is None and require_labels:
+        return "dataset.json gives no label for it; add its label file or remove the entry"
+    files = {"image": case.image, "label": case.label, "clicks": case.clicks}
+    missing = [f"{role} file {path}" for role, path in files.items() if path is not None and not path.exists()]
+    if missing:
+        return f"{' and '.join(missing)} not found; add the file or correct the path in dataset.json"
+    try:
+        image = read_volume(case.image)
+        validate_image(image.array, image.spacing, name=f"image {case.image.name}")
+        if image.array.min() == image.array.max():
+            return (f"image is constant (every voxel {image.array.flat[0]}): it holds no image data (NIfTI NaN "
+                    "voxels read as 0); check the file or remove the case")
+        if case.label is not None:
+            label = read_volume(case.label)
+            return _geometry_mismatch(image, label) or _label_values_problem(label.array, foreground_labels)
+        return _clicks_problem(case.clicks, image) if case.clicks is not None else None
+    except InputError as error:
+        return str(error)
+
+
+def _clicks_problem(path: Path, image: Volume) -> str | None:
+    """Recorded clicks must parse and at least one must fall inside the image they were given on."""
+    from .hints import read_clicks
+
+    rounds, _ = read_clicks(path, image)
+    points = np.rint([ijk for clicks in rounds.values() for ijk, _ in clicks])
+    if np.any(np.all((points >= 0) & (points < np.array(image.shape[::-1])), axis=1)):
+        return None
+    return f"no click of {path.name} lies inside the image; check that the clicks file belongs to this image"
 
 
 def split_validation(names: list[str], fraction: float, seed: int = 0) -> set[str]:

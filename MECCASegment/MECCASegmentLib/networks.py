@@ -12,6 +12,7 @@ and batches are one or two volumes, where batch or instance statistics would be 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ STATE_CHANNELS = 3  # normalised image, probability, hint
 CONFIDENCE_CHANNELS = STATE_CHANNELS + 1  # plus the signed action
 ACTION_SCALE = 2.5  # maps the largest step, 0.4, to 1 inside the confidence head
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution")
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
 class Conv3d(nn.Conv3d):
@@ -31,11 +33,12 @@ class Conv3d(nn.Conv3d):
     PyTorch's CPU backend choice sends a batch of one with N*C*D*H <= 20480 (a typical
     half-resolution ROI at width 16) to its slow native kernel, about 14 times slower than
     oneDNN on the same input. Without gradients we call the oneDNN kernel directly; training
-    (batches of two, channels-last) keeps the regular dispatch and its backward.
+    (batches of two, channels-last) keeps the regular dispatch and its backward. The same holds
+    for bfloat16 inference.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _MKLDNN and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32:
+        if _MKLDNN and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES:
             return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
                                                      self.stride, self.dilation, self.groups)
         return super().forward(x)
@@ -268,3 +271,30 @@ class MeccaModel:
     @property
     def device(self) -> torch.device:
         return next(self.policy.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.policy.parameters()).dtype
+
+    def set_precision(self, precision: str = "auto") -> MeccaModel:
+        """Inference precision: "float32", "bfloat16", or "auto" (bfloat16 where the processor
+        computes it natively: twice as fast on such CPUs; see docs/performance.md for its Dice)."""
+        if precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+        if precision == "auto":
+            precision = "bfloat16" if native_bfloat16(self.device) else "float32"
+        dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        for net in self.networks.values():
+            net.to(dtype)
+        return self
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """True where bfloat16 convolutions run in hardware (AVX512-BF16/AMX CPUs, Ampere+ GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: stay with float32 rather than guess
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +144,47 @@ def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict |
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def model_card(path: str | Path, metadata: dict, network: dict) -> str:
+    """A Markdown model card from a model file's own record (what it was trained on, how, how long,
+    and what it measured), so a fine-tuned model documents itself like the bundled one."""
+    training = metadata.get("training", {})
+    config = training.get("config", {})
+    data = training.get("data", {})
+    lines = [f"# Model card: `{Path(path).name}`", ""]
+    kind = "click-CNN baseline (supervised)" if network.get("model") == "click-cnn" else (
+        "MECCA policy + action-confidence network" if config.get("confidence_reward", True)
+        else "IteR-MRL ablation (MECCA without confidence-shaped reward)")
+    lines += [f"- Kind: {kind}", f"- Architecture: {json.dumps(network)}",
+              f"- Command: `{training.get('command', '?')}`",
+              f"- Machine: {training.get('machine', '?')}, device {training.get('device', '?')}, "
+              f"{training.get('processes', 1)} process(es)",
+              f"- Wall time: {training.get('wall_time_s', 0) / 3600:.2f} h over {config.get('epochs', '?')} epochs",
+              f"- Training settings: {json.dumps(config)}", ""]
+    lines += ["## Data", "", "| dataset | cases | validation (held out) | labelled training | unlabelled training |",
+              "|---|---|---|---|---|"]
+    for d in data.get("datasets", []):
+        lines.append(f"| {d['name']} (`{d['path']}`) | {d['cases']} | {len(d['validation'])} | {d['labeled_train']} "
+                     f"| {d['unlabeled_train']} |")
+    if data.get("init"):
+        lines.append(f"\nFine-tuned from `{data['init']}`.")
+    metrics = metadata.get("metrics", {})
+    lines += ["", "## Validation (held-out cases)", "", f"Protocol: {metrics.get('protocol', '?')}.", "",
+              "| dataset | cases | Dice round 1 | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|---|---|"]
+    for name, m in metrics.get("validation", {}).items():
+        means = " | ".join(f"{v:.3f}" for v in m["dice_mean_per_round"])
+        lines.append(f"| {name} | {m['cases']} | {means} |")
+    history = training.get("history", [])
+    if history:
+        lines += ["", "## Training curve (validation subset per epoch, Dice after round 5)", "",
+                  "| epoch | elapsed h | " + " | ".join(history[-1]["validation"]) + " |",
+                  "|---|---|" + "---|" * len(history[-1]["validation"])]
+        for entry in history:
+            values = " | ".join(f"{m['dice_mean_per_round'][-1]:.3f}" for m in entry["validation"].values())
+            lines.append(f"| {entry['epoch']} | {entry['elapsed_s'] / 3600:.2f} | {values} |")
+    lines += ["", "## Intended use and limits", "",
+              "Interactive segmentation of one structure per session in 3D CT/MRI, with a human checking every "
+              "result. Trained on the data above only: other structures, modalities and voxel sizes work through "
+              "the clicks but less well; not a diagnostic device."]
+    return "\n".join(lines) + "\n"

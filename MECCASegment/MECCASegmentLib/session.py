@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .advice import ADVICE_COUNT, AdviceRegion, advice_label_map, rank_regions, segments_for_round, supervoxels
+from .advice import (ADVICE_COUNT, ROUNDS_WITH_OWN_GRANULARITY, AdviceRegion, advice_label_map, rank_regions,
+                     segments_for_round, supervoxels)
 from .environment import MASK_TENTHS, START_TENTHS, action_tenths, build_state, normalize_image, transition
 from .hints import Click, hint_map
 from .io import InputError, Volume, validate_image
@@ -54,6 +55,12 @@ class Round:
                 "changed_voxels": changed, "foreground_voxels_in_roi": int(np.count_nonzero(self.p_after > 5)),
                 "roi_lo_ijk": list(_ijk(self.box[0])), "roi_hi_ijk": list(_ijk(self.box[1])),
                 "timings": dict(self.timings)}
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so per-part timings are true."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _ijk(index) -> tuple[int, int, int]:
@@ -154,6 +161,11 @@ class InteractiveSession:
     def pending_clicks(self) -> list[Click]:
         return list(self._pending)
 
+    @property
+    def clicks_by_round(self) -> list[list[Click]]:
+        """The clicks each round used, in order (undone rounds excluded)."""
+        return [list(r.clicks) for r in self._rounds]
+
     # -- ROI -----------------------------------------------------------------------------------
     def current_box(self) -> Box:
         """The box the next round will use."""
@@ -199,15 +211,14 @@ class InteractiveSession:
             timings = {}
             box = self.current_box()
             region = _slices(box)
-            image_norm = self._normalized_roi(box)
-            clicks = self.clicks
-            hint = hint_map(image_norm.shape, clicks, offset=box[0])
+            image_norm = self._normalized_roi(box)  # cached while the ROI stays the same
             p_before = self._p[region].copy()
             timings["prepare_s"] = time.perf_counter() - start
-
             t = time.perf_counter()
-            p_after, confidence = self._act(image_norm, p_before, hint)
-            timings["networks_s"] = time.perf_counter() - t
+            hint = hint_map(image_norm.shape, self.clicks, offset=box[0])
+            timings["hint_s"] = time.perf_counter() - t
+
+            p_after, confidence = self._act(image_norm, p_before, hint, timings)
             self._p[region] = p_after
             round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence,
                            timings=timings)
@@ -218,15 +229,25 @@ class InteractiveSession:
             return round_.summary()
 
     @torch.no_grad()
-    def _act(self, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray):
+    def _act(self, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray, timings: dict):
         """Greedy actions of the policy applied to p (eq. 1), and their confidence, over the ROI."""
-        device = self.model.device
+        device, dtype = self.model.device, self.model.dtype
+        t = time.perf_counter()
         p = torch.from_numpy(p_tenths)[None].to(device)
-        state = build_state(torch.from_numpy(image_norm)[None].to(device), p, torch.from_numpy(hint)[None].to(device))
+        state = build_state(torch.from_numpy(image_norm)[None].to(device), p,
+                            torch.from_numpy(hint)[None].to(device)).to(dtype)
         logits, _ = self.model.policy(state, with_value=False)
         steps = action_tenths(logits.argmax(dim=1))
-        confidence = torch.sigmoid(self.model.confidence(state, steps.float() / 10.0))
-        return transition(p, steps)[0].cpu().numpy(), confidence[0].cpu().numpy().astype(np.float32)
+        _synchronize(device)
+        timings["policy_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        p_after = transition(p, steps)[0].cpu().numpy()
+        timings["transition_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        confidence = torch.sigmoid(self.model.confidence(state, (steps.float() / 10.0).to(dtype)).float())
+        confidence = confidence[0].cpu().numpy()
+        timings["confidence_s"] = time.perf_counter() - t
+        return p_after, confidence
 
     def undo(self) -> dict:
         """Revert the last round (and drop clicks not yet run). Raises SessionError with no history."""
@@ -284,6 +305,17 @@ class InteractiveSession:
     def last_box(self) -> Box | None:
         return self._rounds[-1].box if self._rounds else None
 
+    def mask_region(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        """Segmentation inside a numpy (k, j, i) region only: no whole-volume copy on large images."""
+        return (self._p[region] > 5).astype(np.uint8)
+
+    def confidence_region(self) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+        """The last round's ROI as numpy (k, j, i) slices and its confidence (a copy); None before
+        the first round. The whole-volume confidence_map() is this, filled in."""
+        if not self._rounds:
+            return None
+        return _slices(self._rounds[-1].box), self._rounds[-1].confidence.copy()
+
     def confidence_map(self, fill_value: float = 1.0) -> np.ndarray:
         """Confidence of the last round's actions, whole volume; ``fill_value`` outside its ROI
         (no action was taken there). All ``fill_value`` before the first round."""
@@ -291,6 +323,14 @@ class InteractiveSession:
         if self._rounds:
             out[_slices(self._rounds[-1].box)] = self._rounds[-1].confidence
         return out
+
+    def precompute_advice(self) -> None:
+        """Compute the supervoxels of every round's granularity for the current ROI now (e.g. in a
+        background thread while the user looks for the first click), so rounds only rank them."""
+        box = self.current_box()
+        image_norm = self._normalized_roi(box)
+        for round_index in range(ROUNDS_WITH_OWN_GRANULARITY):
+            self._supervoxels_for(box, image_norm, segments_for_round(round_index))
 
     def _advise(self, round_: Round) -> Round:
         """Rank the ROI's supervoxels by the round's confidence (once per round, on demand:

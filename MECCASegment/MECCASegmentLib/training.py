@@ -28,15 +28,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from scipy import ndimage
+from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import load_model, load_training_state, save_model, save_training_state
 from .environment import (MASK_TENTHS, START_TENTHS, action_tenths, build_state, confidence_targets,
                           cross_entropy, normalize_image, shaped_reward, simulated_labels, transition)
 from .evaluation import method_for_model, simulate
-from .hints import SimulatedUser, hint_map
+from .hints import Click, SimulatedUser, hint_map, read_clicks
 from .io import InputError, MSDDataset, Volume, split_validation
 from .networks import MeccaModel, NetworkConfig
 
@@ -77,8 +80,23 @@ class TrainingCase:
     name: str
     dataset: str
     image: Volume
-    label: np.ndarray  # uint8; for unlabelled cases only the simulated user reads it
+    label: np.ndarray  # uint8; for unlabelled cases only the simulated user reads it (all 0 if unknown)
     labeled: bool = True
+    recorded_clicks: dict[int, list[Click]] | None = None  # a user's clicks by round (1-based), replayed
+
+
+def _recorded_clicks(path, image: Volume) -> dict[int, list[Click]]:
+    """A clicks file (the format of ``mecca segment``) as array-index clicks by round."""
+    rounds, _ = read_clicks(path, image)
+    out: dict[int, list[Click]] = {}
+    for round_, clicks in rounds.items():
+        for ijk, positive in clicks:
+            index = tuple(int(v) for v in np.rint(ijk)[::-1])
+            if all(0 <= v < s for v, s in zip(index, image.shape)):
+                out.setdefault(round_, []).append(Click(index, positive))
+    if not out:
+        raise InputError(f"{path}: no click lies inside its image")
+    return out
 
 
 def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validation_fraction: float,
@@ -86,13 +104,15 @@ def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validati
     """Read datasets into memory; returns (train, validation, record of what was used)."""
     train, validation, record = [], [], {"datasets": []}
     for root, labeled_source in [(d, True) for d in dataset_dirs] + [(d, False) for d in unlabeled_dirs]:
-        dataset = MSDDataset.open(root)
+        dataset = MSDDataset.open(root, require_labels=labeled_source)
         names = [c.name for c in dataset.cases]
         held_out = split_validation(names, validation_fraction) if labeled_source else set()
         kept_labels = _labeled_subset(sorted(set(names) - held_out), labeled_fraction) if labeled_source else set()
         for case in tqdm(dataset.cases, desc=f"loading {dataset.name}", disable=not progress, leave=False):
             image, label = case.load(labels)
-            item = TrainingCase(case.name, dataset.name, image, label)
+            label = np.zeros(image.shape, np.uint8) if label is None else label
+            recorded = _recorded_clicks(case.clicks, image) if case.clicks else None
+            item = TrainingCase(case.name, dataset.name, image, label, recorded_clicks=recorded)
             if case.name in held_out:
                 validation.append(item)
             else:
@@ -124,21 +144,44 @@ class EpisodeBatch:
     start: torch.Tensor  # (B, D, H, W) uint8 starting probability in tenths
     labeled: bool
     user_seeds: list[int] = field(default_factory=list)
+    recorded_clicks: list[dict[int, list[Click]] | None] = field(default_factory=list)  # in crop coordinates
 
 
-def _object_box(label: np.ndarray):
-    points = np.argwhere(label > 0)
+def _object_box(case: TrainingCase):
+    """The object's box: from the label, or from the recorded clicks of an unlabelled case."""
+    points = np.argwhere(case.label > 0)
+    if points.size == 0 and case.recorded_clicks:
+        points = np.array([c.position for clicks in case.recorded_clicks.values() for c in clicks])
     if points.size == 0:
-        centre = np.array(label.shape) // 2
+        centre = np.array(case.label.shape) // 2
         return centre, centre + 1
     return points.min(0), points.max(0) + 1
 
 
+def _clicks_in_crop(recorded: dict[int, list[Click]] | None, lo, shape, order, flips):
+    """Recorded clicks moved into a crop that starts at ``lo`` (size ``shape``) and is then
+    transposed by ``order`` and flipped along ``flips`` (axes after the transpose)."""
+    if recorded is None:
+        return None
+    moved: dict[int, list[Click]] = {}
+    transposed_shape = [shape[axis] for axis in order]
+    for round_, clicks in recorded.items():
+        for click in clicks:
+            local = [p - o for p, o in zip(click.position, lo)]
+            if not all(0 <= v < s for v, s in zip(local, shape)):
+                continue
+            local = [local[axis] for axis in order]
+            for axis in flips:
+                local[axis] = transposed_shape[axis] - 1 - local[axis]
+            moved.setdefault(round_, []).append(Click(tuple(int(v) for v in local), click.positive))
+    return moved
+
+
 def _crop(array: np.ndarray, lo, hi, fill) -> np.ndarray:
     """array[lo:hi], padded with ``fill`` where the box leaves the array."""
-    out = np.full(tuple(int(h - l) for l, h in zip(lo, hi)), fill, dtype=array.dtype)
-    src = tuple(slice(max(l, 0), min(h, s)) for l, h, s in zip(lo, hi, array.shape))
-    dst = tuple(slice(max(l, 0) - l, min(h, s) - l) for l, h, s in zip(lo, hi, array.shape))
+    out = np.full(tuple(int(h - low) for low, h in zip(lo, hi)), fill, dtype=array.dtype)
+    src = tuple(slice(max(low, 0), min(h, s)) for low, h, s in zip(lo, hi, array.shape))
+    dst = tuple(slice(max(low, 0) - low, min(h, s) - low) for low, h, s in zip(lo, hi, array.shape))
     out[dst] = array[src]
     return out
 
@@ -155,49 +198,62 @@ def _perturbed_mask(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.roll(mask, tuple(int(v) for v in rng.integers(-radius, radius + 1, 3)), axis=(0, 1, 2))
 
 
-def make_batch(cases: list[TrainingCase], config: TrainingConfig, rng: np.random.Generator) -> EpisodeBatch:
-    """Random ROI crops (object box + random margins), padded to one shape, flipped and permuted alike."""
-    boxes = []
-    for case in cases:
-        lo, hi = _object_box(case.label)
+def _transform(array: np.ndarray, order, flips) -> np.ndarray:
+    return np.flip(array.transpose(order), axis=flips)
+
+
+def make_batch(cases: list[TrainingCase], config: TrainingConfig, rngs: list[np.random.Generator]) -> EpisodeBatch:
+    """One random ROI crop per case (object box + random margins), transposed and flipped at
+    random, padded to one shape.
+
+    Each case draws only from its own generator, so a case's episode does not depend on which
+    other cases share its batch (what makes 2 processes x 2 cases equal 1 process x 4 cases).
+    """
+    plans = []
+    for case, rng in zip(cases, rngs):
+        lo, hi = _object_box(case)
         lo = lo - rng.integers(config.margin_range[0], config.margin_range[1] + 1, 3)
         hi = hi + rng.integers(config.margin_range[0], config.margin_range[1] + 1, 3)
         lo, hi = np.maximum(lo, 0), np.minimum(hi, case.label.shape)
         size = np.minimum(np.maximum(hi - lo, 8), config.max_crop)
         lo = np.minimum(lo + rng.integers(0, np.maximum(hi - lo - size, 0) + 1), np.maximum(case.label.shape - size, 0))
-        boxes.append((lo, size))
-    shape = np.max([size for _, size in boxes], axis=0)
-    images, labels, valids, starts = [], [], [], []
-    for case, (lo, size) in zip(cases, boxes):
-        grow = shape - size
-        lo = lo - rng.integers(0, grow + 1)  # centre the smaller crop anywhere in the common shape
-        lo = np.clip(lo, np.minimum(case.label.shape - shape, 0), np.maximum(case.label.shape - shape, 0))
-        hi = lo + shape
+        order = rng.permutation(3).tolist()
+        flips = [axis for axis in range(3) if rng.random() < 0.5]
+        plans.append((lo, size, order, flips))
+    shape = np.max([size[order] for _, size, order, _ in plans], axis=0)  # common shape after transposing
+    images, labels, valids, starts, recorded = [], [], [], [], []
+    for case, rng, (lo, size, order, flips) in zip(cases, rngs, plans):
+        need = shape[np.argsort(order)]  # the crop size that transposes to the common shape
+        lo = lo - rng.integers(0, need - size + 1)  # more real context rather than padding where possible
+        lo = np.clip(lo, np.minimum(case.label.shape - need, 0), np.maximum(case.label.shape - need, 0))
+        hi = lo + need
         valid = _crop(np.ones(case.label.shape, bool), lo, hi, False)
         raw = _crop(case.image.array, lo, hi, 0)
-        image = np.zeros(shape, np.float32)
+        image = np.zeros(need, np.float32)
         image[valid] = normalize_image(raw[valid])
         label = _crop(case.label, lo, hi, 0)
         if case.labeled and rng.random() < config.mask_start_fraction:
             start = np.where(_perturbed_mask(label, rng) & valid, MASK_TENTHS[1], MASK_TENTHS[0]).astype(np.uint8)
         else:
-            start = np.full(shape, START_TENTHS, np.uint8)
+            start = np.full(need, START_TENTHS, np.uint8)
         if rng.random() < config.invert_fraction:
             image = -image
         image = image * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
         image[~valid] = 0.0
-        images.append(image), labels.append(label), valids.append(valid), starts.append(start)
-    arrays = [np.stack(a) for a in (images, labels, valids, starts)]
-    order = [0] + list(1 + rng.permutation(3))
-    flips = [axis + 1 for axis in range(3) if rng.random() < 0.5]
-    arrays = [np.ascontiguousarray(np.flip(a.transpose(order), axis=flips)) for a in arrays]
+        for out, array in zip((images, labels, valids, starts), (image, label, valid, start)):
+            out.append(_transform(array, order, flips))
+        recorded.append(_clicks_in_crop(case.recorded_clicks, lo, need, order, flips))
+    arrays = [np.ascontiguousarray(np.stack(a)) for a in (images, labels, valids, starts)]
     return EpisodeBatch(*(torch.from_numpy(a) for a in arrays), labeled=cases[0].labeled,
-                        user_seeds=[int(s) for s in rng.integers(0, 2**31, len(cases))])
+                        user_seeds=[int(rng.integers(0, 2**31)) for rng in rngs], recorded_clicks=recorded)
 
 
 # -- one episode ---------------------------------------------------------------------------------
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return (values * weights).sum() / weights.sum().clamp(min=1e-6)
+    """Weighted mean over each volume's voxels, then the mean over the batch: every crop counts
+    the same whatever its size (and a batch split across processes averages to the same loss)."""
+    dims = tuple(range(1, values.dim()))
+    return ((values * weights).sum(dim=dims) / weights.sum(dim=dims).clamp(min=1e-6)).mean()
 
 
 def class_weights(mask: torch.Tensor, label: torch.Tensor, strength: float) -> torch.Tensor:
@@ -217,28 +273,44 @@ def class_weights(mask: torch.Tensor, label: torch.Tensor, strength: float) -> t
     return weights * mask.sum(dim=dims, keepdim=True) / weights.sum(dim=dims, keepdim=True).clamp(min=1e-6)
 
 
-def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clicks_per_round: int,
-                generator: torch.Generator, balance: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """Play T rounds with sampled actions; return the total loss (with graph) and statistics."""
-    label = batch.label.bool()
-    valid = batch.valid.float()
+def _users_and_clicks(batch: EpisodeBatch):
     users = [SimulatedUser(batch.label[b].numpy() & batch.valid[b].numpy(), seed=s)
              for b, s in enumerate(batch.user_seeds)]
-    clicks = [[] for _ in users]
-    p = batch.start.clone()
+    return users, [[] for _ in users]
+
+
+def _add_round_clicks(batch: EpisodeBatch, users, clicks, prediction: np.ndarray, count: int, t: int) -> None:
+    """This round's clicks of each volume: replayed from a recording, or from the simulated user."""
+    for b, user in enumerate(users):
+        recorded = batch.recorded_clicks[b] if batch.recorded_clicks else None
+        clicks[b].extend(recorded.get(t + 1, []) if recorded is not None else user.clicks(prediction[b], count, t))
+
+
+def _gumbel(shape, generators: list[torch.Generator], device) -> torch.Tensor:
+    """Gumbel noise, each volume from its own generator (sampling = argmax(logits + noise))."""
+    uniform = torch.stack([torch.rand(shape[1:], generator=g) for g in generators]).clamp_(1e-10, 1.0 - 1e-7)
+    return (-torch.log(-torch.log(uniform))).to(device)
+
+
+def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clicks_per_round: int,
+                generators: list[torch.Generator], balance: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Play T rounds with sampled actions; return the total loss (with graph) and statistics."""
+    device = next(model.policy.parameters()).device
+    label = batch.label.to(device).bool()
+    valid = batch.valid.to(device).float()
+    image = batch.image.to(device)
+    users, clicks = _users_and_clicks(batch)
+    p = batch.start.to(device)
     log_probs, entropies, values, rewards, weights = [], [], [], [], []
-    confidence_loss = torch.zeros(())
+    confidence_loss = torch.zeros((), device=device)
     agreement = []
     for t in range(config.rounds):
-        prediction = ((p > 5) & batch.valid).numpy()
-        for b, user in enumerate(users):
-            clicks[b].extend(user.clicks(prediction[b], clicks_per_round, t))
-        hint = torch.from_numpy(np.stack([hint_map(p.shape[1:], c) for c in clicks]))
-        state = build_state(batch.image, p, hint).contiguous(memory_format=torch.channels_last_3d)
+        _add_round_clicks(batch, users, clicks, ((p > 5) & (valid > 0)).cpu().numpy(), clicks_per_round, t)
+        hint = torch.from_numpy(np.stack([hint_map(p.shape[1:], c) for c in clicks])).to(device)
+        state = build_state(image, p, hint).contiguous(memory_format=torch.channels_last_3d)
         logits, value = model.policy(state)
         log_pi = F.log_softmax(logits, dim=1)
-        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)))
-        action = (logits.detach() + gumbel).argmax(dim=1)
+        action = (logits.detach() + _gumbel(logits.shape, generators, device)).argmax(dim=1)
         step = action_tenths(action)
         step_values = step.float() / 10.0
         both = model.confidence(torch.cat([state, state]), torch.cat([step_values, -step_values]))
@@ -272,12 +344,12 @@ def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, 
                                                  - config.entropy_weight * entropies[t], weights[t])
         value_loss = value_loss + _masked_mean(0.5 * advantage.pow(2), weights[t])
     total = (policy_loss + value_loss + confidence_loss) / config.rounds
-    final = (p > 5) & batch.valid
+    final = (p > 5) & (valid > 0)
     stats = {"loss": total.item(), "policy_loss": policy_loss.item() / config.rounds,
              "value_loss": value_loss.item() / config.rounds,
              "confidence_loss": confidence_loss.item() / config.rounds,
              "reward": float(sum(_masked_mean(r, m).item() for r, m in zip(rewards, weights))),
-             "dice": _batch_dice(final, label & batch.valid)}
+             "dice": _batch_dice(final, label & (valid > 0))}
     if agreement:
         stats["confidence_accuracy"] = float(np.mean(agreement))
     return total, stats
@@ -287,25 +359,23 @@ def run_supervised_episode(model: MeccaModel, batch: EpisodeBatch, config: Train
                            balance: float = 0.0) -> tuple[torch.Tensor, dict]:
     """The click-CNN baseline: same rounds and simulated user, cross-entropy on each round's
     prediction, which becomes the next round's probability channel (InterCNN's iteration)."""
-    label = batch.label.bool()
-    valid = batch.valid.float()
-    users = [SimulatedUser(batch.label[b].numpy() & batch.valid[b].numpy(), seed=s)
-             for b, s in enumerate(batch.user_seeds)]
-    clicks = [[] for _ in users]
-    probability = batch.start.float() / 10.0
+    device = next(model.policy.parameters()).device
+    label = batch.label.to(device).bool()
+    valid = batch.valid.to(device).float()
+    image = batch.image.to(device)
+    users, clicks = _users_and_clicks(batch)
+    probability = batch.start.to(device).float() / 10.0
     weights = class_weights(valid, label.float(), balance)
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=device)
     for t in range(config.rounds):
-        prediction = ((probability > 0.5) & batch.valid).numpy()
-        for b, user in enumerate(users):
-            clicks[b].extend(user.clicks(prediction[b], clicks_per_round, t))
-        hint = torch.from_numpy(np.stack([hint_map(probability.shape[1:], c) for c in clicks]))
-        state = build_state(batch.image, probability, hint).contiguous(memory_format=torch.channels_last_3d)
+        _add_round_clicks(batch, users, clicks, ((probability > 0.5) & (valid > 0)).cpu().numpy(), clicks_per_round, t)
+        hint = torch.from_numpy(np.stack([hint_map(probability.shape[1:], c) for c in clicks])).to(device)
+        state = build_state(image, probability, hint).contiguous(memory_format=torch.channels_last_3d)
         logit = model.policy(state)
         loss = loss + _masked_mean(F.binary_cross_entropy_with_logits(logit, label.float(), reduction="none"), weights)
         probability = torch.sigmoid(logit.detach())
     total = loss / config.rounds
-    return total, {"loss": total.item(), "dice": _batch_dice((probability > 0.5) & batch.valid, label & batch.valid)}
+    return total, {"loss": total.item(), "dice": _batch_dice((probability > 0.5) & (valid > 0), label & (valid > 0))}
 
 
 def _batch_dice(prediction: torch.Tensor, label: torch.Tensor) -> float:
@@ -358,8 +428,38 @@ def _validation_subset(validation: list[TrainingCase], per_dataset: int) -> list
     return chosen
 
 
+class Episode(nn.Module):
+    """One training step's forward pass (all T rounds of a batch) as a module, so that
+    DistributedDataParallel sees one forward and one backward per step."""
+
+    def __init__(self, model: MeccaModel):
+        super().__init__()
+        self.model = model
+        self.policy, self.confidence = model.policy, model.confidence  # registered: DDP syncs their gradients
+
+    def forward(self, batch: EpisodeBatch, config: TrainingConfig, clicks: int, generators, balance: float):
+        if self.model.config.model == "click-cnn":
+            return run_supervised_episode(self.model, batch, config, clicks, balance)
+        return run_episode(self.model, batch, config, clicks, generators, balance)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by torchrun (NCCL on GPU, gloo on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 class Trainer:
-    """Runs (or resumes) a training run; state and log live in ``<out>.run/`` beside the output."""
+    """Runs (or resumes) a training run; state and log live in ``<out>.run/`` beside the output.
+
+    Under torchrun each process takes its share of every step's batch (DistributedSampler over
+    the batch's cases); DistributedDataParallel averages the gradients, so N processes with
+    ``batch_size`` cases each train like one process with N x ``batch_size``. Rank 0 alone logs,
+    validates and writes files.
+    """
 
     def __init__(self, out: str | os.PathLike, config: TrainingConfig, train: list[TrainingCase],
                  validation: list[TrainingCase], record: dict, network: NetworkConfig | None = None,
@@ -368,9 +468,12 @@ class Trainer:
         self.out = Path(out)
         self.run_dir = self.out.with_name(self.out.name.split(".")[0] + ".run")
         self.config, self.train, self.validation, self.record = config, train, validation, record
+        self.rank, self.world = distributed_context()
         self.device = torch.device(device)
-        self.json_progress = json_progress  # one JSON line per step on stdout (for the Slicer module)
-        self.progress = progress and not json_progress
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.json_progress = json_progress and self.rank == 0  # one JSON line per step on stdout
+        self.progress = progress and not json_progress and self.rank == 0
         self.command = command
         if init:
             self.model = load_model(init)
@@ -378,6 +481,12 @@ class Trainer:
         else:
             self.model = MeccaModel.create(network or NetworkConfig(), seed=config.seed)
         self.model.to(self.device, memory_format=torch.channels_last_3d).train()
+        self.episode = Episode(self.model)
+        if self.world > 1:
+            unused = any(not c.labeled for c in train)  # unlabelled steps do not train C
+            self.episode = nn.parallel.DistributedDataParallel(
+                self.episode, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused)
         self.optimizer = torch.optim.Adam(list(self.model.parameters()), lr=config.learning_rate)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self._resumed_at = 0  # steps done before this process started (for the ETA)
@@ -395,7 +504,11 @@ class Trainer:
         return {"training": {"config": asdict(self.config), "data": self.record, "command": self.command,
                              "machine": f"{platform.node()} {platform.machine()} {platform.processor()} "
                                         f"torch {torch.__version__} threads {torch.get_num_threads()}",
-                             "device": str(self.device), "history": self.history}}
+                             "device": str(self.device), "processes": self.world, "history": self.history}}
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's steps: each holds batch_size cases per process."""
+        return epoch_batches(self.train, replace(self.config, batch_size=self.config.batch_size * self.world), epoch)
 
     def resume(self) -> bool:
         """Continue from ``<out>.run/last.safetensors`` when it exists; True if it did."""
@@ -409,30 +522,53 @@ class Trainer:
         progress = meta["training_state"]["progress"]
         self.epoch, self.step, self.elapsed = progress["epoch"], progress["step"], progress["elapsed"]
         self.history = meta["training"].get("history", [])
-        self._resumed_at = self.epoch * len(epoch_batches(self.train, self.config, self.epoch)) + self.step
+        self._resumed_at = self.epoch * len(self.batches(self.epoch)) + self.step
         return True
 
     def _save_state(self) -> None:
-        save_training_state(self.state_path, self.model, self.optimizer,
-                            {"epoch": self.epoch, "step": self.step, "elapsed": self.elapsed}, self._metadata())
+        if self.rank == 0:
+            save_training_state(self.state_path, self.model, self.optimizer,
+                                {"epoch": self.epoch, "step": self.step, "elapsed": self.elapsed}, self._metadata())
+        if self.world > 1:
+            dist.barrier()
 
     def learning_rate(self, epoch: int) -> float:
         """Cosine decay from the configured rate to final_lr_fraction of it over the run."""
         c = self.config
         progress = epoch / max(c.epochs - 1, 1)
-        return c.learning_rate * (c.final_lr_fraction + (1 - c.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return c.learning_rate * (c.final_lr_fraction
+                                  + (1 - c.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def _emit(self, event: str, **fields) -> None:
         if self.json_progress:
             print(json.dumps({"event": event, **fields}), flush=True)
 
+    def train_step(self, batch_cases: list[int]) -> tuple[dict, bool]:
+        """One optimiser step on this process's share of a step's cases; (statistics, labelled)."""
+        config = self.config
+        step_rng = np.random.default_rng([config.seed, self.epoch, self.step])
+        clicks = int(step_rng.integers(config.clicks_per_round[0], config.clicks_per_round[1] + 1))
+        mine = list(DistributedSampler(batch_cases, num_replicas=self.world, rank=self.rank, shuffle=False))
+        rngs = [np.random.default_rng([config.seed, self.epoch, self.step, position]) for position in mine]
+        generators = [torch.Generator().manual_seed(int(np.random.default_rng(
+            [config.seed, self.epoch, self.step, position, 1]).integers(2**62))) for position in mine]
+        batch = make_batch([self.train[batch_cases[position]] for position in mine], config, rngs)
+        balance = max(0.0, 1.0 - self.epoch / config.class_balance_epochs) if config.class_balance_epochs else 0.0
+        loss, stats = self.episode(batch, config, clicks, generators, balance)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), config.grad_clip)
+        self.optimizer.step()
+        return stats, batch.labeled
+
     def fit(self, save_every_s: float = 300.0) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.config
         monitor = _validation_subset(self.validation, config.validation_cases_per_epoch)
         last_save = time.monotonic()
         while self.epoch < config.epochs:
-            batches = epoch_batches(self.train, config, self.epoch)
+            batches = self.batches(self.epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.epoch)
             totals: dict[str, list[float]] = {}
@@ -440,61 +576,54 @@ class Trainer:
             bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
                        disable=not self.progress, dynamic_ncols=True)
             while self.step < len(batches):
-                rng = np.random.default_rng([config.seed, self.epoch, self.step])
-                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                cases = [self.train[i] for i in batches[self.step]]
-                batch = make_batch(cases, config, rng)
-                clicks = int(rng.integers(config.clicks_per_round[0], config.clicks_per_round[1] + 1))
-                balance = max(0.0, 1.0 - self.epoch / config.class_balance_epochs) if config.class_balance_epochs else 0.0
-                if self.model.config.model == "click-cnn":
-                    loss, stats = run_supervised_episode(self.model, batch, config, clicks, balance)
-                else:
-                    loss, stats = run_episode(self.model, batch, config, clicks, generator, balance)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), config.grad_clip)
-                self.optimizer.step()
-                kind = "labeled" if batch.labeled else "unlabeled"
+                stats, labeled = self.train_step(batches[self.step])
                 for key, value in stats.items():
-                    totals.setdefault(f"{kind}_{key}", []).append(value)
+                    totals.setdefault(f"{'labeled' if labeled else 'unlabeled'}_{key}", []).append(value)
                 self.step += 1
                 bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", dice=f"{stats['dice']:.3f}", refresh=False)
                 if self.json_progress:
                     done = self.epoch * len(batches) + self.step
                     spent = self.elapsed + time.monotonic() - started
-                    remaining = config.epochs * len(batches) - done
                     self._emit("step", epoch=self.epoch + 1, epochs=config.epochs, step=self.step,
                                steps=len(batches), elapsed_s=round(spent, 1),
-                               eta_s=round(spent / max(done - self._resumed_at, 1) * remaining, 1),
+                               eta_s=round(spent / max(done - self._resumed_at, 1)
+                                           * (config.epochs * len(batches) - done), 1),
                                loss=round(stats["loss"], 5), dice=round(stats["dice"], 4))
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", dice=f"{stats['dice']:.3f}", refresh=False)
                 if time.monotonic() - last_save > save_every_s:
                     self.elapsed += time.monotonic() - started
                     started = time.monotonic()
                     self._save_state()
                     last_save = time.monotonic()
             bar.close()
-            self.model.eval()
-            metrics = validate(self.model, monitor) if monitor else {}
-            self.model.train()
             self.elapsed += time.monotonic() - started
-            entry = {"epoch": self.epoch + 1, "elapsed_s": round(self.elapsed, 1),
-                     **{k: round(float(np.mean(v)), 5) for k, v in totals.items()}, "validation": metrics}
-            self.history.append(entry)
-            with open(self.log_path, "a") as log:
-                log.write(json.dumps(entry) + "\n")
-            if self.progress:
-                summary = ", ".join(f"{n} dice/round {m['dice_mean_per_round']}" for n, m in metrics.items())
-                tqdm.write(f"epoch {self.epoch + 1}: {summary}")
-            self._emit("epoch", **entry)
+            if self.rank == 0:
+                self._end_epoch(monitor, totals)
             self.epoch += 1
             self.step = 0
             self._save_state()
             last_save = time.monotonic()
         return self.finish()
 
+    def _end_epoch(self, monitor: list[TrainingCase], totals: dict[str, list[float]]) -> None:
+        self.model.eval()
+        metrics = validate(self.model, monitor) if monitor else {}
+        self.model.train()
+        entry = {"epoch": self.epoch + 1, "elapsed_s": round(self.elapsed, 1),
+                 "learning_rate": self.learning_rate(self.epoch),
+                 **{k: round(float(np.mean(v)), 5) for k, v in totals.items()}, "validation": metrics}
+        self.history.append(entry)
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+        if self.progress:
+            summary = ", ".join(f"{n} dice/round {m['dice_mean_per_round']}" for n, m in metrics.items())
+            tqdm.write(f"epoch {self.epoch + 1}: {summary}")
+        self._emit("epoch", **entry)
+
     def finish(self) -> Path:
-        """Write the inference model with its record (full validation of the held-out split)."""
+        """Write the inference model with its record (full validation of the held-out split); rank 0."""
+        if self.rank != 0:
+            return self.out
         self.model.eval()
         metrics = validate(self.model, self.validation, progress=self.progress) if self.validation else {}
         self.model.to(memory_format=torch.contiguous_format)
@@ -509,7 +638,3 @@ class Trainer:
 
 def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
-
-
-def seconds_to_text(seconds: float) -> str:
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min" if seconds >= 3600 else f"{math.ceil(seconds / 60)} min"

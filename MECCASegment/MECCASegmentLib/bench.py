@@ -1,0 +1,190 @@
+"""``mecca bench``: what a click costs, on this machine, beside the tools clinicians use today.
+
+All figures come from one run on the same inputs: a real scan (the bundled sample unless another
+is given) resampled to each ROI size, the same simulated clicks for every method. The big-volume
+figures (open time, peak memory) come from a separate process so that nothing else in this one
+inflates them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .evaluation import GrowFromSeedsMethod, RandomWalkerMethod
+from .hints import SimulatedUser
+from .io import Volume
+from .networks import Conv3d, MeccaModel
+from .session import InteractiveSession, _ijk
+
+BIG_VOLUME = (300, 512, 512)  # k, j, i: a typical CT
+
+
+def cube_case(image: Volume, label: np.ndarray, size: int) -> tuple[Volume, np.ndarray]:
+    """The scan scaled so its longest side is ``size``, edge-padded to a size^3 cube."""
+    factor = size / max(image.shape)
+    array = ndimage.zoom(image.array.astype(np.float32), factor, order=1)
+    mask = ndimage.zoom(label.astype(np.uint8), factor, order=0)
+    pad = [(0, size - s) for s in array.shape]
+    cube = np.pad(array, pad, mode="edge")[:size, :size, :size]
+    cube_label = np.pad(mask, pad)[:size, :size, :size]
+    spacing = tuple(s / factor for s in image.spacing)
+    return Volume(cube, spacing, image.origin, image.direction, image.name), cube_label
+
+
+def _stats(values: list[float]) -> dict:
+    return {"median": round(float(np.median(values)), 4), "p90": round(float(np.percentile(values, 90)), 4),
+            "n": len(values)}
+
+
+def conv_flops(net: torch.nn.Module, *inputs) -> int:
+    """Multiply-adds x 2 of every 3D convolution in one forward pass."""
+    total = 0
+
+    def count(module, _, output):
+        nonlocal total
+        kernel = int(np.prod(module.kernel_size))
+        total += 2 * output.numel() * (module.in_channels // module.groups) * kernel
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+    with torch.no_grad():
+        net(*inputs)
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def _best_time(function, repeats: int) -> float:
+    function()  # warm-up: oneDNN builds its kernels for this shape
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def conv3d_peak_gflops(width: int, shape: tuple[int, int, int], dtype: torch.dtype, repeats: int = 5) -> float:
+    """The practical limit: one of the policy's own 3x3x3 layers alone, on the same shape."""
+    conv = Conv3d(width, width, 3, padding=2, dilation=2).to(dtype).eval()
+    x = torch.randn(1, width, *shape, dtype=dtype)
+    with torch.no_grad():
+        seconds = _best_time(lambda: conv(x), repeats)
+    return 2 * 27 * width * width * int(np.prod(shape)) / seconds / 1e9
+
+
+def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, repeats: int, rounds: int = 3,
+              peers: bool = True) -> dict:
+    volume, cube_label = cube_case(image, label, size)
+    box = ((0, 0, 0), (size, size, size))
+    user = SimulatedUser(cube_label, seed=0)
+    result: dict = {"roi": [size] * 3}
+
+    round_times, parts, open_times = [], {}, []
+    for repeat in range(repeats + 1):  # the first pass warms up and is not counted
+        start = time.perf_counter()
+        session = InteractiveSession(volume, model, roi=box)
+        session.precompute_advice()  # supervoxels are cached per image (ROI), before the first click
+        opened = time.perf_counter() - start
+        for round_index in range(rounds):
+            for click in user.clicks(session.mask > 0, 3, round_index):
+                session.add_click(_ijk(click.position), click.positive)
+            start = time.perf_counter()
+            session.step()
+            session.advice_regions  # noqa: B018 - the ranking is part of a round the user sees
+            elapsed = time.perf_counter() - start
+            if repeat:
+                round_times.append(elapsed)
+                for key, value in session._rounds[-1].timings.items():
+                    parts.setdefault(key, []).append(value)
+        if repeat:
+            open_times.append(opened)
+    result["mecca_round_s"] = _stats(round_times)
+    result["parts_s"] = {k.removesuffix("_s"): round(float(np.median(v)), 4) for k, v in parts.items()}
+    result["advice_precompute_s"] = _stats(open_times)
+
+    state = torch.zeros(1, 3, size, size, size, dtype=model.dtype)
+    flops = conv_flops(model.policy, state, False)
+    with torch.no_grad():
+        policy_seconds = _best_time(lambda: model.policy(state, with_value=False), repeats)
+    half = tuple(-(-size // model.config.stride) for _ in range(3))
+    peak = conv3d_peak_gflops(model.config.width, half, model.dtype, repeats)
+    result["policy_gflop"] = round(flops / 1e9, 3)
+    result["policy_gflops_achieved"] = round(flops / policy_seconds / 1e9, 1)
+    result["conv3d_peak_gflops"] = round(peak, 1)
+    result["policy_fraction_of_peak"] = round(flops / policy_seconds / 1e9 / peak, 3)
+
+    if peers:
+        clicks = user.clicks(np.zeros_like(cube_label, bool), 3, 0)
+        for name, method in (("grow_from_seeds_round_s", _grow_from_seeds()), ("random_walker_round_s",
+                                                                                 RandomWalkerMethod())):
+            if method is None:
+                result[name] = None
+                continue
+            method.start(volume, box)
+            times = []
+            for _ in range(min(repeats, 3) + 1):
+                start = time.perf_counter()
+                method.refine(clicks)
+                times.append(time.perf_counter() - start)
+            result[name] = _stats(times[1:])
+            result[f"speedup_vs_{name.removesuffix('_round_s')}"] = round(
+                result[name]["median"] / result["mecca_round_s"]["median"], 2)
+    return result
+
+
+def _grow_from_seeds():
+    try:
+        return GrowFromSeedsMethod()
+    except RuntimeError:
+        return None
+
+
+def _big_volume_child(model_path, precision, queue) -> None:
+    """Open a session on a 512 x 512 x 300 CT-like volume, click, run a round (own process)."""
+    from .checkpoint import load_model
+
+    torch.set_num_threads(queue.get())
+    model = load_model(model_path, precision=precision) if model_path else MeccaModel.create()
+    shape = BIG_VOLUME
+    array = np.full(shape, -1000, np.int16)  # air
+    k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    array[((k - 150) / 40.0) ** 2 + ((j - 256) / 60.0) ** 2 + ((i - 256) / 60.0) ** 2 <= 1] = 60  # soft tissue
+    image = Volume(array, spacing=(0.7, 0.7, 1.5))
+    start = time.perf_counter()
+    session = InteractiveSession(image, model)
+    opened = time.perf_counter() - start
+    session.add_click((256, 256, 150), True)
+    start = time.perf_counter()
+    summary = session.step()
+    first_round = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put({"volume": list(shape[::-1]), "session_open_s": round(opened, 4), "first_round_s": round(first_round, 4),
+               "auto_roi": [summary["roi_lo_ijk"], summary["roi_hi_ijk"]], "peak_rss_mb": round(peak_kb / 1024, 1)})
+
+
+def bench_big_volume(model_path: str | None, precision: str, threads: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    queue.put(threads)
+    process = context.Process(target=_big_volume_child, args=(model_path, precision, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"the big-volume benchmark process failed (exit code {process.exitcode})")
+    return queue.get()
+
+
+def machine_description(device: str) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": multiprocessing.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": device}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info

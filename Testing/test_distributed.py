@@ -1,0 +1,72 @@
+"""Multi-process training: 2 gloo processes x 2 cases give the weights of 1 process x 4 cases."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from MECCASegmentLib.networks import NetworkConfig
+    from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases
+
+    dataset, out, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    torch.set_num_threads(1)
+    # crops of exactly 24^3 (objects + margins >= 24 voxels): the same shapes in every batch split
+    config = TrainingConfig(epochs=1, batch_size=batch_size, max_crop=24, margin_range=(8, 12), validation_fraction=0.0,
+                            learning_rate=1e-3, clicks_per_round=(2, 2), rounds=3)
+    train, validation, record = load_cases([dataset], None, 0.0, progress=False)
+    network = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4)
+    Trainer(out, config, train, validation, record, network=network, progress=False).fit()
+""")
+
+
+@pytest.fixture(scope="module")
+def eight_cases(hippocampus_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eight")
+    manifest = json.loads((hippocampus_dir / "dataset.json").read_text())
+    entries = manifest["training"][:8]
+    for entry in entries:
+        for key in ("image", "label"):
+            (root / entry[key]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(hippocampus_dir / entry[key], root / entry[key])
+    (root / "dataset.json").write_text(json.dumps({**manifest, "training": entries}))
+    return root
+
+
+def _train(tmp_path, dataset, name, batch_size, processes):
+    script = tmp_path / "train_script.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / f"{name}.safetensors"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "MECCASegment"), OMP_NUM_THREADS="1")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
+        if processes > 1 else [sys.executable]
+    result = subprocess.run(launcher + [str(script), str(dataset), str(out), str(batch_size)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from MECCASegmentLib.checkpoint import load_model
+
+    return load_model(out), json.loads((tmp_path / f"{name}.run" / "log.jsonl").read_text().splitlines()[-1])
+
+
+def test_two_gloo_processes_match_one_process_with_the_doubled_batch(eight_cases, tmp_path):
+    single, _ = _train(tmp_path, eight_cases, "single", batch_size=4, processes=1)
+    double, _ = _train(tmp_path, eight_cases, "ddp", batch_size=2, processes=2)
+    initial = None
+    for key, value in single.state_dict().items():
+        assert torch.allclose(double.state_dict()[key], value, atol=2e-5, rtol=1e-4), key
+    from MECCASegmentLib.networks import MeccaModel, NetworkConfig
+
+    initial = MeccaModel.create(NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4), 0)
+    moved = sum(float((initial.state_dict()[k] - v).abs().sum()) for k, v in single.state_dict().items())
+    assert moved > 1e-3  # the two steps really trained
+    assert double.metadata["training"]["processes"] == 2 and single.metadata["training"]["processes"] == 1
