@@ -2,7 +2,7 @@
 and what to do) or is handled with a result we check; nothing crashes, nothing is silently wrong.
 
 Cases that other test files already cover are listed in the table with their test, not repeated
-here. A case marked xfail(strict=True) needs an engine change, named in its reason.
+here.
 """
 
 from __future__ import annotations
@@ -256,9 +256,6 @@ def test_a_huge_volume_is_segmented_through_its_roi_with_at_most_one_float32_cop
     assert confidence.min() == 1.0  # outside the ROI no action was taken: confidence 1
 
 
-@pytest.mark.xfail(strict=True, reason="session.py: InteractiveSession.probability makes two float32 copies "
-                                       "(astype, then / 10); np.divide(self._p, np.float32(10), "
-                                       "dtype=np.float32) makes one")
 def test_the_whole_volume_probability_is_one_float32_copy(untrained_model):
     volume = Volume(np.zeros((64, 256, 256), np.int16))
     session = InteractiveSession(volume, untrained_model)
@@ -280,9 +277,6 @@ def test_a_world_click_outside_the_image_is_refused(blob_volume, untrained_model
     assert session.clicks == []
 
 
-@pytest.mark.xfail(strict=True, reason="session.py: set_roi accepts a box that leaves out a queued click, and the "
-                                       "next round drops that click without a word (hint_map skips it); set_roi "
-                                       "should raise InputError naming the click")
 def test_an_roi_that_leaves_out_a_queued_click_is_refused(blob_volume, untrained_model):
     volume, _ = blob_volume
     session = InteractiveSession(volume, untrained_model)
@@ -298,8 +292,6 @@ def test_the_same_click_twice_counts_once(blob_volume, untrained_model):
     assert np.array_equal(twice[0], once[0]) and np.allclose(twice[1], once[1])
 
 
-@pytest.mark.xfail(strict=True, reason="session.py: + and - clicks on one voxel cancel in the hint (h = 0 there), "
-                                       "so the round ignores both; the later click should replace the earlier one")
 @pytest.mark.parametrize("first", [True, False], ids=["+ then -", "- then +"])
 def test_the_later_of_opposite_clicks_on_one_voxel_wins(blob_volume, untrained_model, first):
     """Compared on the confidence map: the untrained model's actions barely depend on the hint,
@@ -326,9 +318,6 @@ def test_hundreds_of_clicks_in_one_round(blob_volume, untrained_model):
     assert (session.probability_tenths == 5).all() and session.clicks == []
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="session.py: InteractiveSession(None, model) fails with AttributeError; it should raise "
-                          "InputError('no image: load a volume first')")
 def test_a_session_without_an_image_is_refused(untrained_model):
     with pytest.raises(InputError, match="image"):
         InteractiveSession(None, untrained_model)
@@ -421,10 +410,6 @@ def test_a_torch_save_pickle_is_never_executed(tmp_path, name):
     assert marker.exists()
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="session.py: a click-CNN baseline model reaches the session and fails with TypeError in "
-                          "policy(with_value=...); InteractiveSession should refuse a model whose config.model is "
-                          "not 'mecca' with InputError naming the click-CNN")
 def test_the_click_cnn_baseline_is_refused_by_the_interactive_session(blob_volume):
     volume, _ = blob_volume
     with pytest.raises(InputError, match="(?i)click-cnn"):
@@ -612,8 +597,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_partial_file(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == [filename]
 
 
-@pytest.mark.xfail(strict=True, reason="report.py: figures are saved straight to their path; write_montage and "
-                                       "write_evaluation_figure should save through io.atomic_path(path, '.png')")
 def test_a_failed_figure_write_leaves_the_old_figure(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 

@@ -136,3 +136,25 @@ def test_unlabelled_cases_with_recorded_clicks_train(tiny_dataset, tmp_path):
     loss.backward()
     assert torch.isfinite(loss) and "confidence_accuracy" not in stats  # C learns from labelled cases only
     assert next(model.confidence.parameters()).grad is None or next(model.confidence.parameters()).grad.abs().sum() == 0
+
+
+def test_bad_cases_stop_training_with_one_report_unless_skipped(tiny_dataset, tmp_path):
+    import SimpleITK as sitk
+
+    from MECCASegmentLib.io import InputError
+
+    root = tmp_path / "messy"
+    shutil.copytree(tiny_dataset, root)
+    manifest = json.loads((root / "dataset.json").read_text())
+    label_path = root / manifest["training"][1]["label"]
+    shifted = sitk.ReadImage(str(label_path))
+    shifted.SetOrigin((50.0, 0.0, 0.0))  # a label on another grid
+    sitk.WriteImage(shifted, str(label_path))
+    (root / manifest["training"][3]["image"]).unlink()  # a missing image
+    with pytest.raises(InputError) as error:
+        load_cases([str(root)], None, 0.0, progress=False)
+    message = str(error.value)
+    assert "2 unusable case(s)" in message and "--skip-bad" in message
+    with pytest.warns(UserWarning, match="skipped"):
+        train, _, record = load_cases([str(root)], None, 0.0, progress=False, skip_bad=True)
+    assert len(train) == 4 and len(record["datasets"][0]["skipped"]) == 2

@@ -150,7 +150,7 @@ def run_train(args) -> Path:
                             confidence_reward=not args.no_confidence_reward,
                             validation_fraction=args.validation_fraction)
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
-                                           args.unlabeled or [], args.labeled_fraction)
+                                           args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad)
     network = NetworkConfig(width=args.width, stride=args.stride)
     trainer = Trainer(args.out, config, train, validation, record, network=network, init=args.init,
                       device=_device(args.device), command=command_line(), json_progress=args.progress == "jsonl")
@@ -352,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stride", type=int, default=2, choices=[1, 2])
     train.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
+    train.add_argument("--skip-bad", action="store_true",
+                       help="train on the usable cases when some are bad (they are reported either way)")
     train.add_argument("--save-every-s", type=float, default=300.0,
                        help="seconds between training-state saves within an epoch (default 300; also saved "
                             "at each epoch's end); a killed run resumes from the last one")

@@ -36,12 +36,14 @@ def hint_map(shape: tuple[int, ...], clicks: list[Click], offset: tuple[int, ...
     """h = G(S+) - G(S-) on the box of ``shape`` starting at ``offset``, in [-1, 1].
 
     G is the maximum over clicks of a Gaussian of peak 1; only a window of 3 sigma around each
-    click is touched, so the cost does not grow with the ROI.
+    click is touched, so the cost does not grow with the ROI. On a voxel clicked more than once
+    the latest click counts: a user who changes their mind is not cancelled out.
     """
     positive = np.zeros(shape, np.float32)
     negative = np.zeros(shape, np.float32)
     radius = int(math.ceil(3 * sigma))
-    for click in clicks:
+    latest = {click.position: click for click in clicks}  # a later click on a voxel replaces the earlier one
+    for click in latest.values():
         centre = [c - o for c, o in zip(click.position, offset)]
         lo = [max(c - radius, 0) for c in centre]
         hi = [min(c + radius + 1, s) for c, s in zip(centre, shape)]

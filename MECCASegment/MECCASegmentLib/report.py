@@ -13,7 +13,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .hints import Click  # noqa: E402
+from .io import atomic_path  # noqa: E402
 from .session import InteractiveSession  # noqa: E402
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Save a figure atomically: a failed save leaves the previous figure in place."""
+    path = Path(path)
+    try:
+        with atomic_path(path, ".png") as tmp:
+            figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    finally:
+        plt.close(figure)
+    return path
 
 
 @dataclass
@@ -87,11 +99,7 @@ def write_montage(path: str | Path, image_slice: np.ndarray, snapshots: list[Rou
     figure.colorbar(shown, ax=axes[:, 1].tolist(), fraction=0.04, pad=0.02)
     if title:
         figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 METHOD_COLOURS = {"mecca": "tab:red", "iter-mrl": "tab:orange", "click-cnn": "tab:blue",
@@ -139,11 +147,7 @@ def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict |
                                 f"result (yellow)", ha="right", fontsize=7)
     if title:
         figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def model_card(path: str | Path, metadata: dict, network: dict) -> str:

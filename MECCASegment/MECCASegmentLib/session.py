@@ -85,6 +85,11 @@ class InteractiveSession:
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
                  advice_count: int = ADVICE_COUNT):
+        if not isinstance(image, Volume):
+            raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
+        if model.config.model != "mecca" or model.confidence is None:
+            raise InputError(f"this is a {model.config.model} model (a baseline for `mecca evaluate`), not a MECCA "
+                             "model; choose a MECCA model file for interactive segmentation")
         validate_image(image.array, image.spacing, name=image.name or "image")
         self.image = image
         self.model = model.eval()
@@ -123,6 +128,10 @@ class InteractiveSession:
         if np.any(hi <= lo):
             raise InputError(f"ROI {tuple(lo_ijk)}-{tuple(hi_ijk)} does not overlap the image "
                              f"(size {tuple(self.image.shape[::-1])} in i, j, k)")
+        for click in getattr(self, "_pending", []):
+            if any(not low <= p < high for p, low, high in zip(click.position, lo, hi)):
+                raise InputError(f"the queued click at {_ijk(click.position)} lies outside the ROI "
+                                 f"{tuple(lo_ijk)}-{tuple(hi_ijk)}; run or undo that click first, or make the ROI larger")
         self._user_box = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
 
     def clear_roi(self) -> None:
@@ -294,7 +303,8 @@ class InteractiveSession:
 
     @property
     def probability(self) -> np.ndarray:
-        return self._p.astype(np.float32) / 10.0
+        """Whole-volume probability as float32 (one copy)."""
+        return np.divide(self._p, np.float32(10), dtype=np.float32)
 
     @property
     def mask(self) -> np.ndarray:

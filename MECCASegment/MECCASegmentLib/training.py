@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from .environment import (MASK_TENTHS, START_TENTHS, action_tenths, build_state,
                           cross_entropy, normalize_image, shaped_reward, simulated_labels, transition)
 from .evaluation import method_for_model, simulate
 from .hints import Click, SimulatedUser, hint_map, read_clicks
-from .io import InputError, MSDDataset, Volume, split_validation
+from .io import InputError, MSDDataset, Volume, check_dataset, split_validation
 from .networks import MeccaModel, NetworkConfig
 
 
@@ -100,15 +101,26 @@ def _recorded_clicks(path, image: Volume) -> dict[int, list[Click]]:
 
 
 def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validation_fraction: float,
-               unlabeled_dirs: list[str] = (), labeled_fraction: float = 1.0, progress: bool = True):
-    """Read datasets into memory; returns (train, validation, record of what was used)."""
+               unlabeled_dirs: list[str] = (), labeled_fraction: float = 1.0, progress: bool = True,
+               skip_bad: bool = False):
+    """Read datasets into memory; returns (train, validation, record of what was used).
+
+    Every case is checked first: bad cases are reported together, and training stops unless
+    ``skip_bad`` asks to go on with the good ones.
+    """
     train, validation, record = [], [], {"datasets": []}
     for root, labeled_source in [(d, True) for d in dataset_dirs] + [(d, False) for d in unlabeled_dirs]:
-        dataset = MSDDataset.open(root, require_labels=labeled_source)
-        names = [c.name for c in dataset.cases]
+        dataset = MSDDataset.open(root, require_labels=False)
+        good, problems = check_dataset(dataset, labels, require_labels=labeled_source)
+        if problems:
+            report = f"{dataset.name}: {len(problems)} unusable case(s):\n  " + "\n  ".join(problems)
+            if not skip_bad:
+                raise InputError(report + "\nFix them, or pass --skip-bad to train on the other cases.")
+            warnings.warn(report + "\nThese cases are skipped (--skip-bad).", stacklevel=2)
+        names = [c.name for c in dataset.cases]  # the split ignores which cases are bad: it stays stable
         held_out = split_validation(names, validation_fraction) if labeled_source else set()
         kept_labels = _labeled_subset(sorted(set(names) - held_out), labeled_fraction) if labeled_source else set()
-        for case in tqdm(dataset.cases, desc=f"loading {dataset.name}", disable=not progress, leave=False):
+        for case in tqdm(good, desc=f"loading {dataset.name}", disable=not progress, leave=False):
             image, label = case.load(labels)
             label = np.zeros(image.shape, np.uint8) if label is None else label
             recorded = _recorded_clicks(case.clicks, image) if case.clicks else None
@@ -119,6 +131,7 @@ def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validati
                 item.labeled = labeled_source and case.name in kept_labels
                 train.append(item)
         record["datasets"].append({"name": dataset.name, "path": str(root), "cases": len(names),
+                                   "skipped": problems,
                                    "validation": sorted(held_out), "labeled_source": labeled_source,
                                    "labeled_train": len(kept_labels),
                                    "unlabeled_train": len(names) - len(held_out) - len(kept_labels)})
