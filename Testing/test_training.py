@@ -158,3 +158,17 @@ def test_bad_cases_stop_training_with_one_report_unless_skipped(tiny_dataset, tm
     with pytest.warns(UserWarning, match="skipped"):
         train, _, record = load_cases([str(root)], None, 0.0, progress=False, skip_bad=True)
     assert len(train) == 4 and len(record["datasets"][0]["skipped"]) == 2
+
+
+def test_labelled_and_unlabelled_batches_alternate_as_in_algorithm_1(tiny_dataset):
+    from MECCASegmentLib.training import epoch_batches
+
+    train, _, record = load_cases([str(tiny_dataset)], None, 0.0, labeled_fraction=0.34, rest_unlabeled=True,
+                                  progress=False)
+    assert [c.labeled for c in train].count(True) == 2 and len(train) == 6
+    assert record["datasets"][0]["unlabeled_train"] == 4
+    batches = epoch_batches(train, TrainingConfig(batch_size=2), epoch=0)
+    kinds = [train[b[0]].labeled for b in batches]
+    assert kinds == [True, False]  # one labelled batch, then one unlabelled batch
+    dropped, _, _ = load_cases([str(tiny_dataset)], None, 0.0, labeled_fraction=0.34, progress=False)
+    assert len(dropped) == 2 and all(c.labeled for c in dropped)

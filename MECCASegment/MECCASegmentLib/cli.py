@@ -148,10 +148,12 @@ def run_train(args) -> Path:
         torch.set_num_threads(args.threads)
     config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
                             confidence_reward=not args.no_confidence_reward,
-                            validation_fraction=args.validation_fraction)
+                            validation_fraction=args.validation_fraction,
+                            validation_cases_per_epoch=args.validation_cases_per_epoch)
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
-                                           args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad)
-    network = NetworkConfig(width=args.width, stride=args.stride)
+                                           args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
+                                           rest_unlabeled=args.rest_unlabeled)
+    network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture)
     trainer = Trainer(args.out, config, train, validation, record, network=network, init=args.init,
                       device=_device(args.device), command=command_line(), json_progress=args.progress == "jsonl")
     say = (lambda text: print(json.dumps({"event": "info", "message": text}), flush=True)) \
@@ -344,10 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-confidence-reward", action="store_true", help="IteR-MRL ablation: c = 1 in the reward")
     train.add_argument("--unlabeled", action="append", help="MSD folder of cases used without their labels (eq. 6)")
     train.add_argument("--labeled-fraction", type=float, default=1.0,
-                       help="keep labels for this fraction of each --dataset's training cases (the rest unlabelled)")
+                       help="keep labels for this fraction of each --dataset's training cases (the others are left "
+                            "out, or used as unlabelled cases with --rest-unlabeled)")
+    train.add_argument("--rest-unlabeled", action="store_true",
+                       help="with --labeled-fraction: the cases without kept labels train as unlabelled cases (eq. 6)")
     train.add_argument("--validation-fraction", type=float, default=0.2)
+    train.add_argument("--validation-cases-per-epoch", type=int, default=12,
+                       help="held-out cases per dataset scored after each epoch (all of them at the end)")
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--architecture", choices=["mecca", "click-cnn"], default="mecca",
+                       help="click-cnn: the supervised baseline on the same backbone (for mecca evaluate)")
     train.add_argument("--width", type=int, default=16)
     train.add_argument("--stride", type=int, default=2, choices=[1, 2])
     train.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")

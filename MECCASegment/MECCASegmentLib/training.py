@@ -102,8 +102,12 @@ def _recorded_clicks(path, image: Volume) -> dict[int, list[Click]]:
 
 def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validation_fraction: float,
                unlabeled_dirs: list[str] = (), labeled_fraction: float = 1.0, progress: bool = True,
-               skip_bad: bool = False):
+               skip_bad: bool = False, rest_unlabeled: bool = False):
     """Read datasets into memory; returns (train, validation, record of what was used).
+
+    ``labeled_fraction`` keeps the labels of that fraction of each labelled dataset's training
+    cases; the others are left out, or with ``rest_unlabeled`` take part as unlabelled cases (their
+    label is then read only by the simulated user, to click).
 
     Every case is checked first: bad cases are reported together, and training stops unless
     ``skip_bad`` asks to go on with the good ones.
@@ -127,14 +131,16 @@ def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validati
             item = TrainingCase(case.name, dataset.name, image, label, recorded_clicks=recorded)
             if case.name in held_out:
                 validation.append(item)
-            else:
-                item.labeled = labeled_source and case.name in kept_labels
+                continue
+            item.labeled = labeled_source and case.name in kept_labels
+            if item.labeled or not labeled_source or rest_unlabeled:
                 train.append(item)
         record["datasets"].append({"name": dataset.name, "path": str(root), "cases": len(names),
                                    "skipped": problems,
                                    "validation": sorted(held_out), "labeled_source": labeled_source,
                                    "labeled_train": len(kept_labels),
-                                   "unlabeled_train": len(names) - len(held_out) - len(kept_labels)})
+                                   "unlabeled_train": (len(names) - len(held_out) - len(kept_labels))
+                                   if (rest_unlabeled or not labeled_source) else 0})
     if not any(c.labeled for c in train):
         raise InputError("no labelled training case: give at least one --dataset with labels")
     return train, validation, record
@@ -399,8 +405,9 @@ def _batch_dice(prediction: torch.Tensor, label: torch.Tensor) -> float:
 
 # -- the run -------------------------------------------------------------------------------------
 def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int) -> list[list[int]]:
-    """This epoch's batches: same-dataset groups of case indices, labelled and unlabelled batches
-    alternating (Algorithm 1), in a seeded order."""
+    """This epoch's batches: same-dataset groups of case indices in a seeded order. With unlabelled
+    cases, each labelled batch is followed by one unlabelled batch (Algorithm 1), the unlabelled
+    cases taking turns from epoch to epoch."""
     rng = np.random.default_rng([config.seed, epoch, 7])
     groups: dict[tuple[str, bool], list[int]] = {}
     for index, case in enumerate(train):
@@ -411,14 +418,10 @@ def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int)
         chunks = [shuffled[i:i + config.batch_size] for i in range(0, len(shuffled), config.batch_size)]
         (labeled if is_labeled else unlabeled).extend(chunks)
     labeled = [labeled[i] for i in rng.permutation(len(labeled))]
+    if not unlabeled:
+        return labeled
     unlabeled = [unlabeled[i] for i in rng.permutation(len(unlabeled))]
-    batches = []
-    for i in range(max(len(labeled), len(unlabeled))):
-        if i < len(labeled):
-            batches.append(labeled[i])
-        if i < len(unlabeled):
-            batches.append(unlabeled[i])
-    return batches
+    return [batch for pair in zip(labeled, unlabeled * (len(labeled) // len(unlabeled) + 1)) for batch in pair]
 
 
 def validate(model: MeccaModel, cases: list[TrainingCase], rounds: int = 5, clicks_per_round: int = 3,
