@@ -938,6 +938,7 @@ class MECCASession(VTKObservationMixin):
         self._original = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode) > 0
         self._mask = self._original.copy()  # what the segment holds now, on the volume's grid
         self._touched = None  # box of every voxel written so far (numpy k, j, i order)
+        self._confidenceBox = None  # where the confidence volume holds the last round's values
         roi = self._roiBox(roiNode) if roiNode is not None else None
         self._engine = InteractiveSession(engineVolume(volumeNode), logic.model, roi=roi,
                                           initial_mask=self._original if self._original.any() else None)
@@ -1148,9 +1149,14 @@ class MECCASession(VTKObservationMixin):
         return self._afterChange(summary, start)
 
     def _afterChange(self, summary: dict, start: float, networkSeconds: float = 0.0) -> dict:
-        """Segment, confidence and advice after a round was run, taken back or re-applied."""
-        changed = self._writeSegment(self._engine.mask > 0)
-        slicer.util.updateVolumeFromArray(self.confidenceVolumeNode, self._engine.confidence_map())
+        """Segment, confidence and advice after a round was run, taken back or re-applied.
+
+        Only the round's region is read from the engine and written to the nodes: a large volume
+        costs what its ROI costs.
+        """
+        box = (tuple(reversed(summary["roi_lo_ijk"])), tuple(reversed(summary["roi_hi_ijk"])))
+        changed = self._writeSegment(self._engine.mask_region(_slices(box)) > 0, box)
+        self._updateConfidence()
         if self._adviceVisible:
             self._showAdvice()
         return {"round": self._engine.rounds, "clicks": summary["clicks"], "seconds": time.perf_counter() - start,
@@ -1171,17 +1177,29 @@ class MECCASession(VTKObservationMixin):
         return self._engine.rounds
 
     # -- the segment ---------------------------------------------------------------------------
-    def _writeSegment(self, mask: np.ndarray, box=None) -> int:
-        """Make the segment equal ``mask`` (volume grid) within ``box`` (default: everywhere),
-        writing only the bounding box of the voxels that change. Returns how many changed.
+    def _updateConfidence(self) -> None:
+        """Write the last round's confidence into the confidence volume: its region, and 1 (nothing
+        to doubt) where the previous region was."""
+        values = slicer.util.arrayFromVolume(self.confidenceVolumeNode)
+        if self._confidenceBox is not None:
+            values[_slices(self._confidenceBox)] = 1.0
+        region = self._engine.confidence_region()
+        self._confidenceBox = None
+        if region is not None:
+            slices, confidence = region
+            values[slices] = confidence
+            self._confidenceBox = tuple(s.start for s in slices), tuple(s.stop for s in slices)
+        slicer.util.arrayFromVolumeModified(self.confidenceVolumeNode)
+
+    def _writeSegment(self, wanted: np.ndarray, box) -> int:
+        """Make the segment equal ``wanted`` (the volume grid's numpy ``box``, (lo, hi)), writing
+        only the bounding box of the voxels that change. Returns how many changed.
 
         Done as the Segment Editor does: remove the voxels that leave the segment (merge-min), then
         paint those that join it (merge-mask). Other segments, also in a shared labelmap layer, and
         everything outside the changed box stay as they are.
         """
-        box = box or ((0, 0, 0), mask.shape)
-        region = _slices(box)
-        current, wanted = self._mask[region], mask[region]
+        current = self._mask[_slices(box)]
         leaving, joining = current & ~wanted, wanted & ~current
         changedBox = _box(leaving | joining)
         if changedBox is None:
@@ -1245,14 +1263,14 @@ class MECCASession(VTKObservationMixin):
         if self._adviceNodes is None:
             self._adviceNodes = self._createAdviceNodes()
         outlines, labels = self._adviceNodes
-        rankMap = self._engine.advice_map()
-        box = _box(rankMap > 0)
+        slices, rankMap = self._engine.advice_region()
+        lo = tuple(s.start for s in slices)
         segmentation = outlines.GetSegmentation()
         segmentation.RemoveAllSegments()
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         for region in regions:
             segmentId = segmentation.AddEmptySegment(f"advice{region.rank}", str(region.rank), ADVICE_COLOR)
-            image = _labelmap(rankMap[_slices(box)] == region.rank, box[0], ijkToRasMatrix(self.volumeNode))
+            image = _labelmap(rankMap == region.rank, lo, ijkToRasMatrix(self.volumeNode))
             logic.SetBinaryLabelmapToSegment(image, outlines, segmentId, logic.MODE_REPLACE)
         labels.RemoveAllControlPoints()
         for region in regions:
@@ -1281,8 +1299,9 @@ class MECCASession(VTKObservationMixin):
         as it was before the session. The clicks are recorded for fine-tuning (unlabelled case)."""
         self._requireOpen()
         if self._touched is not None:
-            result = self._mask.copy()
-            self._writeSegment(self._original, self._touched)
+            region = _slices(self._touched)
+            result = self._mask[region].copy()
+            self._writeSegment(self._original[region], self._touched)
             self.logic.saveUndoState(self.segmentationNode)
             self._writeSegment(result, self._touched)
         if any(self._rounds):
@@ -1293,7 +1312,7 @@ class MECCASession(VTKObservationMixin):
         """Restore the segment exactly as it was (remove it, or the segmentation, if the session made it)."""
         self._requireOpen()
         if self._touched is not None:
-            self._writeSegment(self._original, self._touched)
+            self._writeSegment(self._original[_slices(self._touched)], self._touched)
         if self._createdSegmentation:
             slicer.mrmlScene.RemoveNode(self.segmentationNode)
         elif self._createdSegment:

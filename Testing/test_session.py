@@ -115,6 +115,8 @@ def test_advice_regions_lie_in_the_roi_ranked_by_confidence(blob_volume, untrain
     assert [r.rank for r in regions] == [1, 2, 3, 4, 5]
     assert all(a.mean_confidence <= b.mean_confidence for a, b in zip(regions, regions[1:]))
     ranks = session.advice_map()
+    slices, roi_ranks = session.advice_region()
+    assert np.array_equal(ranks[slices], roi_ranks) and ranks.sum() == roi_ranks.sum()
     for region in regions:
         i, j, k = region.centre
         assert 4 <= i < 30 and 6 <= j < 34 and 2 <= k < 20

@@ -365,6 +365,15 @@ class InteractiveSession:
         return [AdviceRegion(r.rank, r.label, _ijk(np.array(r.centre) + offset), r.voxel_count, r.mean_confidence)
                 for r in round_.advice]
 
+    def advice_region(self) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+        """The last round's ROI as numpy (k, j, i) slices and the advice ranks in it (1..5, 0
+        elsewhere); None before the first round. advice_map() is this, filled in."""
+        if not self._rounds:
+            return None
+        with self._lock:
+            round_ = self._advise(self._rounds[-1])
+        return _slices(round_.box), round_.advice_labels.copy()
+
     def advice_map(self) -> np.ndarray:
         """uint8 whole volume: the rank (1..5) of each suggested region, 0 elsewhere."""
         out = np.zeros(self.image.shape, np.uint8)
