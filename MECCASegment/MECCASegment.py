@@ -743,7 +743,7 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
             requireDependencies()
             from MECCASegmentLib.checkpoint import load_model
 
-            self._model = load_model(self.modelFile, device=resolveDevice(self.device))
+            self._model = load_model(self.modelFile, device=resolveDevice(self.device), precision="auto")
         return self._model
 
     @property

@@ -72,8 +72,8 @@ def _best_time(function, repeats: int) -> float:
 
 def conv3d_peak_gflops(width: int, shape: tuple[int, int, int], dtype: torch.dtype, repeats: int = 5) -> float:
     """The practical limit: one of the policy's own 3x3x3 layers alone, on the same shape."""
-    conv = Conv3d(width, width, 3, padding=2, dilation=2).to(dtype).eval()
-    x = torch.randn(1, width, *shape, dtype=dtype)
+    conv = Conv3d(width, width, 3, padding=2, dilation=2).to(dtype=dtype, memory_format=torch.channels_last_3d).eval()
+    x = torch.randn(1, width, *shape, dtype=dtype).contiguous(memory_format=torch.channels_last_3d)
     with torch.no_grad():
         seconds = _best_time(lambda: conv(x), repeats)
     return 2 * 27 * width * width * int(np.prod(shape)) / seconds / 1e9
@@ -109,7 +109,7 @@ def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, re
     result["parts_s"] = {k.removesuffix("_s"): round(float(np.median(v)), 4) for k, v in parts.items()}
     result["advice_precompute_s"] = _stats(open_times)
 
-    state = torch.zeros(1, 3, size, size, size, dtype=model.dtype)
+    state = torch.zeros(1, 3, size, size, size, dtype=model.dtype).contiguous(memory_format=torch.channels_last_3d)
     flops = conv_flops(model.policy, state, False)
     with torch.no_grad():
         policy_seconds = _best_time(lambda: model.policy(state, with_value=False), repeats)

@@ -106,9 +106,9 @@ def _build(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> MeccaMod
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "float32") -> MeccaModel:
     """Load a model (or the weights of a training state) for inference in ``precision`` (see
-    MeccaModel.set_precision). Raises CheckpointError with a clear reason."""
+    MeccaModel.prepare_for_inference). Raises CheckpointError with a clear reason."""
     tensors, meta = _read(Path(path))
-    return _build(tensors, meta, Path(path)).to(device).set_precision(precision)
+    return _build(tensors, meta, Path(path)).to(device).prepare_for_inference(precision)
 
 
 def save_training_state(path: str | os.PathLike, model: MeccaModel, optimizer: torch.optim.Optimizer,

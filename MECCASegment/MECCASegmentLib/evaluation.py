@@ -118,6 +118,7 @@ class ClickCNNMethod(InteractiveMethod):
     def refine(self, clicks: list[Click]) -> np.ndarray:
         hint = torch.from_numpy(hint_map(tuple(self.image_norm.shape[1:]), clicks, offset=self.box[0]))[None]
         state = build_state(self.image_norm, self.probability, hint).to(self.model.device, self.model.dtype)
+        state = state.contiguous(memory_format=torch.channels_last_3d)
         self.probability = torch.sigmoid(self.model.policy(state).float()).cpu()
         return self.probability[0].numpy()
 

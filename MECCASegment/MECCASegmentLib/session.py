@@ -243,8 +243,8 @@ class InteractiveSession:
         device, dtype = self.model.device, self.model.dtype
         t = time.perf_counter()
         p = torch.from_numpy(p_tenths)[None].to(device)
-        state = build_state(torch.from_numpy(image_norm)[None].to(device), p,
-                            torch.from_numpy(hint)[None].to(device)).to(dtype)
+        state = build_state(torch.from_numpy(image_norm)[None].to(device), p, torch.from_numpy(hint)[None].to(device))
+        state = state.to(dtype).contiguous(memory_format=torch.channels_last_3d)
         logits, _ = self.model.policy(state, with_value=False)
         steps = action_tenths(logits.argmax(dim=1))
         _synchronize(device)
