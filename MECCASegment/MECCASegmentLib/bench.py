@@ -20,7 +20,7 @@ from scipy import ndimage
 from .evaluation import GrowFromSeedsMethod, RandomWalkerMethod
 from .hints import SimulatedUser
 from .io import Volume
-from .networks import Conv3d, MeccaModel
+from .networks import Conv3d, MeccaModel, NetworkConfig
 from .session import InteractiveSession, _ijk
 
 BIG_VOLUME = (300, 512, 512)  # k, j, i: a typical CT
@@ -188,3 +188,68 @@ def machine_description(device: str) -> dict:
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def _networks_seconds(model: MeccaModel, size: int, repeats: int, memory_format=torch.channels_last_3d,
+                      with_value: bool = False) -> float:
+    """Median time of one round's network work: policy forward, argmax, confidence forward."""
+    state = torch.randn(1, 3, size, size, size).to(model.dtype).contiguous(memory_format=memory_format)
+
+    def once():
+        with torch.no_grad():
+            logits, _ = model.policy(state, with_value=with_value)
+            action = logits.argmax(dim=1)
+            model.confidence(state, (action.to(state.dtype) - 2.5) / 10)
+
+    once()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def bench_levers(model: MeccaModel, image: Volume, size: int, repeats: int) -> list[dict]:
+    """Each optimisation switched off (or an alternative design switched on) alone, on one ROI size.
+
+    Architecture variants (stride, width) are timed with untrained weights: their speed does not
+    depend on the weights; what they cost in Dice needs a training run each (docs/performance.md).
+    """
+    from .advice import rank_regions, segments_for_round, supervoxels
+    from .environment import normalize_image
+
+    rows = []
+
+    def row(name: str, seconds: float, note: str = ""):
+        rows.append({"lever": name, "seconds": round(seconds, 4), "note": note})
+
+    native = model.dtype
+    row("default: channels-last, " + str(native).removeprefix("torch."), _networks_seconds(model, size, repeats))
+    model.prepare_for_inference("float32")
+    row("float32, channels-last", _networks_seconds(model, size, repeats))
+    for net in model.networks.values():
+        net.to(memory_format=torch.contiguous_format)
+    row("float32, NCDHW (no channels-last)", _networks_seconds(model, size, repeats, torch.contiguous_format))
+    model.prepare_for_inference("bfloat16" if native == torch.bfloat16 else "float32")
+    row("value head computed too (as in training)", _networks_seconds(model, size, repeats, with_value=True))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    row("1 thread", _networks_seconds(model, size, repeats))
+    torch.set_num_threads(threads)
+    for name, config in (("stride 1 (full-resolution trunk), width 16", NetworkConfig(stride=1)),
+                         ("width 8", NetworkConfig(width=8, confidence_width=8)),
+                         ("width 24", NetworkConfig(width=24, confidence_width=24))):
+        variant = MeccaModel.create(config).prepare_for_inference(str(native).removeprefix("torch."))
+        row(name, _networks_seconds(variant, size, repeats), "untrained: speed only")
+    volume, _ = cube_case(image, np.zeros(image.shape, np.uint8), size)
+    image_norm = normalize_image(volume.array)
+    confidence = np.random.default_rng(0).random(image_norm.shape).astype(np.float32)
+    start = time.perf_counter()
+    labels = supervoxels(image_norm, segments_for_round(1))
+    slic_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    rank_regions(labels, confidence)
+    row("advice: SLIC every round instead of cached per ROI", slic_seconds + time.perf_counter() - start,
+        "added to a round")
+    return rows

@@ -149,7 +149,8 @@ def run_train(args) -> Path:
     config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
                             confidence_reward=not args.no_confidence_reward,
                             validation_fraction=args.validation_fraction,
-                            validation_cases_per_epoch=args.validation_cases_per_epoch)
+                            validation_cases_per_epoch=args.validation_cases_per_epoch,
+                            class_balance_epochs=args.class_balance_epochs)
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
                                            args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
                                            rest_unlabeled=args.rest_unlabeled)
@@ -240,7 +241,7 @@ def run_evaluate(args) -> dict:
 def run_bench(args) -> dict:
     import torch
 
-    from .bench import bench_big_volume, bench_roi, machine_description
+    from .bench import bench_big_volume, bench_levers, bench_roi, machine_description
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -258,6 +259,9 @@ def run_bench(args) -> dict:
     for size in sizes:
         _print(f"ROI {size}^3 ...")
         result["rois"][str(size)] = bench_roi(model, image, label, size, args.repeats, peers=not args.no_peers)
+    if args.levers:
+        _print(f"levers at {max(sizes)}^3 ...")
+        result["levers"] = {"roi": max(sizes), "rows": bench_levers(model, image, max(sizes), args.repeats)}
     if not args.no_big_volume:
         _print("512 x 512 x 300 volume ...")
         result["big_volume"] = bench_big_volume(args.model or str(resource_path(*DEFAULT_MODEL)), args.precision,
@@ -284,6 +288,9 @@ def format_bench_table(result: dict) -> str:
                      f"{r['conv3d_peak_gflops']:>6.1f} {r['policy_fraction_of_peak']:>8.0%}")
         lines.append("      parts (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["parts_s"].items())
                      + f"; supervoxels per ROI {r['advice_precompute_s']['median']:.2f}")
+    if "levers" in result:
+        lines.append(f"network time of one round at {result['levers']['roi']}^3, one lever changed at a time:")
+        lines += [f"  {row['lever']:<48s} {row['seconds']:.3f} s {row['note']}" for row in result["levers"]["rows"]]
     if "big_volume" in result:
         big = result["big_volume"]
         lines.append(f"512x512x300: session opens in {big['session_open_s']:.3f} s, first round {big['first_round_s']:.3f} s, "
@@ -353,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=float, default=0.2)
     train.add_argument("--validation-cases-per-epoch", type=int, default=12,
                        help="held-out cases per dataset scored after each epoch (all of them at the end)")
-    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine decay to a tenth)")
+    train.add_argument("--class-balance-epochs", type=float, default=6.0,
+                       help="foreground up-weighting fades from balanced to none over this many epochs")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--architecture", choices=["mecca", "click-cnn"], default="mecca",
                        help="click-cnn: the supervised baseline on the same backbone (for mecca evaluate)")
@@ -401,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
     bench.add_argument("--no-peers", action="store_true", help="skip Grow from seeds and random walker")
     bench.add_argument("--no-big-volume", action="store_true", help="skip the 512 x 512 x 300 session")
+    bench.add_argument("--levers", action="store_true",
+                       help="also time each optimisation switched off, and other widths/strides, at the largest ROI")
 
     info = sub.add_parser("info", help="print a model file's architecture, training record and metrics")
     info.add_argument("--model", help="model file; default: the bundled model")
