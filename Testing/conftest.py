@@ -11,7 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "MECCASegment"))
+sys.path[:0] = [str(ROOT / "MECCASegment"), str(ROOT / "Testing")]
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DATA = Path(os.environ.get("MECCA_DATA", ROOT.parent / "shared" / "data"))
@@ -46,11 +46,16 @@ def hippocampus_case(hippocampus_dir):
 
 
 @pytest.fixture(scope="session")
-def bundled_model():
+def bundled_model_float32():
+    """The bundled model in float32 (the same numbers on every CPU); skips while it is absent."""
     from MECCASegmentLib.checkpoint import load_model
     from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
 
-    return load_model(resource_path(*DEFAULT_MODEL))
+    try:
+        path = resource_path(*DEFAULT_MODEL)
+    except FileNotFoundError:
+        pytest.skip("the bundled model Resources/Models/mecca.safetensors is not there")
+    return load_model(path, precision="float32")
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Make the stored data of the replay regression test (Testing/test_slicer_replay.py).
+"""Make the stored data of the regression tests (Testing/test_slicer_replay.py, test_regression.py).
 
     python Testing/make_reference.py clicks      # Testing/Data/hippocampus_014_clicks.json
     python Testing/make_reference.py reference   # Testing/Data/hippocampus_014_reference.nii.gz
+    python Testing/make_reference.py dice        # Testing/Data/regression_dice.json
 
 The click script does not depend on any model: the engine's seeded simulated user clicks against a
 fixed sequence of imperfect masks (nothing, the label grown by 2 voxels, the label shrunk by 2
@@ -29,11 +30,35 @@ CASE = "hippocampus_014"
 CLICK_SCRIPT = TESTING / "Data" / f"{CASE}_clicks.json"
 REFERENCE_MASK = TESTING / "Data" / f"{CASE}_reference.nii.gz"
 CLICKS_PER_ROUND = 3
+REGRESSION_DICE = TESTING / "Data" / "regression_dice.json"
+REGRESSION_CASES = {"Task04_Hippocampus": 3, "LeftAtrium2018": 2}  # the first held-out cases of each
 RAS_FROM_LPS = np.array([-1.0, -1.0, 1.0])
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("MECCA_DATA", ROOT.parent / "shared" / "data")) / "Task04_Hippocampus"
+def data_dir(dataset: str = "Task04_Hippocampus") -> Path:
+    return Path(os.environ.get("MECCA_DATA", ROOT.parent / "shared" / "data")) / dataset
+
+
+def regression_cases(dataset: str):
+    """The first held-out (validation) cases of a shared dataset, by name."""
+    from MECCASegmentLib.io import MSDDataset, split_validation
+
+    cases = MSDDataset.open(data_dir(dataset)).cases
+    held_out = split_validation([c.name for c in cases], 0.2)
+    return sorted((c for c in cases if c.name in held_out), key=lambda c: c.name)[: REGRESSION_CASES[dataset]]
+
+
+def regression_dice(model) -> dict:
+    """Dice per round of the simulated user (5 rounds x 3 clicks) on the regression cases."""
+    from MECCASegmentLib.evaluation import simulate_mecca
+
+    result = {}
+    for dataset in REGRESSION_CASES:
+        for case in regression_cases(dataset):
+            image, label = case.load()
+            run, _ = simulate_mecca(model, image, label, rounds=5, clicks_per_round=CLICKS_PER_ROUND, seed=0)
+            result[case.name] = run.dice
+    return result
 
 
 def make_click_script(image, label: np.ndarray) -> dict:
@@ -84,7 +109,7 @@ def replay(logic, volumeNode, script: dict) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["clicks", "reference"])
+    parser.add_argument("what", choices=["clicks", "reference", "dice"])
     args = parser.parse_args(argv)
     sys.path[:0] = [str(ROOT / "MECCASegment"), str(TESTING)]
     from MECCASegmentLib.io import MSDDataset, write_json, write_volume
@@ -94,6 +119,15 @@ def main(argv=None) -> int:
     if args.what == "clicks":
         write_json(make_click_script(image, label > 0), CLICK_SCRIPT)
         print(f"wrote {CLICK_SCRIPT}")
+        return 0
+    if args.what == "dice":
+        from MECCASegmentLib.checkpoint import load_model
+        from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
+
+        dice = regression_dice(load_model(resource_path(*DEFAULT_MODEL), precision="float32"))
+        write_json({"note": "made by Testing/make_reference.py dice (float32); checked by test_regression.py",
+                    "dice_per_round": dice}, REGRESSION_DICE)
+        print(f"wrote {REGRESSION_DICE}: {dice}")
         return 0
 
     import slicer.util

@@ -150,7 +150,8 @@ def run_train(args) -> Path:
                             confidence_reward=not args.no_confidence_reward,
                             validation_fraction=args.validation_fraction,
                             validation_cases_per_epoch=args.validation_cases_per_epoch,
-                            class_balance_epochs=args.class_balance_epochs)
+                            class_balance_epochs=args.class_balance_epochs,
+                            imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs)
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
                                            args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
                                            rest_unlabeled=args.rest_unlabeled)
@@ -362,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="held-out cases per dataset scored after each epoch (all of them at the end)")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine decay to a tenth)")
     train.add_argument("--class-balance-epochs", type=float, default=6.0,
-                       help="foreground up-weighting fades from balanced to none over this many epochs")
+                       help="foreground up-weighting fades from balanced to its floor (0.5) over this many epochs")
+    train.add_argument("--imitation-weight", type=float, default=1.0,
+                       help="weight of the auxiliary cross-entropy towards the step to the label (0: pure actor-critic)")
+    train.add_argument("--imitation-epochs", type=float, default=10.0,
+                       help="the imitation term fades to 0 over this many epochs")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--architecture", choices=["mecca", "click-cnn"], default="mecca",
                        help="click-cnn: the supervised baseline on the same backbone (for mecca evaluate)")
