@@ -30,15 +30,15 @@ import sys
 import threading
 import time
 import unittest
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import numpy as np
+import slicer
 import vtk
 import vtk.util.numpy_support
-
-import slicer
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.util import VTKObservationMixin
 
@@ -52,8 +52,12 @@ try:  # the Slicer application
     from slicer.i18n import tr as _
     from slicer.i18n import translate
     from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                               ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+    from slicer.ScriptedLoadableModule import (
+        ScriptedLoadableModule,
+        ScriptedLoadableModuleLogic,
+        ScriptedLoadableModuleTest,
+        ScriptedLoadableModuleWidget,
+    )
 except ImportError:  # the slicer-core wheel (no Qt, no application): the Logic and the Test still run
 
     class ScriptedLoadableModule:
@@ -175,7 +179,6 @@ def installMissingRequirements(confirm: Callable[[str], bool]) -> bool:
 def resolveDevice(device: str) -> str:
     """"auto" -> "cuda" when PyTorch sees a GPU, else "cpu"; a clear error for an unusable choice."""
     import torch
-
     from MECCASegmentLib.io import InputError
 
     if device not in DEVICES:
@@ -657,7 +660,7 @@ class _Click:
     ras: tuple  # world RAS where the user clicked
     ijk: tuple  # voxel (i, j, k) it selects
     positive: bool
-    pointId: Optional[str] = None  # control point showing it
+    pointId: str | None = None  # control point showing it
 
 
 @dataclass
@@ -698,9 +701,9 @@ class TrainingData:
     """An export for ``mecca train``: MSD-layout folders (None when there is nothing for them)."""
 
     folder: Path
-    labelledDir: Optional[Path]
-    interactiveDir: Optional[Path]
-    heldOutDir: Optional[Path]
+    labelledDir: Path | None
+    interactiveDir: Path | None
+    heldOutDir: Path | None
 
 
 class MECCASegmentLogic(ScriptedLoadableModuleLogic):
@@ -753,7 +756,7 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         return f"{name} on {model.device}"
 
     # -- sessions ------------------------------------------------------------------------------
-    def startSession(self, volumeNode, segmentationNode=None, segmentId: Optional[str] = None, roiNode=None):
+    def startSession(self, volumeNode, segmentationNode=None, segmentId: str | None = None, roiNode=None):
         """Start segmenting ``segmentId`` of ``segmentationNode`` on ``volumeNode``.
 
         An existing segment is the starting mask (nothing of it is lost: cancel restores it); with no
@@ -947,8 +950,8 @@ class MECCASession(VTKObservationMixin):
         self._redo: list[list[_Click]] = []
         self._addingPoints = False
         self.closed = False
-        self.onClickAdded: Optional[Callable[[], None]] = None  # a click was placed in a view
-        self.onClickRejected: Optional[Callable[[str], None]] = None  # ... and refused (message)
+        self.onClickAdded: Callable[[], None] | None = None  # a click was placed in a view
+        self.onClickRejected: Callable[[str], None] | None = None  # ... and refused (message)
         self._adviceVisible = False
         self._adviceNodes = None
         self._previousForeground = None
@@ -1024,7 +1027,7 @@ class MECCASession(VTKObservationMixin):
         click.pointId = self._showClick(click)
         return click.ijk
 
-    def _queueClick(self, rasPoint, positive: bool, pointId: Optional[str] = None) -> _Click:
+    def _queueClick(self, rasPoint, positive: bool, pointId: str | None = None) -> _Click:
         from MECCASegmentLib.io import InputError
 
         self._requireOpen()
@@ -1372,7 +1375,7 @@ def parseProgressLine(line: str) -> dict:
     return event
 
 
-def trainingFraction(event: dict) -> Optional[float]:
+def trainingFraction(event: dict) -> float | None:
     """How much of the training a "step" event says is done (0..1); None for other events."""
     if event.get("event") != "step":
         return None
@@ -1398,7 +1401,7 @@ class BackgroundJob:
     parseProgressLine, plus {"event": "stepStarted" | "failed" | "cancelled" | "finished", "message"}.
     """
 
-    def __init__(self, steps: list, environment: Optional[dict] = None) -> None:
+    def __init__(self, steps: list, environment: dict | None = None) -> None:
         self.steps = list(steps)
         self.environment = environment or {}
         self.status = "waiting"  # running, finished, failed, cancelled
@@ -1412,7 +1415,7 @@ class BackgroundJob:
         return self.status == "running"
 
     @property
-    def currentStep(self) -> Optional[JobStep]:
+    def currentStep(self) -> JobStep | None:
         return self.steps[self.stepIndex] if 0 <= self.stepIndex < len(self.steps) else None
 
     def start(self) -> None:

@@ -22,10 +22,9 @@ import types
 from pathlib import Path
 
 import pytest
-import vtk
-
 import slicer
 import slicer.util
+import vtk
 
 
 class _Module:

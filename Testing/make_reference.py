@@ -64,10 +64,9 @@ def regression_dice(model) -> dict:
 def make_click_script(image, label: np.ndarray) -> dict:
     """Three rounds of simulated clicks (model-independent, see the module docstring) in world RAS,
     and the ROI the engine's evaluation uses (object box + 8 voxels) as RAS voxel-centre corners."""
-    from scipy import ndimage
-
     from MECCASegmentLib.evaluation import label_box
     from MECCASegmentLib.hints import SimulatedUser
+    from scipy import ndimage
 
     user = SimulatedUser(label, seed=0)
     imperfect = [np.zeros_like(label, bool), ndimage.binary_dilation(label, iterations=2),

@@ -1,7 +1,6 @@
 """SLIC advice regions: ranked by mean confidence, least confident first."""
 
 import numpy as np
-
 from MECCASegmentLib.advice import advice_label_map, rank_regions, segments_for_round, supervoxels
 
 

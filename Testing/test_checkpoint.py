@@ -5,11 +5,16 @@ import pickle
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from MECCASegmentLib.checkpoint import (FORMAT_VERSION, CheckpointError, load_model, load_training_state,
-                                        save_model, save_training_state)
+from MECCASegmentLib.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    load_model,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
+from safetensors.torch import save_file
 
 
 def _small():
@@ -58,8 +63,8 @@ def test_truncated_file(tmp_path):
 
 
 def _rewrite_metadata(path, change):
-    from safetensors.torch import load_file
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     with safe_open(str(path), framework="pt") as handle:
         meta = json.loads(handle.metadata()["mecca"])

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from MECCASegmentLib.checkpoint import save_model
 from MECCASegmentLib.cli import main
 from MECCASegmentLib.io import read_volume, write_volume

@@ -3,10 +3,17 @@
 import numpy as np
 import pytest
 import torch
-
-from MECCASegmentLib.environment import (ACTION_TENTHS, action_tenths, confidence_targets, cross_entropy,
-                                         misunderstanding_rate, normalize_image, shaped_reward, simulated_labels,
-                                         transition)
+from MECCASegmentLib.environment import (
+    ACTION_TENTHS,
+    action_tenths,
+    confidence_targets,
+    cross_entropy,
+    misunderstanding_rate,
+    normalize_image,
+    shaped_reward,
+    simulated_labels,
+    transition,
+)
 
 
 def test_action_set_is_the_papers():

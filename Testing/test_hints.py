@@ -1,7 +1,6 @@
 """Hint maps and the seeded simulated user."""
 
 import numpy as np
-
 from MECCASegmentLib.hints import Click, SimulatedUser, hint_map
 
 

@@ -4,8 +4,7 @@ import json
 
 import numpy as np
 import pytest
-
-from MECCASegmentLib.io import InputError, MSDDataset, Volume, read_volume, write_json, write_volume
+from MECCASegmentLib.io import InputError, MSDDataset, read_volume, write_json, write_volume
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])

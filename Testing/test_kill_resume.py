@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from MECCASegmentLib.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from MECCASegmentLib.evaluation import assd, dice, label_box
 
 

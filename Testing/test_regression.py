@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from make_reference import REGRESSION_DICE, regression_dice
 
 TOLERANCE = 0.02  # Dice points per round: other CPUs may round a few near-tied actions differently

@@ -18,14 +18,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from safetensors.torch import load_file, save_file
-
 from MECCASegmentLib import checkpoint, io
 from MECCASegmentLib.checkpoint import CheckpointError, load_model, load_training_state, save_model, save_training_state
 from MECCASegmentLib.cli import main
 from MECCASegmentLib.io import InputError, MSDDataset, Volume, check_dataset, read_volume, write_json, write_volume
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
 from MECCASegmentLib.session import InteractiveSession
+from safetensors.torch import load_file, save_file
 
 SMALL = NetworkConfig(width=8, confidence_width=8)
 BOX = ((4, 6, 2), (30, 34, 20))  # (i, j, k) ROI around the blob of conftest's blob_volume
@@ -599,7 +598,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_partial_file(tmp_path, monkey
 
 def test_a_failed_figure_write_leaves_the_old_figure(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
-
     from MECCASegmentLib.report import write_evaluation_figure
 
     summary = {"mecca": {"cases": 1, "dice_mean_per_round": [0.5, 0.7], "dice_sd_per_round": [0.1, 0.1]}}

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from MECCASegmentLib.io import InputError, Volume
 from MECCASegmentLib.session import InteractiveSession, SessionError
 
@@ -33,7 +32,7 @@ def test_undo_redo_restore_exact_states_and_new_click_truncates_redo(blob_volume
     volume, _ = blob_volume
     session = InteractiveSession(volume, untrained_model)
     states = [session.probability_tenths]
-    for n, (ijk, sign) in enumerate([((18, 20, 12), True), ((5, 5, 12), False), ((20, 25, 10), True)]):
+    for ijk, sign in [((18, 20, 12), True), ((5, 5, 12), False), ((20, 25, 10), True)]:
         session.add_click(ijk, sign)
         session.step()
         states.append(session.probability_tenths)

@@ -10,7 +10,6 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
 from MECCASegmentLib.io import InputError, Volume
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
 from MECCASegmentLib.session import InteractiveSession, SessionError

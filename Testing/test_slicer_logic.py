@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import vtk
-
 import slicer
 import slicer.util
+import vtk
 from headless_slicer import headless_slicer, scene  # noqa: F401  (pytest fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]

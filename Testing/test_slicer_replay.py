@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-
 import slicer.util
 from headless_slicer import headless_slicer, scene  # noqa: F401  (pytest fixtures)
 from make_reference import CLICK_SCRIPT, REFERENCE_MASK, replay

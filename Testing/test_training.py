@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from MECCASegmentLib import training
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
 from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases, make_batch, run_episode
@@ -140,7 +139,6 @@ def test_unlabelled_cases_with_recorded_clicks_train(tiny_dataset, tmp_path):
 
 def test_bad_cases_stop_training_with_one_report_unless_skipped(tiny_dataset, tmp_path):
     import SimpleITK as sitk
-
     from MECCASegmentLib.io import InputError
 
     root = tmp_path / "messy"

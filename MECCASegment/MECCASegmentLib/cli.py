@@ -179,8 +179,14 @@ def run_evaluate(args) -> dict:
 
     import torch
 
-    from .evaluation import (METHODS, ClickCNNMethod, GrowFromSeedsMethod, MeccaMethod, RandomWalkerMethod,
-                             evaluate_cases)
+    from .evaluation import (
+        METHODS,
+        ClickCNNMethod,
+        GrowFromSeedsMethod,
+        MeccaMethod,
+        RandomWalkerMethod,
+        evaluate_cases,
+    )
     from .io import MSDDataset, split_validation
     from .report import write_evaluation_figure
     from .training import command_line

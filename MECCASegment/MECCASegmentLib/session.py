@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .advice import (ADVICE_COUNT, ROUNDS_WITH_OWN_GRANULARITY, AdviceRegion, advice_label_map, rank_regions,
-                     segments_for_round, supervoxels)
+from .advice import (
+    ADVICE_COUNT,
+    ROUNDS_WITH_OWN_GRANULARITY,
+    AdviceRegion,
+    advice_label_map,
+    rank_regions,
+    segments_for_round,
+    supervoxels,
+)
 from .environment import MASK_TENTHS, START_TENTHS, action_tenths, build_state, normalize_image, transition
 from .hints import Click, hint_map
 from .io import InputError, Volume, validate_image

@@ -37,8 +37,18 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import load_model, load_training_state, save_model, save_training_state
-from .environment import (MASK_TENTHS, START_TENTHS, action_tenths, build_state, confidence_targets,
-                          cross_entropy, normalize_image, shaped_reward, simulated_labels, transition)
+from .environment import (
+    MASK_TENTHS,
+    START_TENTHS,
+    action_tenths,
+    build_state,
+    confidence_targets,
+    cross_entropy,
+    normalize_image,
+    shaped_reward,
+    simulated_labels,
+    transition,
+)
 from .evaluation import method_for_model, simulate
 from .hints import Click, SimulatedUser, hint_map, read_clicks
 from .io import InputError, MSDDataset, Volume, check_dataset, split_validation
