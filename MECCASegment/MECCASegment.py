@@ -978,8 +978,9 @@ class MECCASession(VTKObservationMixin):
         half = np.array(roiNode.GetSize()) / 2
         corners = np.array([worldToIjk(self.volumeNode, (objectToWorld @ [x, y, z, 1.0])[:3])
                             for x in (-half[0], half[0]) for y in (-half[1], half[1]) for z in (-half[2], half[2])])
-        lo = np.ceil(corners.min(0) - 1e-6).astype(int)
-        hi = np.floor(corners.max(0) + 1e-6).astype(int) + 1
+        tolerance = 1e-3  # voxels: a centre on the box face is inside despite rounding through transforms
+        lo = np.ceil(corners.min(0) - tolerance).astype(int)
+        hi = np.floor(corners.max(0) + tolerance).astype(int) + 1
         return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
 
     def _addHelperNode(self, className: str, name: str, role: str):

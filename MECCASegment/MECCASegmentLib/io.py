@@ -150,6 +150,12 @@ def read_volume(path: str | os.PathLike) -> Volume:
     return Volume.from_sitk(image, name=path.name)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on any error
@@ -160,6 +166,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the user's usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
