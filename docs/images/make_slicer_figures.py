@@ -37,11 +37,11 @@ def run_session(model: str | None):
     sys.path[:0] = [str(ROOT / "MECCASegment"), str(ROOT / "Testing")]
     import slicer.util
     from headless_slicer import HeadlessSlicer
-
-    from MECCASegment import MECCASegmentLogic, ijkToWorld
     from MECCASegmentLib.evaluation import label_box
     from MECCASegmentLib.hints import SimulatedUser
     from MECCASegmentLib.io import MSDDataset
+
+    from MECCASegment import MECCASegmentLogic, ijkToWorld
 
     app = HeadlessSlicer().install_slicer_globals()
     data = Path(os.environ.get("MECCA_DATA", ROOT.parent / "shared" / "data")) / "Task04_Hippocampus"
@@ -129,10 +129,9 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
 def panel_figure(logic, session, volumeNode, stats, path: Path) -> None:
     """The .ui drawn by Qt with stand-ins for the Slicer/CTK widgets, filled with the session's values."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtUiTools import QUiLoader
-    from PySide6.QtWidgets import (QApplication, QComboBox, QGroupBox, QLineEdit, QPushButton, QSlider,
-                                   QTableWidgetItem, QWidget)
     from PySide6.QtCore import Qt
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QApplication, QComboBox, QGroupBox, QLineEdit, QPushButton, QSlider, QTableWidgetItem, QWidget
 
     standIns = {"ctkCollapsibleButton": QGroupBox, "qMRMLNodeComboBox": QComboBox,
                 "qMRMLSegmentSelectorWidget": QComboBox, "ctkSliderWidget": QSlider, "ctkPathLineEdit": QLineEdit,
