@@ -51,3 +51,19 @@ def test_label_box_adds_margin_and_clips():
     label[2:5, 6:9, 10:12] = 1
     lo, hi = label_box(label, margin=3)
     assert lo == (7, 3, 0) and hi == (15, 12, 8)  # (i, j, k), k clipped at 0
+
+
+def test_simulated_label_quality_hand_computed():
+    """Four voxels moved, one did not; eq. 6 keeps the three whose confidence is beyond 0.8 / 0.2."""
+    from MECCASegmentLib.evaluation import simulated_label_quality
+    from MECCASegmentLib.session import Round
+
+    before = np.full((1, 1, 5), 5, np.uint8)
+    after = np.array([[[7, 3, 9, 1, 5]]], np.uint8)          # up, down, up, down, unchanged
+    confidence = np.array([[[0.9, 0.1, 0.95, 0.6, 0.99]]], np.float32)
+    label = np.array([[[1, 1, 0, 0, 1]]], np.uint8)
+    # simulated labels: up & sure -> 1 (right); down & doubted -> 1 (right); up & sure -> 1 (wrong);
+    # the fourth is not confident enough, the fifth did not move
+    coverage, accuracy = simulated_label_quality(Round(1, [], ((0, 0, 0), (5, 1, 1)), before, after, confidence), label)
+    assert coverage == pytest.approx(3 / 4)
+    assert accuracy == pytest.approx(2 / 3)

@@ -210,6 +210,24 @@ def _networks_seconds(model: MeccaModel, size: int, repeats: int, memory_format=
     return float(np.median(times))
 
 
+def _compiled_seconds(model: MeccaModel, size: int, repeats: int) -> tuple[str, float, str]:
+    """The round's networks under torch.compile (Inductor), the compile time as a note."""
+    eager = dict(model.networks)
+    start = time.perf_counter()
+    try:
+        for name, net in eager.items():
+            setattr(model, name, torch.compile(net))
+        _networks_seconds(model, size, 1)
+        compile_seconds = time.perf_counter() - start
+        return "torch.compile (Inductor)", _networks_seconds(model, size, repeats), \
+            f"compiling took {compile_seconds:.0f} s"
+    except Exception as error:  # noqa: BLE001 - a backend that cannot compile here is a result, not a crash
+        return "torch.compile (Inductor)", float("nan"), f"failed: {type(error).__name__}"
+    finally:
+        for name, net in eager.items():
+            setattr(model, name, net)
+
+
 def bench_levers(model: MeccaModel, image: Volume, size: int, repeats: int) -> list[dict]:
     """Each optimisation switched off (or an alternative design switched on) alone, on one ROI size.
 
@@ -233,6 +251,7 @@ def bench_levers(model: MeccaModel, image: Volume, size: int, repeats: int) -> l
     row("float32, NCDHW (no channels-last)", _networks_seconds(model, size, repeats, torch.contiguous_format))
     model.prepare_for_inference("bfloat16" if native == torch.bfloat16 else "float32")
     row("value head computed too (as in training)", _networks_seconds(model, size, repeats, with_value=True))
+    row(*_compiled_seconds(model, size, repeats))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     row("1 thread", _networks_seconds(model, size, repeats))

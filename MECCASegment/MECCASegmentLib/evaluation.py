@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .environment import build_state, misunderstanding_rate, normalize_image
+from .environment import build_state, misunderstanding_rate, normalize_image, simulated_labels
 from .hints import Click, SimulatedUser, hint_map
 from .io import Case, InputError, Volume
 from .networks import MeccaModel
-from .session import Box, InteractiveSession, _ijk, _slices
+from .session import Box, InteractiveSession, Round, _ijk, _slices
 
 EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
 SEED_RADIUS = 1  # voxels: a click becomes a 3x3x3 seed ball for the seed-based baselines
@@ -214,6 +214,21 @@ class SimulatedRun:
     misunderstanding: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)
+    simulated_label_coverage: list[float] = field(default_factory=list)  # MECCA-type methods only
+    simulated_label_accuracy: list[float] = field(default_factory=list)
+
+
+def simulated_label_quality(round_: Round, label: np.ndarray, delta: float = 0.8) -> tuple[float, float]:
+    """How good eq. 6 would be on this round if the case were unlabelled: (coverage = fraction of
+    moved voxels confident enough to be used, accuracy of their simulated labels against the
+    truth). Explains whether unlabelled cases can help: they teach only what these labels say."""
+    step = torch.from_numpy(round_.p_after.astype(np.float32) - round_.p_before.astype(np.float32))
+    simulated, usable = simulated_labels(step, torch.from_numpy(round_.confidence), delta)
+    usable = usable.numpy() & (step.numpy() != 0)
+    if not usable.any():
+        return 0.0, float("nan")
+    correct = simulated.numpy().astype(bool)[usable] == (label[usable] > 0)
+    return float(usable.sum() / max(np.count_nonzero(step.numpy()), 1)), float(correct.mean())
 
 
 def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,
@@ -246,6 +261,10 @@ def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds
             run.assd_mm.append(assd(mask, label, image.spacing[::-1]))
         if keep_masks:
             run.masks.append(mask.copy())
+        if isinstance(method, MeccaMethod) and method.session.last_round.p_after.shape == roi_label.shape:
+            coverage, accuracy = simulated_label_quality(method.session.last_round, roi_label)
+            run.simulated_label_coverage.append(round(coverage, 5))
+            run.simulated_label_accuracy.append(round(accuracy, 5))
         if on_round is not None:
             on_round(method, new_clicks, run.dice[-1])
     return run
@@ -302,7 +321,10 @@ def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], Interactiv
             results[name]["per_case"].append({"case": case_name, "dice_per_round": run.dice,
                                               "assd_mm_per_round": [round(a, 4) for a in run.assd_mm],
                                               "misunderstanding_rate_per_round": [round(m, 6) for m in run.misunderstanding],
-                                              "seconds_per_round": [round(s, 4) for s in run.seconds]})
+                                              "seconds_per_round": [round(s, 4) for s in run.seconds],
+                                              **({"simulated_label_coverage_per_round": run.simulated_label_coverage,
+                                                  "simulated_label_accuracy_per_round": run.simulated_label_accuracy}
+                                                 if run.simulated_label_accuracy else {})})
             results[name]["seconds"].extend(run.seconds)
             if keep:
                 figure["masks"][name] = run.masks[-1]
@@ -319,4 +341,7 @@ def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], Interactiv
                          "assd_mm_mean_per_round": assd_mean, "misunderstanding_rate_per_round": misunderstanding,
                          "seconds_per_round_median": round(float(np.median(result["seconds"])), 4),
                          "per_case": per_case}
+        if "simulated_label_accuracy_per_round" in per_case[0]:
+            for key in ("simulated_label_coverage_per_round", "simulated_label_accuracy_per_round"):
+                summary[name][key] = _summary([c[key] for c in per_case])[0]
     return summary, failures, figure

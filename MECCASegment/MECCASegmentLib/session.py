@@ -322,6 +322,11 @@ class InteractiveSession:
     def last_box(self) -> Box | None:
         return self._rounds[-1].box if self._rounds else None
 
+    @property
+    def last_round(self) -> Round | None:
+        """The last round's record (its ROI's probabilities before and after, confidence); do not modify."""
+        return self._rounds[-1] if self._rounds else None
+
     def mask_region(self, region: tuple[slice, slice, slice]) -> np.ndarray:
         """Segmentation inside a numpy (k, j, i) region only: no whole-volume copy on large images."""
         return (self._p[region] > 5).astype(np.uint8)

@@ -1,0 +1,29 @@
+"""Markdown tables for docs/results.md from `mecca evaluate --json` files.
+
+    python docs/results/tables.py docs/results/hippocampus.json docs/results/left-atrium.json
+"""
+
+import json
+import sys
+
+
+def table(path: str) -> str:
+    result = json.load(open(path))
+    rounds = result["rounds"]
+    lines = [f"**{result['dataset']}**: {result['cases']} validation cases, {rounds} rounds x "
+             f"{result['clicks_per_round']} clicks", "",
+             "| method | Dice per round (mean ± sd) | ASSD mm, round 5 | misunderstanding rate, rounds 1-5 (%) | "
+             "s/round (median) |", "|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        if not m.get("cases"):
+            lines.append(f"| {name} | failed on every case | | | |")
+            continue
+        dice = " ".join(f"{d:.3f}" for d in m["dice_mean_per_round"])
+        lines.append(f"| {name} | {dice} (± {m['dice_sd_per_round'][-1]:.3f}) | {m['assd_mm_mean_per_round'][-1]:.2f} | "
+                     f"{' '.join(f'{100 * r:.2f}' for r in m['misunderstanding_rate_per_round'])} | "
+                     f"{m['seconds_per_round_median']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print("\n\n".join(table(path) for path in sys.argv[1:]))
