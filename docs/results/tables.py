@@ -12,16 +12,23 @@ def table(path: str) -> str:
     rounds = result["rounds"]
     lines = [f"**{result['dataset']}**: {result['cases']} validation cases, {rounds} rounds x "
              f"{result['clicks_per_round']} clicks", "",
-             "| method | Dice per round (mean ± sd) | ASSD mm, round 5 | misunderstanding rate, rounds 1-5 (%) | "
-             "s/round (median) |", "|---|---|---|---|---|"]
+             "| method | Dice per round (mean ± sd at round 5) | ASSD mm, round 5 | misunderstanding rate per round (%) | "
+             "mean | s/round (median) |", "|---|---|---|---|---|---|"]
     for name, m in result["methods"].items():
         if not m.get("cases"):
-            lines.append(f"| {name} | failed on every case | | | |")
+            lines.append(f"| {name} | failed on every case | | | | |")
             continue
         dice = " ".join(f"{d:.3f}" for d in m["dice_mean_per_round"])
         lines.append(f"| {name} | {dice} (± {m['dice_sd_per_round'][-1]:.3f}) | {m['assd_mm_mean_per_round'][-1]:.2f} | "
                      f"{' '.join(f'{100 * r:.2f}' for r in m['misunderstanding_rate_per_round'])} | "
+                     f"{100 * sum(m['misunderstanding_rate_per_round']) / rounds:.2f} | "
                      f"{m['seconds_per_round_median']:.3f} |")
+    eq6 = {name: m for name, m in result["methods"].items() if "simulated_label_accuracy_per_round" in m}
+    if eq6:
+        lines += ["", "| method | eq. 6 labels: share of moved voxels used (δ 0.8), per round | their accuracy |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {' '.join(f'{c:.2f}' for c in m['simulated_label_coverage_per_round'])} | "
+                  f"{' '.join(f'{a:.3f}' for a in m['simulated_label_accuracy_per_round'])} |" for name, m in eq6.items()]
     return "\n".join(lines)
 
 
