@@ -226,6 +226,7 @@ def _compiled_seconds(model: MeccaModel, size: int, repeats: int) -> tuple[str, 
     finally:
         for name, net in eager.items():
             setattr(model, name, net)
+        torch.compiler.reset()  # drop the compiled graphs and their guards
 
 
 def bench_levers(model: MeccaModel, image: Volume, size: int, repeats: int) -> list[dict]:

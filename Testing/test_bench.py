@@ -1,0 +1,33 @@
+"""`mecca bench` runs end to end and reports every figure the speed issue asks for (a smoke run on
+tiny ROIs: the figures themselves are for the benchmark, never asserted as timings)."""
+
+import json
+import math
+
+import torch
+from MECCASegmentLib.cli import main
+
+
+def test_bench_reports_rounds_peers_peak_levers_and_the_big_volume(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", "--json", str(tmp_path / "bench.json"), "--roi", "16,24", "--repeats", "1",
+                     "--levers"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert set(result["rois"]) == {"16", "24"}
+    for roi in result["rois"].values():
+        assert roi["mecca_round_s"]["n"] == 3 and roi["mecca_round_s"]["median"] > 0
+        assert set(roi["parts_s"]) >= {"hint", "policy", "transition", "confidence", "advice"}
+        for peer in ("grow_from_seeds", "random_walker"):
+            assert roi[f"{peer}_round_s"]["median"] > 0 and roi[f"speedup_vs_{peer}"] > 0
+        assert roi["conv3d_peak_gflops"] > 0 and roi["policy_gflops_achieved"] > 0
+        assert math.isclose(roi["policy_fraction_of_peak"],
+                            roi["policy_gflops_achieved"] / roi["conv3d_peak_gflops"], rel_tol=0.02)
+    levers = {row["lever"]: row for row in result["levers"]["rows"]}
+    assert "torch.compile (Inductor)" in levers and "1 thread" in levers and len(levers) == 10
+    assert all(row["seconds"] > 0 or row["note"].startswith("failed") for row in levers.values())
+    big = result["big_volume"]
+    assert big["volume"] == [512, 512, 300] and big["session_open_s"] > 0 and big["peak_rss_mb"] > 0
+    assert "512x512x300: session opens" in capsys.readouterr().out
