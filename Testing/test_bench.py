@@ -27,7 +27,7 @@ def test_bench_reports_rounds_peers_peak_levers_and_the_big_volume(tmp_path, cap
                             roi["policy_gflops_achieved"] / roi["conv3d_peak_gflops"], rel_tol=0.02)
     levers = {row["lever"]: row for row in result["levers"]["rows"]}
     assert "torch.compile (Inductor)" in levers and "1 thread" in levers and len(levers) == 10
-    assert all(row["seconds"] > 0 or row["note"].startswith("failed") for row in levers.values())
+    assert all(row["seconds"] > 0 for row in levers.values()), levers  # torch.compile included: it must compile
     big = result["big_volume"]
     assert big["volume"] == [512, 512, 300] and big["session_open_s"] > 0 and big["peak_rss_mb"] > 0
     assert "512x512x300: session opens" in capsys.readouterr().out

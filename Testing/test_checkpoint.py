@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+from helpers import FileCreatingPickle
 from MECCASegmentLib.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -102,21 +103,11 @@ def test_foreign_safetensors_file(tmp_path):
         load_model(path)
 
 
-class _Payload:
-    """Unpickling this would create a file: proves the loader never unpickles."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 @pytest.mark.parametrize("name", ["evil.pt", "evil.safetensors"])
 def test_a_pickle_is_never_executed(tmp_path, name):
     marker = tmp_path / "pwned"
     path = tmp_path / name
-    path.write_bytes(pickle.dumps(_Payload(str(marker))))
+    path.write_bytes(pickle.dumps(FileCreatingPickle(str(marker))))
     with pytest.raises(CheckpointError):
         load_model(path)
     assert not marker.exists()

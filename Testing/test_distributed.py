@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import copy_msd_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,15 +32,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def eight_cases(hippocampus_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("eight")
-    manifest = json.loads((hippocampus_dir / "dataset.json").read_text())
-    entries = manifest["training"][:8]
-    for entry in entries:
-        for key in ("image", "label"):
-            (root / entry[key]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(hippocampus_dir / entry[key], root / entry[key])
-    (root / "dataset.json").write_text(json.dumps({**manifest, "training": entries}))
-    return root
+    return copy_msd_cases(hippocampus_dir, tmp_path_factory.mktemp("eight"), 8)
 
 
 def _train(tmp_path, dataset, name, batch_size, processes):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers import FileCreatingPickle
 from MECCASegmentLib import checkpoint, io
 from MECCASegmentLib.checkpoint import CheckpointError, load_model, load_training_state, save_model, save_training_state
 from MECCASegmentLib.cli import main
@@ -387,20 +388,10 @@ def test_an_empty_file_or_a_folder_is_not_a_model(tmp_path, make, message):
         load_model(path)
 
 
-class _CreatesFile:
-    """Unpickling this creates a file: the marker proves whether the loader ran the pickle."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 @pytest.mark.parametrize("name", ["payload.pt", "payload.pth", "payload.safetensors"])
 def test_a_torch_save_pickle_is_never_executed(tmp_path, name):
     marker = tmp_path / "code-ran"
-    torch.save({"policy.weight": _CreatesFile(str(marker))}, tmp_path / name)
+    torch.save({"policy.weight": FileCreatingPickle(str(marker))}, tmp_path / name)
     with pytest.raises(CheckpointError):
         load_model(tmp_path / name)
     assert not marker.exists()

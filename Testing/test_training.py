@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import copy_msd_cases
 from MECCASegmentLib import training
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
 from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases, make_batch, run_episode
@@ -16,16 +17,7 @@ SMALL = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_c
 @pytest.fixture(scope="module")
 def tiny_dataset(hippocampus_dir, tmp_path_factory):
     """Six real hippocampus cases in their own MSD folder."""
-    root = tmp_path_factory.mktemp("tiny_msd")
-    manifest = json.loads((hippocampus_dir / "dataset.json").read_text())
-    entries = manifest["training"][:6]
-    for entry in entries:
-        for key in ("image", "label"):
-            target = root / entry[key]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(hippocampus_dir / entry[key], target)
-    (root / "dataset.json").write_text(json.dumps({**manifest, "training": entries, "numTraining": 6}))
-    return root
+    return copy_msd_cases(hippocampus_dir, tmp_path_factory.mktemp("tiny_msd"), 6)
 
 
 def test_a_short_real_training_run_lowers_the_losses(tiny_dataset):

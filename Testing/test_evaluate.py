@@ -1,0 +1,59 @@
+"""`mecca evaluate` end to end on real hippocampus cases: all five methods under the same simulated
+user, the JSON schema of the evaluation issue, the figure, and a broken case reported and skipped."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import copy_msd_cases
+from MECCASegmentLib.cli import main
+from MECCASegmentLib.evaluation import METHODS
+
+ROUNDS = 2
+
+
+@pytest.fixture(scope="module")
+def evaluation(hippocampus_dir, tmp_path_factory):
+    root = copy_msd_cases(hippocampus_dir, tmp_path_factory.mktemp("evaluate_msd"), 3)
+    manifest = json.loads((root / "dataset.json").read_text())
+    broken = root / manifest["training"][2]["image"]
+    broken.write_bytes(b"not an image")
+    out = root.parent / "result.json"
+    assert main(["evaluate", "--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS),
+                 "--methods", ",".join(METHODS), "--json", str(out), "--plot", str(root.parent / "result.png")]) == 0
+    return json.loads(out.read_text()), root.parent, broken.name
+
+
+def test_every_method_reports_the_issue_schema(evaluation):
+    result, _, _ = evaluation
+    assert result["rounds"] == ROUNDS and result["clicks_per_round"] == 3 and result["cases"] == 3
+    assert set(result["methods"]) == set(METHODS)
+    for name, method in result["methods"].items():
+        assert method["cases"] == 2, name  # the broken case is skipped for every method
+        for key in ("dice_mean_per_round", "dice_sd_per_round", "assd_mm_mean_per_round",
+                    "misunderstanding_rate_per_round"):
+            assert len(method[key]) == ROUNDS, (name, key)
+        assert all(0.0 <= d <= 1.0 for d in method["dice_mean_per_round"])
+        assert all(0.0 <= m <= 1.0 for m in method["misunderstanding_rate_per_round"])
+        assert method["seconds_per_round_median"] > 0
+        assert [len(case["dice_per_round"]) for case in method["per_case"]] == [ROUNDS, ROUNDS]
+        per_case_mean = np.mean([case["dice_per_round"] for case in method["per_case"]], axis=0)
+        assert np.allclose(per_case_mean, method["dice_mean_per_round"], atol=1e-4)
+
+
+def test_the_bundled_models_segment_and_only_mecca_types_report_eq6_label_quality(evaluation):
+    result, _, _ = evaluation
+    for name in ("mecca", "iter-mrl"):
+        method = result["methods"][name]
+        assert len(method["simulated_label_accuracy_per_round"]) == ROUNDS
+        assert all(0.0 <= c <= 1.0 for c in method["simulated_label_coverage_per_round"])
+    for name in ("click-cnn", "grow-from-seeds", "random-walker"):
+        assert "simulated_label_accuracy_per_round" not in result["methods"][name]
+    assert result["methods"]["mecca"]["dice_mean_per_round"][-1] > 0.5  # a trained model, not noise
+
+
+def test_a_broken_case_is_reported_and_the_figure_written(evaluation):
+    result, folder, broken = evaluation
+    assert [f["method"] for f in result["failures"]] == [None]
+    assert "cannot be read" in result["failures"][0]["error"] and broken in result["failures"][0]["error"]
+    assert (folder / "result.png").stat().st_size > 10_000
