@@ -47,6 +47,16 @@ def test_write_json_is_atomic(tmp_path):
     assert json.loads(path.read_text()) == {"a": [1, 2]}
 
 
+def test_write_json_is_strict_json(tmp_path):
+    """An undefined metric (NaN, inf) is written as null: strict parsers (JavaScript, jq) read the file."""
+    path = write_json({"accuracy": [0.5, float("nan")], "assd": (float("inf"), 1.0), "n": 3}, tmp_path / "r.json")
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"accuracy": [0.5, None], "assd": [None, 1.0], "n": 3}
+
+
 def test_atomic_writes_get_the_users_usual_permissions(tmp_path):
     previous = os.umask(0o022)
     try:

@@ -20,6 +20,7 @@ from .hints import Click, SimulatedUser, hint_map
 from .io import Case, InputError, Volume
 from .networks import MeccaModel
 from .session import Box, InteractiveSession, Round, _ijk, _slices
+from .working_grid import working_grid
 
 EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
 SEED_RADIUS = 1  # voxels: a click becomes a 3x3x3 seed ball for the seed-based baselines
@@ -111,16 +112,19 @@ class ClickCNNMethod(InteractiveMethod):
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
-        self.image_norm = torch.from_numpy(normalize_image(image.array[self.region]))[None]
+        image_norm = normalize_image(image.array[self.region])
+        self.grid = working_grid(image_norm.shape, image.spacing[::-1])  # the grid MECCA's session uses
+        self.image_norm = self.grid.to_working(torch.from_numpy(image_norm)[None])
         self.probability = torch.full_like(self.image_norm, 0.5)
 
     @torch.no_grad()
     def refine(self, clicks: list[Click]) -> np.ndarray:
-        hint = torch.from_numpy(hint_map(tuple(self.image_norm.shape[1:]), clicks, offset=self.box[0]))[None]
+        clicks, offset = self.grid.clicks(clicks, self.box[0])
+        hint = torch.from_numpy(hint_map(self.grid.shape, clicks, offset=offset))[None]
         state = build_state(self.image_norm, self.probability, hint).to(self.model.device, self.model.dtype)
         state = state.contiguous(memory_format=torch.channels_last_3d)
         self.probability = torch.sigmoid(self.model.policy(state).float()).cpu()
-        return self.probability[0].numpy()
+        return self.grid.to_native(self.probability)[0].numpy()
 
 
 class SeedMethod(InteractiveMethod):

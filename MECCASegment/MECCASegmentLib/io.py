@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -75,6 +76,19 @@ class Volume:
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _WIDENED_FOR_ITK = {np.dtype(bool): np.uint8, np.dtype(np.float16): np.float32}
+
+
+def resample_to_shape(volume: Volume, shape_kji, nearest: bool = False) -> Volume:
+    """The same physical box on a grid of ``shape_kji`` voxels (SimpleITK); a label needs ``nearest``."""
+    image = volume.to_sitk()
+    size = [int(v) for v in shape_kji[::-1]]
+    spacing = np.asarray(volume.spacing) * np.asarray(image.GetSize()) / np.asarray(size)
+    direction = np.reshape(volume.direction, (3, 3))
+    origin = np.asarray(volume.origin) + direction @ ((spacing - np.asarray(volume.spacing)) / 2)  # same outer edge
+    resampled = sitk.Resample(image, size, sitk.Transform(), sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear,
+                              origin.tolist(), spacing.tolist(), volume.direction, 0.0,
+                              image.GetPixelID() if nearest else sitk.sitkFloat32)
+    return Volume(sitk.GetArrayFromImage(resampled), tuple(spacing), tuple(origin), volume.direction, volume.name)
 
 
 def _check_direction(direction: tuple[float, ...], name: str) -> None:
@@ -184,10 +198,21 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
     return path
 
 
+def _strict_json(value):
+    """NaN / infinity (e.g. an undefined metric) as null, so that any JSON parser reads the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return value
+
+
 def write_json(data, path: str | os.PathLike) -> Path:
-    """Atomic JSON write."""
+    """Atomic, strict JSON write (non-finite numbers become null)."""
     with atomic_path(path, ".json") as tmp, open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2)
+        json.dump(_strict_json(data), handle, indent=2, allow_nan=False)
     return Path(path)
 
 

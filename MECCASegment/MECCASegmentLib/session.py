@@ -30,6 +30,7 @@ from .environment import MASK_TENTHS, START_TENTHS, action_tenths, build_state, 
 from .hints import Click, hint_map
 from .io import InputError, Volume, validate_image
 from .networks import MeccaModel
+from .working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
 
 DEFAULT_ROI_MARGIN_MM = 30.0
 
@@ -53,6 +54,7 @@ class Round:
     confidence: np.ndarray
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
+    working_shape: tuple[int, int, int] | None = None  # the grid the networks saw (k, j, i), when not the ROI's own
     advice: list[AdviceRegion] | None = None  # computed when first asked for
     advice_labels: np.ndarray | None = None
 
@@ -61,6 +63,7 @@ class Round:
         return {"round": self.index, "clicks": len(self.clicks), "seconds": self.seconds,
                 "changed_voxels": changed, "foreground_voxels_in_roi": int(np.count_nonzero(self.p_after > 5)),
                 "roi_lo_ijk": list(_ijk(self.box[0])), "roi_hi_ijk": list(_ijk(self.box[1])),
+                "working_size_ijk": list(_ijk(self.working_shape or self.p_after.shape)),
                 "timings": dict(self.timings)}
 
 
@@ -91,7 +94,7 @@ class InteractiveSession:
 
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
-                 advice_count: int = ADVICE_COUNT):
+                 advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS):
         if not isinstance(image, Volume):
             raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
         if model.config.model != "mecca" or model.confidence is None:
@@ -102,6 +105,7 @@ class InteractiveSession:
         self.model = model.eval()
         self.roi_margin_mm = float(roi_margin_mm)
         self.advice_count = advice_count
+        self.max_working_voxels = max_working_voxels
         self._lock = threading.Lock()
         self._p = np.full(image.shape, START_TENTHS, np.uint8)
         self._seed_box: Box | None = None
@@ -229,15 +233,17 @@ class InteractiveSession:
             region = _slices(box)
             image_norm = self._normalized_roi(box)  # cached while the ROI stays the same
             p_before = self._p[region].copy()
+            grid = working_grid(image_norm.shape, self.image.spacing[::-1], self.max_working_voxels)
             timings["prepare_s"] = time.perf_counter() - start
             t = time.perf_counter()
-            hint = hint_map(image_norm.shape, self.clicks, offset=box[0])
+            clicks, offset = grid.clicks(self.clicks, box[0])
+            hint = hint_map(grid.shape, clicks, offset=offset)
             timings["hint_s"] = time.perf_counter() - t
 
-            p_after, confidence = self._act(image_norm, p_before, hint, timings)
+            p_after, confidence = self._act(grid, image_norm, p_before, hint, timings)
             self._p[region] = p_after
             round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence,
-                           timings=timings)
+                           timings=timings, working_shape=None if grid.is_native else grid.shape)
             self._rounds.append(round_)
             self._pending.clear()
             self._redo.clear()
@@ -245,23 +251,25 @@ class InteractiveSession:
             return round_.summary()
 
     @torch.no_grad()
-    def _act(self, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray, timings: dict):
-        """Greedy actions of the policy applied to p (eq. 1), and their confidence, over the ROI."""
+    def _act(self, grid: WorkingGrid, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray, timings: dict):
+        """Greedy actions of the policy on the working grid, applied to p on the ROI's own voxels
+        (eq. 1), and their confidence there. ``hint`` is already on the working grid."""
         device, dtype = self.model.device, self.model.dtype
         t = time.perf_counter()
         p = torch.from_numpy(p_tenths)[None].to(device)
-        state = build_state(torch.from_numpy(image_norm)[None].to(device), p, torch.from_numpy(hint)[None].to(device))
+        image = grid.to_working(torch.from_numpy(image_norm)[None].to(device))
+        state = build_state(image, grid.tenths_to_working(p), torch.from_numpy(hint)[None].to(device))
         state = state.to(dtype).contiguous(memory_format=torch.channels_last_3d)
         logits, _ = self.model.policy(state, with_value=False)
         steps = action_tenths(logits.argmax(dim=1))
         _synchronize(device)
         timings["policy_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        p_after = transition(p, steps)[0].cpu().numpy()
+        p_after = transition(p, grid.to_native(steps, nearest=True))[0].cpu().numpy()
         timings["transition_s"] = time.perf_counter() - t
         t = time.perf_counter()
         confidence = torch.sigmoid(self.model.confidence(state, (steps.float() / 10.0).to(dtype)).float())
-        confidence = confidence[0].cpu().numpy()
+        confidence = grid.to_native(confidence)[0].cpu().numpy()
         timings["confidence_s"] = time.perf_counter() - t
         return p_after, confidence
 

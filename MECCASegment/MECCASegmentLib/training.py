@@ -51,8 +51,9 @@ from .environment import (
 )
 from .evaluation import method_for_model, simulate
 from .hints import Click, SimulatedUser, hint_map, read_clicks
-from .io import InputError, MSDDataset, Volume, check_dataset, split_validation
+from .io import InputError, MSDDataset, Volume, check_dataset, resample_to_shape, split_validation
 from .networks import NUM_ACTIONS, MeccaModel, NetworkConfig
+from .working_grid import working_grid
 
 
 @dataclass
@@ -140,6 +141,7 @@ def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validati
         for case in tqdm(good, desc=f"loading {dataset.name}", disable=not progress, leave=False):
             image, label = case.load(labels)
             label = np.zeros(image.shape, np.uint8) if label is None else label
+            image, label = _on_training_grid(image, label)
             recorded = _recorded_clicks(case.clicks, image) if case.clicks else None
             item = TrainingCase(case.name, dataset.name, image, label, recorded_clicks=recorded)
             if case.name in held_out:
@@ -157,6 +159,18 @@ def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validati
     if not any(c.labeled for c in train):
         raise InputError("no labelled training case: give at least one --dataset with labels")
     return train, validation, record
+
+
+TRAINING_MAX_VOXELS = 64 * 1024**2  # per case held in memory
+
+
+def _on_training_grid(image: Volume, label: np.ndarray) -> tuple[Volume, np.ndarray]:
+    """Thick-slice cases train on near-isotropic voxels, as the session shows them to the networks
+    (working_grid.py); near-isotropic cases stay as they are."""
+    grid = working_grid(image.shape, image.spacing[::-1], TRAINING_MAX_VOXELS)
+    if grid.is_native:
+        return image, label
+    return resample_to_shape(image, grid.shape), resample_to_shape(image.with_array(label), grid.shape, nearest=True).array
 
 
 def _labeled_subset(names: list[str], fraction: float) -> set[str]:

@@ -7,6 +7,11 @@ import json
 import sys
 
 
+def number(value, spec: str) -> str:
+    """A metric as text; null (undefined, e.g. no voxel passed delta) as n/a."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def table(path: str) -> str:
     result = json.load(open(path))
     rounds = result["rounds"]
@@ -28,7 +33,7 @@ def table(path: str) -> str:
         lines += ["", "| method | eq. 6 labels: share of moved voxels used (δ 0.8), per round | their accuracy |",
                   "|---|---|---|"]
         lines += [f"| {name} | {' '.join(f'{c:.2f}' for c in m['simulated_label_coverage_per_round'])} | "
-                  f"{' '.join(f'{a:.3f}' for a in m['simulated_label_accuracy_per_round'])} |" for name, m in eq6.items()]
+                  f"{' '.join(number(a, '.3f') for a in m['simulated_label_accuracy_per_round'])} |" for name, m in eq6.items()]
     return "\n".join(lines)
 
 

@@ -1,0 +1,85 @@
+"""The grid the networks see: near-isotropic voxels, at most WORKING_MAX_VOXELS per ROI.
+
+Why: the networks learn on crops whose voxels are (close to) cubes and whose objects span tens
+to a hundred voxels. A thick-slice scan (e.g. 0.8 x 0.8 x 5 mm CT) squashes the object along one
+axis, and the bundled model loses most of its accuracy there (docs/results.md, "Thick slices");
+a very large ROI at fine spacing costs seconds per round. So each round resamples the ROI's state
+to a working grid, runs the policy and the confidence network there, and brings the actions and
+the confidence back to the scan's own voxels, where eq. 1 is applied. Scans whose ROI is already
+near-isotropic and small enough (the training data) are used as they are, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .hints import Click
+
+WORKING_MAX_VOXELS = 128**3  # a round stays under half a second on a 2-core laptop CPU (docs/performance.md)
+SPACING_TOLERANCE = 1.3  # an axis whose spacing is within this ratio of the working spacing keeps its voxels
+
+
+@dataclass(frozen=True)
+class WorkingGrid:
+    """An ROI of ``native_shape`` voxels (k, j, i) seen by the networks as ``shape`` voxels."""
+
+    native_shape: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    @property
+    def is_native(self) -> bool:
+        return self.shape == self.native_shape
+
+    def to_working(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) float on the native grid -> working grid (trilinear)."""
+        if self.is_native:
+            return volume
+        return F.interpolate(volume[:, None], size=self.shape, mode="trilinear", align_corners=False)[:, 0]
+
+    def tenths_to_working(self, tenths: torch.Tensor) -> torch.Tensor:
+        """Probabilities in tenths (integer) -> working grid, still whole tenths (MECCA's state)."""
+        if self.is_native:
+            return tenths
+        return torch.round(self.to_working(tenths.float())).to(tenths.dtype)
+
+    def to_native(self, volume: torch.Tensor, nearest: bool = False) -> torch.Tensor:
+        """(B, D, H, W) on the working grid -> native grid; ``nearest`` for actions (kept in A)."""
+        if self.is_native:
+            return volume
+        if nearest:
+            return F.interpolate(volume[:, None].float(), size=self.native_shape, mode="nearest-exact")[:, 0].to(volume.dtype)
+        return F.interpolate(volume[:, None].float(), size=self.native_shape, mode="trilinear", align_corners=False)[:, 0]
+
+    def clicks(self, clicks: list[Click], offset: tuple[int, int, int]) -> tuple[list[Click], tuple[int, int, int]]:
+        """Clicks (whole-image indices) as working-grid indices, and the offset to give hint_map."""
+        if self.is_native:
+            return clicks, offset
+        scale = np.array(self.shape) / np.array(self.native_shape)
+        moved = []
+        for click in clicks:
+            index = np.floor((np.array(click.position) - np.array(offset) + 0.5) * scale).astype(int)
+            moved.append(Click(tuple(int(v) for v in index), click.positive))
+        return moved, (0, 0, 0)
+
+
+def working_grid(native_shape, spacing_kji, max_voxels: int | None = WORKING_MAX_VOXELS) -> WorkingGrid:
+    """The working grid of an ROI with ``native_shape`` voxels (k, j, i) of ``spacing_kji`` mm.
+
+    Working spacing: the finest axis spacing; axes within SPACING_TOLERANCE of it keep their voxels.
+    When that grid holds more than ``max_voxels`` (None: no limit), every axis is resampled to the
+    isotropic spacing that holds exactly that many.
+    """
+    native = np.asarray(native_shape, dtype=int)
+    spacing = np.asarray(spacing_kji, dtype=float)
+    extent = native * spacing
+    target = spacing.min()
+    keep = spacing / target <= SPACING_TOLERANCE
+    shape = np.where(keep, native, np.maximum(np.rint(extent / target), 1).astype(int))
+    if max_voxels is not None and np.prod(shape.astype(float)) > max_voxels:
+        target = float(np.cbrt(np.prod(extent) / max_voxels))
+        shape = np.maximum(np.floor(extent / target), 1).astype(int)
+    return WorkingGrid(tuple(int(v) for v in native), tuple(int(v) for v in shape))

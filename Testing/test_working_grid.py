@@ -1,0 +1,128 @@
+"""The working grid: thick-slice and very large ROIs reach the networks as near-isotropic voxels of
+bounded number, and the actions come back to the scan's own voxels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from MECCASegmentLib import session as session_module
+from MECCASegmentLib.environment import ACTION_TENTHS
+from MECCASegmentLib.evaluation import simulate_mecca
+from MECCASegmentLib.hints import Click
+from MECCASegmentLib.io import Volume, read_volume, resample_to_shape, write_volume
+from MECCASegmentLib.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+from MECCASegmentLib.session import InteractiveSession
+from MECCASegmentLib.training import load_cases
+from MECCASegmentLib.working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
+
+
+def test_isotropic_small_roi_is_used_as_it_is():
+    grid = working_grid((40, 50, 36), (1.0, 1.0, 1.0))
+    assert grid.is_native
+    volume = torch.rand(1, 40, 50, 36)
+    assert grid.to_working(volume) is volume and grid.to_native(volume) is volume
+
+
+def test_thick_slices_become_near_isotropic_only_along_the_thick_axis():
+    grid = working_grid((12, 80, 80), (5.0, 0.8, 0.8))  # (k, j, i): 5 mm slices
+    assert grid.shape == (75, 80, 80)  # 60 mm at 0.8 mm
+
+
+def test_a_huge_roi_is_capped():
+    grid = working_grid((300, 300, 300), (1.0, 1.0, 1.0))
+    assert np.prod(grid.shape) <= WORKING_MAX_VOXELS * 1.01
+    assert max(grid.shape) - min(grid.shape) <= 1  # stays isotropic
+    assert working_grid((300, 300, 300), (1.0, 1.0, 1.0), max_voxels=None).is_native
+
+
+def test_clicks_land_on_the_same_physical_point():
+    grid = WorkingGrid(native_shape=(10, 20, 20), shape=(40, 20, 20))  # 4 mm slices -> 1 mm
+    offset = (5, 7, 9)
+    clicks, new_offset = grid.clicks([Click((8, 10, 12), True), Click((5, 7, 9), False)], offset)
+    assert new_offset == (0, 0, 0)
+    # native slice 3 of the ROI covers working slices 12-15; its centre is at 13.5 -> 14
+    assert clicks[0] == Click((14, 3, 3), True) and clicks[1] == Click((2, 0, 0), False)
+
+
+def test_tenths_and_actions_keep_their_meaning():
+    grid = WorkingGrid(native_shape=(6, 8, 8), shape=(18, 8, 8))
+    tenths = torch.randint(0, 11, (1, 6, 8, 8), dtype=torch.uint8)
+    working = grid.tenths_to_working(tenths)
+    assert working.dtype == torch.uint8 and working.shape == (1, 18, 8, 8)
+    assert torch.equal(working[:, 1::3], tenths)  # each native slice's centre keeps its value
+    steps = torch.tensor(ACTION_TENTHS, dtype=torch.int16)[torch.randint(0, 6, (1, 18, 8, 8))]
+    back = grid.to_native(steps, nearest=True)
+    assert back.dtype == torch.int16 and back.shape == (1, 6, 8, 8)
+    assert set(back.unique().tolist()) <= set(ACTION_TENTHS)
+
+
+def test_session_on_a_large_roi_runs_the_networks_on_the_capped_grid(untrained_model):
+    image = Volume(np.random.default_rng(0).normal(size=(64, 64, 64)).astype(np.float32))
+    session = InteractiveSession(image, untrained_model, roi=((0, 0, 0), (64, 64, 64)), max_working_voxels=32**3)
+    session.add_click((30, 30, 30), True)
+    summary = session.step()
+    assert summary["working_size_ijk"] == [32, 32, 32]
+    assert session.probability.shape == (64, 64, 64) and session.confidence_map().shape == (64, 64, 64)
+    moved = session.last_round.p_after.astype(int) - session.last_round.p_before.astype(int)
+    assert set(np.unique(moved).tolist()) <= set(ACTION_TENTHS)  # eq. 1 on the scan's own voxels
+    session.undo()
+    assert np.all(session.probability_tenths == 5)
+
+
+def _thick_slices(volume: Volume, factor: int) -> Volume:
+    """The volume as a scanner with ``factor`` times thicker k slices would give it (float32)."""
+    image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
+    size, spacing = list(image.GetSize()), list(image.GetSpacing())
+    new_size, new_spacing = size[:2] + [size[2] // factor], spacing[:2] + [spacing[2] * factor]
+    resampled = sitk.Resample(image, new_size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), new_spacing,
+                              image.GetDirection(), 0.0, sitk.sitkFloat32)
+    return Volume(sitk.GetArrayFromImage(resampled), tuple(new_spacing), image.GetOrigin(), image.GetDirection())
+
+
+def test_bundled_model_keeps_its_accuracy_on_thick_slices(bundled_model_float32, monkeypatch):
+    """The real sample with 3x thicker slices: the working grid is what keeps the model accurate
+    there (without it, the networks see a squashed object)."""
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    label = read_volume(resource_path(*SAMPLE_LABEL))
+    thick_image = _thick_slices(image, 3)
+    thick_label = _thick_slices(label.with_array((label.array > 0).astype(np.float32)), 3).array > 0.5
+    iso_run, _ = simulate_mecca(bundled_model_float32, image, label.array > 0, rounds=5, clicks_per_round=3)
+    thick_run, thick_session = simulate_mecca(bundled_model_float32, thick_image, thick_label, rounds=5, clicks_per_round=3)
+    assert thick_session.last_round.working_shape is not None
+    monkeypatch.setattr(session_module, "working_grid", lambda shape, *_: WorkingGrid(tuple(shape), tuple(shape)))
+    squashed_run, _ = simulate_mecca(bundled_model_float32, thick_image, thick_label, rounds=5, clicks_per_round=3)
+    print("Dice per round: isotropic", iso_run.dice, "thick slices", thick_run.dice, "without working grid", squashed_run.dice)
+    assert thick_run.dice[-1] >= iso_run.dice[-1] - 0.1
+    assert thick_run.dice[-1] >= squashed_run.dice[-1] + 0.1
+
+
+def test_resample_to_shape_keeps_the_physical_box():
+    volume = Volume(np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8), spacing=(1.0, 1.0, 3.0), origin=(5.0, 6.0, 7.0))
+    fine = resample_to_shape(volume, (12, 6, 8))
+    assert fine.spacing == (1.0, 1.0, 1.0) and fine.origin == (5.0, 6.0, 6.0)  # outer edge of slice 0 stays at 5.5 mm
+    first, last = (fine.index_to_world((0, 0, 0)), fine.index_to_world((0, 0, 11)))
+    assert np.allclose(first, (5.0, 6.0, 6.0)) and np.allclose(last, (5.0, 6.0, 17.0))
+
+
+def test_thick_slice_cases_train_on_near_isotropic_voxels(tmp_path):
+    """Training sees what the session shows the networks: a thick-slice case is resampled at load."""
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    label = read_volume(resource_path(*SAMPLE_LABEL))
+    thick_image = _thick_slices(image, 3)
+    thick_label = thick_image.with_array(
+        (_thick_slices(label.with_array((label.array > 0).astype(np.float32)), 3).array > 0.5).astype(np.uint8))
+    for folder, volume in (("imagesTr", thick_image), ("labelsTr", thick_label)):
+        write_volume(volume, tmp_path / folder / "thick_001.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"name": "Thick", "labels": {"0": "background", "1": "object"},
+                                                       "training": [{"image": "./imagesTr/thick_001.nii.gz",
+                                                                     "label": "./labelsTr/thick_001.nii.gz"}]}))
+    train, _, _ = load_cases([str(tmp_path)], None, validation_fraction=0.0, progress=False)
+    case = train[0]
+    assert np.allclose(case.image.spacing, image.spacing, rtol=0.05)  # back to the 1 mm of the original
+    assert case.label.shape == case.image.shape
+    voxel_volume = np.prod(case.image.spacing)
+    thick_volume = np.prod(thick_label.spacing)
+    assert abs(case.label.sum() * voxel_volume - thick_label.array.sum() * thick_volume) < 0.1 * thick_label.array.sum() * thick_volume
