@@ -47,6 +47,8 @@ def test_the_bundled_models_segment_and_only_mecca_types_report_eq6_label_qualit
         method = result["methods"][name]
         assert len(method["simulated_label_accuracy_per_round"]) == ROUNDS
         assert all(0.0 <= c <= 1.0 for c in method["simulated_label_coverage_per_round"])
+        assert len(method["simulated_label_foreground_recall_per_round"]) == ROUNDS
+        assert len(method["confidence_auc_per_round"]) == ROUNDS
     for name in ("click-cnn", "grow-from-seeds", "random-walker"):
         assert "simulated_label_accuracy_per_round" not in result["methods"][name]
     assert result["methods"]["mecca"]["dice_mean_per_round"][-1] > 0.5  # a trained model, not noise

@@ -64,6 +64,38 @@ def test_simulated_label_quality_hand_computed():
     label = np.array([[[1, 1, 0, 0, 1]]], np.uint8)
     # simulated labels: up & sure -> 1 (right); down & doubted -> 1 (right); up & sure -> 1 (wrong);
     # the fourth is not confident enough, the fifth did not move
-    coverage, accuracy = simulated_label_quality(Round(1, [], ((0, 0, 0), (5, 1, 1)), before, after, confidence), label)
+    coverage, accuracy, recall = simulated_label_quality(Round(1, [], ((0, 0, 0), (5, 1, 1)), before, after, confidence), label)
     assert coverage == pytest.approx(3 / 4)
     assert accuracy == pytest.approx(2 / 3)
+    assert recall == 1.0  # both true-foreground voxels used are labelled foreground
+
+
+def test_simulated_labels_that_are_all_background_have_no_foreground_recall():
+    """Accurate on a small object, useless for it: what the bundled confidence network gives."""
+    from MECCASegmentLib.evaluation import simulated_label_quality
+    from MECCASegmentLib.session import Round
+
+    before = np.full((1, 1, 10), 5, np.uint8)
+    after = np.full((1, 1, 10), 1, np.uint8)  # every voxel stepped down ...
+    confidence = np.full((1, 1, 10), 0.9, np.float32)  # ... and C is sure that was right
+    label = np.zeros((1, 1, 10), np.uint8)
+    label[0, 0, 0] = 1
+    coverage, accuracy, recall = simulated_label_quality(Round(1, [], ((0, 0, 0), (10, 1, 1)), before, after, confidence), label)
+    assert (coverage, accuracy, recall) == (1.0, pytest.approx(0.9), 0.0)
+
+
+def test_confidence_auc_hand_computed():
+    """Right steps ranked above wrong ones -> 1; the reverse -> 0; one tie between them -> 0.5 for that pair."""
+    from MECCASegmentLib.evaluation import confidence_auc
+    from MECCASegmentLib.session import Round
+
+    before = np.full((1, 1, 5), 5, np.uint8)
+    after = np.array([[[7, 3, 9, 1, 5]]], np.uint8)  # up, down, up, down, unchanged
+    label = np.array([[[1, 0, 0, 1, 1]]], np.uint8)  # right, right, wrong, wrong, (not moved)
+
+    def auc(confidence):
+        return confidence_auc(Round(1, [], ((0, 0, 0), (5, 1, 1)), before, after, np.array([[confidence]], np.float32)), label)
+
+    assert auc([0.9, 0.8, 0.1, 0.2, 0.0]) == 1.0
+    assert auc([0.1, 0.2, 0.9, 0.8, 1.0]) == 0.0
+    assert auc([0.9, 0.5, 0.5, 0.1, 0.0]) == pytest.approx(3.5 / 4)

@@ -162,3 +162,23 @@ def test_labelled_and_unlabelled_batches_alternate_as_in_algorithm_1(tiny_datase
     assert kinds == [True, False]  # one labelled batch, then one unlabelled batch
     dropped, _, _ = load_cases([str(tiny_dataset)], None, 0.0, labeled_fraction=0.34, progress=False)
     assert len(dropped) == 2 and all(c.labeled for c in dropped)
+
+
+def test_confidence_only_training_keeps_the_policy_and_moves_c(tiny_dataset, tmp_path):
+    """Recalibrating C of an existing model must not change a single segmentation."""
+    from MECCASegmentLib.checkpoint import load_model, save_model
+    from MECCASegmentLib.io import InputError
+
+    start = tmp_path / "start.safetensors"
+    save_model(MeccaModel.create(SMALL, seed=0), start, {})
+    config = TrainingConfig(epochs=1, learning_rate=1e-3, validation_fraction=0.0, clicks_per_round=(1, 2),
+                            confidence_only=True)
+    train, validation, record = load_cases([str(tiny_dataset)], None, config.validation_fraction, progress=False)
+    Trainer(tmp_path / "c.safetensors", config, train, validation, record, init=start, progress=False).fit()
+    before, after = load_model(start), load_model(tmp_path / "c.safetensors")
+    for (name, old), new in zip(before.policy.state_dict().items(), after.policy.state_dict().values()):
+        assert torch.equal(old, new), name
+    assert any(not torch.equal(old, new) for old, new in zip(before.confidence.state_dict().values(),
+                                                             after.confidence.state_dict().values()))
+    with pytest.raises(InputError, match="--init"):
+        Trainer(tmp_path / "d.safetensors", config, train, validation, record, network=SMALL, progress=False)

@@ -151,7 +151,8 @@ def run_train(args) -> Path:
                             validation_fraction=args.validation_fraction,
                             validation_cases_per_epoch=args.validation_cases_per_epoch,
                             class_balance_epochs=args.class_balance_epochs,
-                            imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs)
+                            imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
+                            confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only)
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
                                            args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
                                            rest_unlabeled=args.rest_unlabeled)
@@ -358,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     train.add_argument("--no-confidence-reward", action="store_true", help="IteR-MRL ablation: c = 1 in the reward")
+    train.add_argument("--confidence-only", action="store_true",
+                       help="train the confidence network alone (with --init: the policy, and so the segmentations, "
+                            "stay exactly as they are)")
+    train.add_argument("--confidence-class-balance", type=float, default=0.0,
+                       help="foreground weighting of the confidence loss (0: plain voxel mean, as method.md; 1: balanced)")
     train.add_argument("--unlabeled", action="append", help="MSD folder of cases used without their labels (eq. 6)")
     train.add_argument("--labeled-fraction", type=float, default=1.0,
                        help="keep labels for this fraction of each --dataset's training cases (the others are left "

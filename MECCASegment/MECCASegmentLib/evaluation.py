@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import ndimage
+from scipy.stats import rankdata
 
 from .environment import build_state, misunderstanding_rate, normalize_image, simulated_labels
 from .hints import Click, SimulatedUser, hint_map
@@ -220,19 +221,42 @@ class SimulatedRun:
     masks: list[np.ndarray] = field(default_factory=list)
     simulated_label_coverage: list[float] = field(default_factory=list)  # MECCA-type methods only
     simulated_label_accuracy: list[float] = field(default_factory=list)
+    simulated_label_foreground_recall: list[float] = field(default_factory=list)
+    confidence_auc: list[float] = field(default_factory=list)
 
 
-def simulated_label_quality(round_: Round, label: np.ndarray, delta: float = 0.8) -> tuple[float, float]:
+def simulated_label_quality(round_: Round, label: np.ndarray, delta: float = 0.8) -> tuple[float, float, float]:
     """How good eq. 6 would be on this round if the case were unlabelled: (coverage = fraction of
     moved voxels confident enough to be used, accuracy of their simulated labels against the
-    truth). Explains whether unlabelled cases can help: they teach only what these labels say."""
+    truth, foreground recall = fraction of the true-foreground voxels used that are labelled
+    foreground). Explains whether unlabelled cases can help: they teach only what these labels say,
+    and labels that are all background can be accurate on a small object and still useless."""
     step = torch.from_numpy(round_.p_after.astype(np.float32) - round_.p_before.astype(np.float32))
     simulated, usable = simulated_labels(step, torch.from_numpy(round_.confidence), delta)
     usable = usable.numpy() & (step.numpy() != 0)
     if not usable.any():
-        return 0.0, float("nan")
-    correct = simulated.numpy().astype(bool)[usable] == (label[usable] > 0)
-    return float(usable.sum() / max(np.count_nonzero(step.numpy()), 1)), float(correct.mean())
+        return 0.0, float("nan"), float("nan")
+    simulated, truth = simulated.numpy().astype(bool), label > 0
+    coverage = float(usable.sum() / max(np.count_nonzero(step.numpy()), 1))
+    accuracy = float((simulated[usable] == truth[usable]).mean())
+    foreground = usable & truth
+    recall = float(simulated[foreground].mean()) if foreground.any() else float("nan")
+    return coverage, accuracy, recall
+
+
+def confidence_auc(round_: Round, label: np.ndarray) -> float:
+    """How well the confidence separates the round's right steps from its wrong ones (ROC AUC over
+    the voxels that moved; 0.5 = no better than chance): what the confidence overlay and the advice
+    regions rest on."""
+    step = round_.p_after.astype(np.int16) - round_.p_before.astype(np.int16)
+    moved = step != 0
+    right = (step[moved] > 0) == (label[moved] > 0)
+    positives = int(right.sum())
+    negatives = right.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(round_.confidence[moved])
+    return float((ranks[right].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,
@@ -266,9 +290,11 @@ def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds
         if keep_masks:
             run.masks.append(mask.copy())
         if isinstance(method, MeccaMethod) and method.session.last_round.p_after.shape == roi_label.shape:
-            coverage, accuracy = simulated_label_quality(method.session.last_round, roi_label)
+            coverage, accuracy, recall = simulated_label_quality(method.session.last_round, roi_label)
             run.simulated_label_coverage.append(round(coverage, 5))
             run.simulated_label_accuracy.append(round(accuracy, 5))
+            run.simulated_label_foreground_recall.append(round(recall, 5))
+            run.confidence_auc.append(round(confidence_auc(method.session.last_round, roi_label), 5))
         if on_round is not None:
             on_round(method, new_clicks, run.dice[-1])
     return run
@@ -327,7 +353,9 @@ def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], Interactiv
                                               "misunderstanding_rate_per_round": [round(m, 6) for m in run.misunderstanding],
                                               "seconds_per_round": [round(s, 4) for s in run.seconds],
                                               **({"simulated_label_coverage_per_round": run.simulated_label_coverage,
-                                                  "simulated_label_accuracy_per_round": run.simulated_label_accuracy}
+                                                  "simulated_label_accuracy_per_round": run.simulated_label_accuracy,
+                                                  "simulated_label_foreground_recall_per_round": run.simulated_label_foreground_recall,
+                                                  "confidence_auc_per_round": run.confidence_auc}
                                                  if run.simulated_label_accuracy else {})})
             results[name]["seconds"].extend(run.seconds)
             if keep:
@@ -346,6 +374,7 @@ def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], Interactiv
                          "seconds_per_round_median": round(float(np.median(result["seconds"])), 4),
                          "per_case": per_case}
         if "simulated_label_accuracy_per_round" in per_case[0]:
-            for key in ("simulated_label_coverage_per_round", "simulated_label_accuracy_per_round"):
+            for key in ("simulated_label_coverage_per_round", "simulated_label_accuracy_per_round",
+                        "simulated_label_foreground_recall_per_round", "confidence_auc_per_round"):
                 summary[name][key] = _summary([c[key] for c in per_case])[0]
     return summary, failures, figure

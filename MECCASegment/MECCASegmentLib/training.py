@@ -77,6 +77,8 @@ class TrainingConfig:
     unlabeled_delta: float = 0.8
     class_balance_epochs: float = 6.0  # foreground up-weighting fades from balanced ...
     class_balance_floor: float = 0.5  # ... to this strength (0 = plain mean; see class_weights)
+    confidence_class_balance: float = 0.0  # foreground weighting of C's loss (class_weights strength; 0 = plain mean, method.md)
+    confidence_only: bool = False  # train C alone, the policy kept as it is (recalibrating an existing model)
     imitation_weight: float = 1.0  # auxiliary cross-entropy towards the step to the label (see run_episode) ...
     imitation_epochs: float = 10.0  # ... fading to 0 over these epochs
     final_lr_fraction: float = 0.1  # cosine decay of the learning rate to this fraction at the last epoch
@@ -375,9 +377,12 @@ def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, 
         confidence = torch.sigmoid(conf_logit.detach())
         if batch.labeled:
             target = confidence_targets(step, label)
+            # a plain voxel mean by default; foreground weighting makes C vouch for upward steps (eq. 6
+            # then yields foreground labels) but ranked right and wrong steps worse (docs/results.md)
             confidence_loss = confidence_loss + _masked_mean(
                 F.binary_cross_entropy_with_logits(conf_logit, target, reduction="none")
-                + F.binary_cross_entropy_with_logits(conf_logit_flipped, 1.0 - target, reduction="none"), valid)
+                + F.binary_cross_entropy_with_logits(conf_logit_flipped, 1.0 - target, reduction="none"),
+                class_weights(valid, label, config.confidence_class_balance))
             agreement.append(_masked_mean(((confidence > 0.5).float() == target).float(), valid).item())
             y, reward_mask = label.float(), valid
             if imitation > 0:
@@ -546,7 +551,12 @@ class Trainer:
             self.episode = nn.parallel.DistributedDataParallel(
                 self.episode, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=unused)
-        self.optimizer = torch.optim.Adam(list(self.model.parameters()), lr=config.learning_rate)
+        if config.confidence_only:
+            if init is None or self.model.confidence is None:
+                raise InputError("training the confidence network alone needs an existing MECCA model (--init)")
+            self.model.policy.requires_grad_(False)
+        trained = [q for q in self.model.parameters() if q.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self._resumed_at = 0  # steps done before this process started (for the ETA)
         self.history: list[dict] = []

@@ -30,10 +30,14 @@ def table(path: str) -> str:
                      f"{m['seconds_per_round_median']:.3f} |")
     eq6 = {name: m for name, m in result["methods"].items() if "simulated_label_accuracy_per_round" in m}
     if eq6:
-        lines += ["", "| method | eq. 6 labels: share of moved voxels used (δ 0.8), per round | their accuracy |",
-                  "|---|---|---|"]
-        lines += [f"| {name} | {' '.join(f'{c:.2f}' for c in m['simulated_label_coverage_per_round'])} | "
-                  f"{' '.join(number(a, '.3f') for a in m['simulated_label_accuracy_per_round'])} |" for name, m in eq6.items()]
+        lines += ["", "| method | confidence AUC (right vs wrong steps), per round | eq. 6 labels: share of moved voxels "
+                      "used (δ 0.8) | their accuracy | share of the true foreground used labelled foreground |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {name} | {' '.join(number(a, '.2f') for a in m.get('confidence_auc_per_round', []))} | "
+                  f"{' '.join(f'{c:.2f}' for c in m['simulated_label_coverage_per_round'])} | "
+                  f"{' '.join(number(a, '.3f') for a in m['simulated_label_accuracy_per_round'])} | "
+                  f"{' '.join(number(r, '.2f') for r in m.get('simulated_label_foreground_recall_per_round', []))} |"
+                  for name, m in eq6.items()]
     return "\n".join(lines)
 
 
