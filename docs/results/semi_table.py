@@ -57,7 +57,9 @@ def main(plot: str, folders: list[str]) -> None:
     axis.set_xscale("symlog", linthresh=8)
     axis.set_xticks([0, 8, 16, 32, 64], ["0", "8", "16", "32", "64"])
     axis.set_xlabel("labelled left-atrium training cases")
-    axis.set_ylabel("Dice after round 5 (mean of seeds; dots: each seed)")
+    axis.set_ylabel("Dice after round 5")
+    if max(len(p[2]) for c in curves.values() for p in c) > 1:
+        axis.set_title("mean of the training seeds; dots: each seed", fontsize=8)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
