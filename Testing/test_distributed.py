@@ -20,13 +20,14 @@ SCRIPT = textwrap.dedent("""
     from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases
 
     dataset, out, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    init = sys.argv[4] if len(sys.argv) > 4 else None  # given: train the confidence network alone from it
     torch.set_num_threads(1)
     # crops of exactly 24^3 (objects + margins >= 24 voxels): the same shapes in every batch split
     config = TrainingConfig(epochs=1, batch_size=batch_size, max_crop=24, margin_range=(8, 12), validation_fraction=0.0,
-                            learning_rate=1e-3, clicks_per_round=(2, 2), rounds=3)
+                            learning_rate=1e-3, clicks_per_round=(2, 2), rounds=3, confidence_only=init is not None)
     train, validation, record = load_cases([dataset], None, 0.0, progress=False)
     network = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4)
-    Trainer(out, config, train, validation, record, network=network, progress=False).fit()
+    Trainer(out, config, train, validation, record, network=network, init=init, progress=False).fit()
 """)
 
 
@@ -35,14 +36,14 @@ def eight_cases(hippocampus_dir, tmp_path_factory):
     return copy_msd_cases(hippocampus_dir, tmp_path_factory.mktemp("eight"), 8)
 
 
-def _train(tmp_path, dataset, name, batch_size, processes):
+def _train(tmp_path, dataset, name, batch_size, processes, init=None):
     script = tmp_path / "train_script.py"
     script.write_text(SCRIPT)
     out = tmp_path / f"{name}.safetensors"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "MECCASegment"), OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
         if processes > 1 else [sys.executable]
-    result = subprocess.run(launcher + [str(script), str(dataset), str(out), str(batch_size)], env=env,
+    result = subprocess.run(launcher + [str(script), str(dataset), str(out), str(batch_size)] + ([str(init)] if init else []), env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     from MECCASegmentLib.checkpoint import load_model
@@ -62,3 +63,16 @@ def test_two_gloo_processes_match_one_process_with_the_doubled_batch(eight_cases
     moved = sum(float((initial.state_dict()[k] - v).abs().sum()) for k, v in single.state_dict().items())
     assert moved > 1e-3  # the two steps really trained
     assert double.metadata["training"]["processes"] == 2 and single.metadata["training"]["processes"] == 1
+
+
+def test_two_gloo_processes_train_the_confidence_network_alone(eight_cases, tmp_path):
+    """--confidence-only under torchrun: the frozen policy must not break DDP's reduction, nor move."""
+    from MECCASegmentLib.checkpoint import save_model
+    from MECCASegmentLib.networks import MeccaModel, NetworkConfig
+
+    start = MeccaModel.create(NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4), 0)
+    init = save_model(start, tmp_path / "start.safetensors", {})
+    trained, _ = _train(tmp_path, eight_cases, "confidence", batch_size=2, processes=2, init=init)
+    for key, value in start.policy.state_dict().items():
+        assert torch.equal(trained.policy.state_dict()[key], value), key
+    assert any(not torch.equal(trained.confidence.state_dict()[k], v) for k, v in start.confidence.state_dict().items())

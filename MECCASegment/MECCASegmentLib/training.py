@@ -545,16 +545,16 @@ class Trainer:
         else:
             self.model = MeccaModel.create(network or NetworkConfig(), seed=config.seed)
         self.model.to(self.device, memory_format=torch.channels_last_3d).train()
+        if config.confidence_only:
+            if init is None or self.model.confidence is None:
+                raise InputError("training the confidence network alone needs an existing MECCA model (--init)")
+            self.model.policy.requires_grad_(False)  # before DDP: it reduces only trained parameters
         self.episode = Episode(self.model)
         if self.world > 1:
             unused = any(not c.labeled for c in train)  # unlabelled steps do not train C
             self.episode = nn.parallel.DistributedDataParallel(
                 self.episode, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=unused)
-        if config.confidence_only:
-            if init is None or self.model.confidence is None:
-                raise InputError("training the confidence network alone needs an existing MECCA model (--init)")
-            self.model.policy.requires_grad_(False)
         trained = [q for q in self.model.parameters() if q.requires_grad]
         self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
