@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from MECCASegmentLib import session as session_module
 from MECCASegmentLib.environment import ACTION_TENTHS
@@ -74,12 +73,8 @@ def test_session_on_a_large_roi_runs_the_networks_on_the_capped_grid(untrained_m
 
 def _thick_slices(volume: Volume, factor: int) -> Volume:
     """The volume as a scanner with ``factor`` times thicker k slices would give it (float32)."""
-    image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
-    size, spacing = list(image.GetSize()), list(image.GetSpacing())
-    new_size, new_spacing = size[:2] + [size[2] // factor], spacing[:2] + [spacing[2] * factor]
-    resampled = sitk.Resample(image, new_size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), new_spacing,
-                              image.GetDirection(), 0.0, sitk.sitkFloat32)
-    return Volume(sitk.GetArrayFromImage(resampled), tuple(new_spacing), image.GetOrigin(), image.GetDirection())
+    k, j, i = volume.shape
+    return resample_to_shape(volume.with_array(volume.array.astype(np.float32)), (k // factor, j, i))
 
 
 def test_bundled_model_keeps_its_accuracy_on_thick_slices(bundled_model_float32, monkeypatch):
