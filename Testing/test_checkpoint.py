@@ -35,6 +35,17 @@ def test_round_trip_keeps_weights_architecture_and_metadata(tmp_path):
         assert torch.allclose(model.policy(state)[0], loaded.policy(state)[0], atol=1e-6)
 
 
+def test_files_from_before_the_working_grid_minimum_run_on_the_rois_own_voxels():
+    """A model trained before NetworkConfig.min_working_voxels existed saw ROIs as they are; a new
+    model enlarges small ROIs unless told otherwise."""
+    old = {k: v for k, v in NetworkConfig().to_dict().items() if k != "min_working_voxels"}
+    assert NetworkConfig.from_dict(old).min_working_voxels is None
+    assert NetworkConfig().min_working_voxels == 64**3
+    assert NetworkConfig.from_dict(NetworkConfig(min_working_voxels=1000).to_dict()).min_working_voxels == 1000
+    with pytest.raises(ValueError, match="min_working_voxels"):
+        NetworkConfig(min_working_voxels=0)
+
+
 def test_training_state_restores_adam_moments(tmp_path):
     model = _small()
     optimizer = torch.optim.Adam(list(model.parameters()), lr=1e-3)

@@ -182,3 +182,20 @@ def test_confidence_only_training_keeps_the_policy_and_moves_c(tiny_dataset, tmp
                                                              after.confidence.state_dict().values()))
     with pytest.raises(InputError, match="--init"):
         Trainer(tmp_path / "d.safetensors", config, train, validation, record, network=SMALL, progress=False)
+
+
+def test_the_working_grid_minimum_is_recorded_and_inherited_when_fine_tuning(tiny_dataset, tmp_path):
+    """`mecca train` stores the minimum the model trained with; --init keeps it unless
+    --min-working-voxels changes it (0: never enlarge)."""
+    from MECCASegmentLib.checkpoint import load_model
+    from MECCASegmentLib.cli import main
+
+    common = ["train", "--dataset", str(tiny_dataset), "--epochs", "1", "--width", "8", "--validation-fraction", "0",
+              "--threads", "1"]
+    assert main(common + ["--out", str(tmp_path / "new.safetensors")]) == 0
+    assert load_model(tmp_path / "new.safetensors").config.min_working_voxels == 64**3
+    assert main(common + ["--out", str(tmp_path / "off.safetensors"), "--init", str(tmp_path / "new.safetensors"),
+                          "--min-working-voxels", "0"]) == 0
+    assert load_model(tmp_path / "off.safetensors").config.min_working_voxels is None
+    assert main(common + ["--out", str(tmp_path / "kept.safetensors"), "--init", str(tmp_path / "off.safetensors")]) == 0
+    assert load_model(tmp_path / "kept.safetensors").config.min_working_voxels is None

@@ -4,6 +4,7 @@ bounded number, and the actions come back to the scan's own voxels."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -35,6 +36,27 @@ def test_a_huge_roi_is_capped():
     assert np.prod(grid.shape) <= WORKING_MAX_VOXELS * 1.01
     assert max(grid.shape) - min(grid.shape) <= 1  # stays isotropic
     assert working_grid((300, 300, 300), (1.0, 1.0, 1.0), max_voxels=None).is_native
+
+
+def test_a_small_roi_is_enlarged_to_the_models_minimum_at_most_twice():
+    assert working_grid((40, 40, 40), (1.0, 1.0, 1.0), min_voxels=64**3).shape == (64, 64, 64)
+    assert working_grid((20, 30, 10), (1.0, 1.0, 1.0), min_voxels=64**3).shape == (40, 60, 20)  # capped at 2x
+    assert working_grid((60, 60, 60), (1.0, 1.0, 1.0), min_voxels=64**3).is_native  # 1.07x: not worth resampling
+    assert working_grid((40, 40, 40), (1.0, 1.0, 1.0)).is_native  # no minimum
+    # thick slices first become near-isotropic, then the whole grid is enlarged
+    assert working_grid((8, 40, 40), (5.0, 1.0, 1.0), min_voxels=64**3).shape == (64, 64, 64)
+
+
+def test_session_enlarges_a_small_roi_only_for_a_model_trained_so(untrained_model):
+    image = Volume(np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32))
+    sizes = []
+    for minimum in (None, 64**3):
+        untrained_model.config = replace(untrained_model.config, min_working_voxels=minimum)
+        session = InteractiveSession(image, untrained_model, roi=((0, 0, 0), (40, 40, 40)))
+        session.add_click((20, 20, 20), True)
+        sizes.append(session.step()["working_size_ijk"])
+        assert session.probability.shape == (40, 40, 40) and session.confidence_map().shape == (40, 40, 40)
+    assert sizes == [[40, 40, 40], [64, 64, 64]]
 
 
 def test_clicks_land_on_the_same_physical_point():
@@ -121,3 +143,39 @@ def test_thick_slice_cases_train_on_near_isotropic_voxels(tmp_path):
     voxel_volume = np.prod(case.image.spacing)
     thick_volume = np.prod(thick_label.spacing)
     assert abs(case.label.sum() * voxel_volume - thick_label.array.sum() * thick_volume) < 0.1 * thick_label.array.sum() * thick_volume
+
+
+def _write_case(folder, name: str, image: Volume, label: Volume) -> None:
+    for sub, volume in (("imagesTr", image), ("labelsTr", label)):
+        write_volume(volume, folder / sub / f"{name}.nii.gz")
+
+
+def test_small_roi_cases_train_enlarged_and_validation_cases_stay_as_they_are(tmp_path):
+    """A training case whose object box is small is enlarged by the factor the session would use
+    (same physical box, same object volume); held-out cases stay on their own voxels, since the
+    session that scores them resamples them itself."""
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    label = read_volume(resource_path(*SAMPLE_LABEL))
+    label = label.with_array((label.array > 0).astype(np.uint8))
+    names = [f"case_{i:03d}" for i in range(5)]
+    for name in names:
+        _write_case(tmp_path, name, image, label)
+    (tmp_path / "dataset.json").write_text(json.dumps({"name": "Small", "labels": {"0": "background", "1": "object"},
+                                                       "training": [{"image": f"./imagesTr/{n}.nii.gz",
+                                                                     "label": f"./labelsTr/{n}.nii.gz"} for n in names]}))
+    box = np.ptp(np.argwhere(label.array > 0), axis=0) + 1 + 16
+    roi = np.minimum(box, label.shape)
+    expected = working_grid(roi, label.spacing[::-1], None, 64**3)
+    assert not expected.is_native  # the sample's box is small enough to be enlarged
+    factor = np.array(expected.shape) / roi
+    train, validation, _ = load_cases([str(tmp_path)], None, validation_fraction=0.2, progress=False,
+                                      min_working_voxels=64**3)
+    assert len(train) == 4 and len(validation) == 1
+    assert validation[0].image.shape == image.shape and np.array_equal(validation[0].label, label.array)
+    case = train[0]
+    assert np.allclose(np.array(case.image.shape) / np.array(image.shape), factor, rtol=0.02)
+    assert np.allclose(np.array(case.image.spacing) * case.image.shape[::-1], np.array(image.spacing) * image.shape[::-1])
+    enlarged_volume = case.label.sum() * np.prod(case.image.spacing)
+    assert abs(enlarged_volume - label.array.sum() * np.prod(label.spacing)) < 0.1 * label.array.sum() * np.prod(label.spacing)
+    plain, _, _ = load_cases([str(tmp_path)], None, validation_fraction=0.2, progress=False)
+    assert plain[0].image.shape == image.shape  # no minimum: as it is

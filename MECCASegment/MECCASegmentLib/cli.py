@@ -153,10 +153,17 @@ def run_train(args) -> Path:
                             class_balance_epochs=args.class_balance_epochs,
                             imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
                             confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only)
+    if args.min_working_voxels is not None:
+        min_working_voxels = args.min_working_voxels or None
+    elif args.init:
+        min_working_voxels = load_model(args.init).config.min_working_voxels
+    else:
+        min_working_voxels = NetworkConfig.min_working_voxels
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
                                            args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
-                                           rest_unlabeled=args.rest_unlabeled)
-    network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture)
+                                           rest_unlabeled=args.rest_unlabeled, min_working_voxels=min_working_voxels)
+    network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture,
+                            min_working_voxels=min_working_voxels)
     trainer = Trainer(args.out, config, train, validation, record, network=network, init=args.init,
                       device=_device(args.device), command=command_line(), json_progress=args.progress == "jsonl")
     say = (lambda text: print(json.dumps({"event": "info", "message": text}), flush=True)) \
@@ -385,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="click-cnn: the supervised baseline on the same backbone (for mecca evaluate)")
     train.add_argument("--width", type=int, default=16)
     train.add_argument("--stride", type=int, default=2, choices=[1, 2])
+    train.add_argument("--min-working-voxels", type=int,
+                       help="ROIs with fewer voxels are enlarged (up to 2x per axis) before the networks see them, "
+                            "in training and in use; 0: never (default: 262144 = 64^3 for a new model, the "
+                            "--init model's own setting when fine-tuning)")
     train.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     train.add_argument("--skip-bad", action="store_true",

@@ -67,6 +67,9 @@ class NetworkConfig:
     confidence_width: int = 16
     confidence_dilations: tuple[int, ...] = (1, 2, 4)
     model: str = "mecca"  # or "click-cnn": the supervised baseline on the same backbone
+    # ROIs under this many voxels are enlarged before the networks see them (working_grid.py), in
+    # training as in use; None: the ROI's own voxels (files written before this setting existed)
+    min_working_voxels: int | None = 64**3
 
     def __post_init__(self):
         if self.model not in ("mecca", "click-cnn"):
@@ -76,6 +79,8 @@ class NetworkConfig:
         for name in ("width", "confidence_width", "fusion_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.min_working_voxels is not None and self.min_working_voxels < 1:
+            raise ValueError(f"min_working_voxels must be positive or None, got {self.min_working_voxels}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +92,7 @@ class NetworkConfig:
         if unknown:
             raise ValueError(f"unknown network settings {sorted(unknown)}: the file was written by a newer version")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values.setdefault("min_working_voxels", None)  # older files: trained on the ROI's own voxels
         return cls(**values)
 
 

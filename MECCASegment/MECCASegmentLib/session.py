@@ -233,7 +233,8 @@ class InteractiveSession:
             region = _slices(box)
             image_norm = self._normalized_roi(box)  # cached while the ROI stays the same
             p_before = self._p[region].copy()
-            grid = working_grid(image_norm.shape, self.image.spacing[::-1], self.max_working_voxels)
+            grid = working_grid(image_norm.shape, self.image.spacing[::-1], self.max_working_voxels,
+                                self.model.config.min_working_voxels)
             timings["prepare_s"] = time.perf_counter() - start
             t = time.perf_counter()
             clicks, offset = grid.clicks(self.clicks, box[0])

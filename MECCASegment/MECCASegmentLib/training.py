@@ -49,7 +49,7 @@ from .environment import (
     simulated_labels,
     transition,
 )
-from .evaluation import method_for_model, simulate
+from .evaluation import label_box, method_for_model, simulate
 from .hints import Click, SimulatedUser, hint_map, read_clicks
 from .io import InputError, MSDDataset, Volume, check_dataset, resample_to_shape, split_validation
 from .networks import NUM_ACTIONS, MeccaModel, NetworkConfig
@@ -118,8 +118,12 @@ def _recorded_clicks(path, image: Volume) -> dict[int, list[Click]]:
 
 def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validation_fraction: float,
                unlabeled_dirs: list[str] = (), labeled_fraction: float = 1.0, progress: bool = True,
-               skip_bad: bool = False, rest_unlabeled: bool = False):
+               skip_bad: bool = False, rest_unlabeled: bool = False, min_working_voxels: int | None = None):
     """Read datasets into memory; returns (train, validation, record of what was used).
+
+    Training cases are put on the grid the session shows the networks (``_on_training_grid``, with
+    the model's ``min_working_voxels``); validation cases stay as they are, since the session they
+    are scored through resamples them itself, and their Dice is on the scan's own voxels.
 
     ``labeled_fraction`` keeps the labels of that fraction of each labelled dataset's training
     cases; the others are left out, or with ``rest_unlabeled`` take part as unlabelled cases (their
@@ -143,12 +147,12 @@ def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validati
         for case in tqdm(good, desc=f"loading {dataset.name}", disable=not progress, leave=False):
             image, label = case.load(labels)
             label = np.zeros(image.shape, np.uint8) if label is None else label
-            image, label = _on_training_grid(image, label)
+            if case.name in held_out:
+                validation.append(TrainingCase(case.name, dataset.name, image, label))
+                continue
+            image, label = _on_training_grid(image, label, min_working_voxels)
             recorded = _recorded_clicks(case.clicks, image) if case.clicks else None
             item = TrainingCase(case.name, dataset.name, image, label, recorded_clicks=recorded)
-            if case.name in held_out:
-                validation.append(item)
-                continue
             item.labeled = labeled_source and case.name in kept_labels
             if item.labeled or not labeled_source or rest_unlabeled:
                 train.append(item)
@@ -166,13 +170,25 @@ def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validati
 TRAINING_MAX_VOXELS = 64 * 1024**2  # per case held in memory
 
 
-def _on_training_grid(image: Volume, label: np.ndarray) -> tuple[Volume, np.ndarray]:
-    """Thick-slice cases train on near-isotropic voxels, as the session shows them to the networks
-    (working_grid.py); near-isotropic cases stay as they are."""
-    grid = working_grid(image.shape, image.spacing[::-1], TRAINING_MAX_VOXELS)
-    if grid.is_native:
+def _on_training_grid(image: Volume, label: np.ndarray,
+                      min_working_voxels: int | None = None) -> tuple[Volume, np.ndarray]:
+    """A training case on the grid the session would show the networks (working_grid.py): thick
+    slices on near-isotropic voxels, and a case whose ROI (object box + margin, as a user draws
+    it) holds fewer than ``min_working_voxels`` enlarged by the factor the session would use.
+    Other cases stay as they are, bit for bit."""
+    spacing = image.spacing[::-1]
+    shape = np.array(working_grid(image.shape, spacing, TRAINING_MAX_VOXELS).shape)
+    if min_working_voxels is not None and label.any():
+        lo, hi = label_box(label)
+        roi = (np.array(hi) - np.array(lo))[::-1]
+        enlarged = (np.array(working_grid(roi, spacing, None, min_working_voxels).shape)
+                    / np.array(working_grid(roi, spacing, None).shape))
+        if np.prod(shape * enlarged) <= TRAINING_MAX_VOXELS:
+            shape = np.rint(shape * enlarged).astype(int)
+    if tuple(shape) == image.shape:
         return image, label
-    return resample_to_shape(image, grid.shape), resample_to_shape(image.with_array(label), grid.shape, nearest=True).array
+    shape = tuple(int(v) for v in shape)
+    return resample_to_shape(image, shape), resample_to_shape(image.with_array(label), shape, nearest=True).array
 
 
 def _labeled_subset(names: list[str], fraction: float) -> set[str]:
@@ -542,6 +558,8 @@ class Trainer:
         if init:
             self.model = load_model(init)
             self.record["init"] = str(init)
+            if network is not None:  # the working-grid minimum may change when fine-tuning; the weights fit either way
+                self.model.config = replace(self.model.config, min_working_voxels=network.min_working_voxels)
         else:
             self.model = MeccaModel.create(network or NetworkConfig(), seed=config.seed)
         self.model.to(self.device, memory_format=torch.channels_last_3d).train()

@@ -3,8 +3,9 @@
 Why: the networks learn on crops whose voxels are (close to) cubes and whose objects span tens
 to a hundred voxels. A thick-slice scan (e.g. 0.8 x 0.8 x 5 mm CT) squashes the object along one
 axis, and the bundled model loses most of its accuracy there (docs/results.md, "Thick slices");
-a very large ROI at fine spacing costs seconds per round. So each round resamples the ROI's state
-to a working grid, runs the policy and the confidence network there, and brings the actions and
+a very large ROI at fine spacing costs seconds per round; a small ROI (a 40-voxel hippocampus box)
+leaves the stride-2 trunk only 20 voxels across the object, too coarse for a thin structure. So
+each round resamples the ROI's state to a working grid, runs the policy and the confidence network there, and brings the actions and
 the confidence back to the scan's own voxels, where eq. 1 is applied. Scans whose ROI is already
 near-isotropic and small enough (the training data) are used as they are, bit for bit.
 """
@@ -21,6 +22,7 @@ from .hints import Click
 
 WORKING_MAX_VOXELS = 128**3  # a round stays under half a second on a 2-core laptop CPU (docs/performance.md)
 SPACING_TOLERANCE = 1.3  # an axis whose spacing is within this ratio of the working spacing keeps its voxels
+MAX_UPSAMPLING = 2.0  # small ROIs are enlarged at most this much per axis (scales the model was trained on)
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,16 @@ class WorkingGrid:
         return moved, (0, 0, 0)
 
 
-def working_grid(native_shape, spacing_kji, max_voxels: int | None = WORKING_MAX_VOXELS) -> WorkingGrid:
+def working_grid(native_shape, spacing_kji, max_voxels: int | None = WORKING_MAX_VOXELS,
+                 min_voxels: int | None = None) -> WorkingGrid:
     """The working grid of an ROI with ``native_shape`` voxels (k, j, i) of ``spacing_kji`` mm.
 
     Working spacing: the finest axis spacing; axes within SPACING_TOLERANCE of it keep their voxels.
     When that grid holds more than ``max_voxels`` (None: no limit), every axis is resampled to the
-    isotropic spacing that holds exactly that many.
+    isotropic spacing that holds exactly that many. When it holds fewer than ``min_voxels`` (the
+    model's ``NetworkConfig.min_working_voxels``; None: no minimum), every axis is enlarged by the
+    same factor, at most MAX_UPSAMPLING, to about that many; factors under SPACING_TOLERANCE are
+    not worth a resampling and keep the grid as it is.
     """
     native = np.asarray(native_shape, dtype=int)
     spacing = np.asarray(spacing_kji, dtype=float)
@@ -82,4 +88,8 @@ def working_grid(native_shape, spacing_kji, max_voxels: int | None = WORKING_MAX
     if max_voxels is not None and np.prod(shape.astype(float)) > max_voxels:
         target = float(np.cbrt(np.prod(extent) / max_voxels))
         shape = np.maximum(np.floor(extent / target), 1).astype(int)
+    elif min_voxels is not None:
+        factor = min(float(np.cbrt(min_voxels / np.prod(shape.astype(float)))), MAX_UPSAMPLING)
+        if factor >= SPACING_TOLERANCE:
+            shape = np.rint(shape * factor).astype(int)
     return WorkingGrid(tuple(int(v) for v in native), tuple(int(v) for v in shape))
