@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from MECCASegmentLib import session as session_module
 from MECCASegmentLib.environment import ACTION_TENTHS
-from MECCASegmentLib.evaluation import simulate_mecca
+from MECCASegmentLib.evaluation import label_box, simulate_mecca
 from MECCASegmentLib.hints import Click
 from MECCASegmentLib.io import Volume, read_volume, resample_to_shape, write_volume
 from MECCASegmentLib.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
@@ -163,8 +163,8 @@ def test_small_roi_cases_train_enlarged_and_validation_cases_stay_as_they_are(tm
     (tmp_path / "dataset.json").write_text(json.dumps({"name": "Small", "labels": {"0": "background", "1": "object"},
                                                        "training": [{"image": f"./imagesTr/{n}.nii.gz",
                                                                      "label": f"./labelsTr/{n}.nii.gz"} for n in names]}))
-    box = np.ptp(np.argwhere(label.array > 0), axis=0) + 1 + 16
-    roi = np.minimum(box, label.shape)
+    lo, hi = label_box(label.array)  # the ROI a user draws: object box + margin, (i, j, k)
+    roi = (np.array(hi) - np.array(lo))[::-1]
     expected = working_grid(roi, label.spacing[::-1], None, 64**3)
     assert not expected.is_native  # the sample's box is small enough to be enlarged
     factor = np.array(expected.shape) / roi

@@ -1,13 +1,15 @@
-"""The grid the networks see: near-isotropic voxels, at most WORKING_MAX_VOXELS per ROI.
+"""The grid the networks see: near-isotropic voxels, at most WORKING_MAX_VOXELS per ROI and at least
+the model's own minimum (small ROIs enlarged).
 
 Why: the networks learn on crops whose voxels are (close to) cubes and whose objects span tens
 to a hundred voxels. A thick-slice scan (e.g. 0.8 x 0.8 x 5 mm CT) squashes the object along one
 axis, and the bundled model loses most of its accuracy there (docs/results.md, "Thick slices");
 a very large ROI at fine spacing costs seconds per round; a small ROI (a 40-voxel hippocampus box)
-leaves the stride-2 trunk only 20 voxels across the object, too coarse for a thin structure. So
-each round resamples the ROI's state to a working grid, runs the policy and the confidence network there, and brings the actions and
-the confidence back to the scan's own voxels, where eq. 1 is applied. Scans whose ROI is already
-near-isotropic and small enough (the training data) are used as they are, bit for bit.
+leaves the stride-2 trunk only 20 voxels across the object, too coarse for a thin structure
+(docs/results.md, "Small ROIs"). So each round resamples the ROI's state to a working grid, runs
+the policy and the confidence network there, and brings the actions and the confidence back to
+the scan's own voxels, where eq. 1 is applied. ROIs that are already near-isotropic and of a
+size in between are used as they are, bit for bit.
 """
 
 from __future__ import annotations
