@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from MECCASegmentLib import session as session_module
 from MECCASegmentLib.environment import ACTION_TENTHS
-from MECCASegmentLib.evaluation import label_box, simulate_mecca
+from MECCASegmentLib.evaluation import ClickCNNMethod, label_box, simulate_mecca
 from MECCASegmentLib.hints import Click
 from MECCASegmentLib.io import Volume, read_volume, resample_to_shape, write_volume
+from MECCASegmentLib.networks import MeccaModel, NetworkConfig
 from MECCASegmentLib.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from MECCASegmentLib.session import InteractiveSession
 from MECCASegmentLib.training import load_cases
@@ -42,6 +43,7 @@ def test_a_small_roi_is_enlarged_to_the_models_minimum_at_most_twice():
     assert working_grid((40, 40, 40), (1.0, 1.0, 1.0), min_voxels=64**3).shape == (64, 64, 64)
     assert working_grid((20, 30, 10), (1.0, 1.0, 1.0), min_voxels=64**3).shape == (40, 60, 20)  # capped at 2x
     assert working_grid((60, 60, 60), (1.0, 1.0, 1.0), min_voxels=64**3).is_native  # 1.07x: not worth resampling
+    assert working_grid((64, 64, 64), (1.0, 1.0, 1.0), min_voxels=64**3).is_native  # mecca bench's ROIs: as before
     assert working_grid((40, 40, 40), (1.0, 1.0, 1.0)).is_native  # no minimum
     # thick slices first become near-isotropic, then the whole grid is enlarged
     assert working_grid((8, 40, 40), (5.0, 1.0, 1.0), min_voxels=64**3).shape == (64, 64, 64)
@@ -57,6 +59,17 @@ def test_session_enlarges_a_small_roi_only_for_a_model_trained_so(untrained_mode
         sizes.append(session.step()["working_size_ijk"])
         assert session.probability.shape == (40, 40, 40) and session.confidence_map().shape == (40, 40, 40)
     assert sizes == [[40, 40, 40], [64, 64, 64]]
+
+
+def test_the_click_cnn_baseline_uses_its_own_models_minimum():
+    """`mecca evaluate` gives the click-CNN the grid its model was trained on, as MECCA's session does."""
+    image = Volume(np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32))
+    for minimum, expected in ((None, (40, 40, 40)), (64**3, (64, 64, 64))):
+        model = MeccaModel.create(NetworkConfig(width=8, model="click-cnn", min_working_voxels=minimum), seed=0)
+        method = ClickCNNMethod(model)
+        method.start(image, ((0, 0, 0), (40, 40, 40)))
+        assert method.grid.shape == expected
+        assert method.refine([Click((20, 20, 20), True)]).shape == (40, 40, 40)
 
 
 def test_clicks_land_on_the_same_physical_point():
