@@ -1,6 +1,7 @@
 """SLIC advice regions: ranked by mean confidence, least confident first."""
 
 import numpy as np
+import pytest
 from MECCASegmentLib.advice import advice_label_map, rank_regions, segments_for_round, supervoxels
 
 
@@ -28,3 +29,25 @@ def test_supervoxels_cover_the_roi_and_shrink_in_number_with_rounds():
     assert labels.shape == image.shape and labels.min() >= 1
     assert 20 <= len(np.unique(labels)) <= 200
     assert segments_for_round(0) == 100 and segments_for_round(4) < segments_for_round(1) and segments_for_round(10) == 20
+
+
+def _median_extent_mm(labels: np.ndarray, spacing) -> np.ndarray:
+    extents = []
+    for label in np.unique(labels[labels > 0]):
+        points = np.argwhere(labels == label)
+        extents.append((points.max(axis=0) - points.min(axis=0) + 1) * np.asarray(spacing))
+    return np.median(extents, axis=0)
+
+
+def test_supervoxels_are_compact_in_millimetres_on_thick_slices():
+    image = np.random.default_rng(0).normal(size=(16, 64, 64)).astype(np.float32)
+    spacing = (4.0, 1.0, 1.0)  # 4 mm slices, 1 mm in plane
+    in_voxels = _median_extent_mm(supervoxels(image, 100), spacing)
+    in_mm = _median_extent_mm(supervoxels(image, 100, spacing), spacing)
+    assert in_voxels[0] > 2.5 * in_voxels[1]  # voxel-compact regions are needles along the slices
+    assert in_mm[0] < 1.5 * in_mm[1] and in_mm[0] < in_voxels[0] / 1.5
+
+
+def test_supervoxels_refuse_a_bad_spacing():
+    with pytest.raises(ValueError, match="spacing"):
+        supervoxels(np.zeros((8, 8, 8), np.float32), 10, (1.0, 0.0, 1.0))

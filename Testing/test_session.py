@@ -120,3 +120,16 @@ def test_advice_regions_lie_in_the_roi_ranked_by_confidence(blob_volume, untrain
         i, j, k = region.centre
         assert 4 <= i < 30 and 6 <= j < 34 and 2 <= k < 20
         assert ranks[k, j, i] == region.rank
+
+
+def test_advice_regions_are_compact_in_millimetres_on_thick_slices(blob_volume, untrained_model):
+    blob, _ = blob_volume
+    volume = Volume(blob.array, spacing=(0.8, 0.9, 5.0))  # 5 mm slices
+    session = InteractiveSession(volume, untrained_model, roi=((0, 0, 0), (36, 40, 24)))
+    session.add_click((18, 20, 12), True)
+    session.step()
+    _, ranks = session.advice_region()
+    for rank in range(1, 6):
+        points = np.argwhere(ranks == rank)
+        extent_mm = (points.max(axis=0) - points.min(axis=0) + 1) * np.array([5.0, 0.9, 0.8])
+        assert extent_mm[0] <= 2 * extent_mm[1:].max(), f"region {rank} spans {extent_mm} mm (k, j, i)"

@@ -27,15 +27,21 @@ def segments_for_round(round_index: int) -> int:
 SLIC_MAX_VOXELS = 64 ** 3  # larger ROIs are clustered on a block-averaged copy
 
 
-def supervoxels(image_norm: np.ndarray, n_segments: int) -> np.ndarray:
+def supervoxels(image_norm: np.ndarray, n_segments: int, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     """SLIC labels (1..n) of a normalised ROI, with the paper's settings.
 
+    ``spacing`` (mm, array axis order) makes the regions compact in millimetres rather than in
+    voxels: the paper's spatial weight 2 applies to the finest axis and coarser axes weigh more, so
+    on 5 mm slices a region spans a few slices instead of a needle through all of them.
     A hundred supervoxels need no full-resolution clustering: ROIs above SLIC_MAX_VOXELS are
     block-averaged first and the labels repeated back (a 128^3 ROI: 0.3 s instead of 3-5 s).
     """
     factor = max(1, int(np.ceil((image_norm.size / SLIC_MAX_VOXELS) ** (1 / 3))))
     small = downscale_local_mean(image_norm, (factor,) * 3) if factor > 1 else image_norm
-    labels = slic(small, n_segments=n_segments, compactness=0.1, spacing=np.array([2.0, 2.0, 2.0]),
+    spacing = np.asarray(spacing, np.float64)
+    if spacing.shape != (3,) or not (spacing > 0).all():
+        raise ValueError(f"spacing must be three positive numbers, got {spacing.tolist()}")
+    labels = slic(small, n_segments=n_segments, compactness=0.1, spacing=2.0 * spacing / spacing.min(),
                   channel_axis=None, start_label=1, enforce_connectivity=True)
     if factor == 1:
         return labels

@@ -220,7 +220,7 @@ class InteractiveSession:
     def _supervoxels_for(self, box: Box, image_norm: np.ndarray, n_segments: int) -> np.ndarray:
         key = (box, n_segments)
         if key not in self._supervoxels:
-            self._supervoxels[key] = supervoxels(image_norm, n_segments)
+            self._supervoxels[key] = supervoxels(image_norm, n_segments, self.image.spacing[::-1])
         return self._supervoxels[key]
 
     # -- rounds --------------------------------------------------------------------------------
