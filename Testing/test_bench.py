@@ -26,7 +26,8 @@ def test_bench_reports_rounds_peers_peak_levers_and_the_big_volume(tmp_path, cap
         assert math.isclose(roi["policy_fraction_of_peak"],
                             roi["policy_gflops_achieved"] / roi["conv3d_peak_gflops"], rel_tol=0.02)
     levers = {row["lever"]: row for row in result["levers"]["rows"]}
-    assert "torch.compile (Inductor)" in levers and "1 thread" in levers and len(levers) == 10
+    assert "torch.compile (Inductor)" in levers and "1 thread" in levers and len(levers) == 11
+    assert "fusion layer of 8 channels (models before fusion_width)" in levers
     assert all(row["seconds"] > 0 for row in levers.values()), levers  # torch.compile included: it must compile
     big = result["big_volume"]
     assert big["volume"] == [512, 512, 300] and big["session_open_s"] > 0 and big["peak_rss_mb"] > 0

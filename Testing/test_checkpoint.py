@@ -46,6 +46,18 @@ def test_files_from_before_the_working_grid_minimum_run_on_the_rois_own_voxels()
         NetworkConfig(min_working_voxels=0)
 
 
+def test_files_from_before_the_fusion_width_keep_their_fusion_layer(tmp_path):
+    """Files without fusion_width have a fusion layer as wide as fusion_channels; new models 16."""
+    old = {k: v for k, v in NetworkConfig().to_dict().items() if k != "fusion_width"}
+    assert NetworkConfig.from_dict(old).fusion_out_channels == 8
+    assert NetworkConfig().fusion_out_channels == 16
+    model = MeccaModel.create(NetworkConfig.from_dict(old))
+    save_model(model, tmp_path / "old.safetensors")
+    assert load_model(tmp_path / "old.safetensors").policy.policy_out.fuse.out_channels == 8
+    with pytest.raises(ValueError, match="fusion_width"):
+        NetworkConfig(fusion_width=0)
+
+
 def test_training_state_restores_adam_moments(tmp_path):
     model = _small()
     optimizer = torch.optim.Adam(list(model.parameters()), lr=1e-3)

@@ -67,3 +67,29 @@ def test_bfloat16_inference_takes_the_float32_actions_on_a_real_scan():
         actions[precision] = logits.argmax(dim=1)
     agreement = (actions["float32"] == actions["bfloat16"]).float().mean().item()
     assert agreement > 0.999, agreement
+
+
+@pytest.mark.parametrize("architecture", ["mecca", "click-cnn"])
+def test_widening_the_fusion_layer_keeps_every_output_and_trains_the_new_channels(architecture):
+    config = networks.NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_width=None,
+                                    model=architecture)
+    narrow = networks.MeccaModel.create(config, seed=3)
+    for param in narrow.parameters():  # trained-looking weights, not the zero-initialised output layers
+        param.data.normal_(0, 0.1)
+    wide = narrow.with_fusion_width(16)
+    assert wide.config.fusion_out_channels == 16 and wide.config.min_working_voxels == config.min_working_voxels
+    state = torch.randn(1, 3, 14, 17, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if architecture == "mecca":
+            (logits, value), (wide_logits, wide_value) = narrow.policy(state), wide.policy(state)
+            assert torch.allclose(logits, wide_logits, atol=1e-5) and torch.equal(value, wide_value)
+            action = torch.rand(1, 14, 17, 12) * 0.8 - 0.4
+            assert torch.equal(narrow.confidence(state, action), wide.confidence(state, action))
+        else:
+            assert torch.allclose(narrow.policy(state), wide.policy(state), atol=1e-5)
+    head = wide.policy.policy_out if architecture == "mecca" else wide.policy.out
+    output = wide.policy(state)
+    (output[0] if architecture == "mecca" else output).square().sum().backward()
+    assert head.out.weight.grad[:, 8:].abs().sum() > 0  # the new channels are live, not padding
+    with pytest.raises(ValueError, match="widened"):
+        wide.with_fusion_width(8)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -199,3 +200,24 @@ def test_the_working_grid_minimum_is_recorded_and_inherited_when_fine_tuning(tin
     assert load_model(tmp_path / "off.safetensors").config.min_working_voxels is None
     assert main(common + ["--out", str(tmp_path / "kept.safetensors"), "--init", str(tmp_path / "off.safetensors")]) == 0
     assert load_model(tmp_path / "kept.safetensors").config.min_working_voxels is None
+
+
+def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tiny_dataset, tmp_path, capsys):
+    """New models get a 16-channel fusion layer; --init keeps the model's own width unless
+    --fusion-width widens it; narrowing (which would drop trained channels) is refused."""
+    from MECCASegmentLib.checkpoint import load_model, save_model
+    from MECCASegmentLib.cli import main
+
+    common = ["train", "--dataset", str(tiny_dataset), "--epochs", "1", "--width", "8", "--validation-fraction", "0",
+              "--threads", "1"]
+    old = tmp_path / "old.safetensors"
+    save_model(MeccaModel.create(replace(SMALL, fusion_width=None)), old)  # as files written before the setting
+    assert main(common + ["--out", str(tmp_path / "kept.safetensors"), "--init", str(old)]) == 0
+    assert load_model(tmp_path / "kept.safetensors").config.fusion_out_channels == SMALL.fusion_channels
+    assert main(common + ["--out", str(tmp_path / "wide.safetensors"), "--init", str(old), "--fusion-width", "16"]) == 0
+    wide = load_model(tmp_path / "wide.safetensors")
+    assert wide.config.fusion_width == 16 and wide.policy.policy_out.fuse.out_channels == 16
+    assert main(common + ["--out", str(tmp_path / "narrow.safetensors"), "--init", str(tmp_path / "wide.safetensors"),
+                          "--fusion-width", "8"]) == 2
+    assert "can only widen" in capsys.readouterr().err
+    assert not (tmp_path / "narrow.safetensors").exists()

@@ -12,6 +12,7 @@ import multiprocessing
 import platform
 import resource
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from scipy import ndimage
 from .evaluation import GrowFromSeedsMethod, RandomWalkerMethod
 from .hints import SimulatedUser
 from .io import Volume
-from .networks import Conv3d, MeccaModel, NetworkConfig
+from .networks import Conv3d, MeccaModel
 from .session import InteractiveSession, _ijk
 
 BIG_VOLUME = (300, 512, 512)  # k, j, i: a typical CT
@@ -257,9 +258,11 @@ def bench_levers(model: MeccaModel, image: Volume, size: int, repeats: int) -> l
     torch.set_num_threads(1)
     row("1 thread", _networks_seconds(model, size, repeats))
     torch.set_num_threads(threads)
-    for name, config in (("stride 1 (full-resolution trunk), width 16", NetworkConfig(stride=1)),
-                         ("width 8", NetworkConfig(width=8, confidence_width=8)),
-                         ("width 24", NetworkConfig(width=24, confidence_width=24))):
+    own = model.config
+    for name, config in (("stride 1 (full-resolution trunk)", replace(own, stride=1)),
+                         ("width 8", replace(own, width=8, confidence_width=8)),
+                         ("width 24", replace(own, width=24, confidence_width=24)),
+                         ("fusion layer of 8 channels (models before fusion_width)", replace(own, fusion_width=8))):
         variant = MeccaModel.create(config).prepare_for_inference(str(native).removeprefix("torch."))
         row(name, _networks_seconds(variant, size, repeats), "untrained: speed only")
     volume, _ = cube_case(image, np.zeros(image.shape, np.uint8), size)

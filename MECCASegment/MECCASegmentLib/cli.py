@@ -153,17 +153,17 @@ def run_train(args) -> Path:
                             class_balance_epochs=args.class_balance_epochs,
                             imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
                             confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only)
-    if args.min_working_voxels is not None:
-        min_working_voxels = args.min_working_voxels or None
-    elif args.init:
-        min_working_voxels = load_model(args.init).config.min_working_voxels
-    else:
-        min_working_voxels = NetworkConfig.min_working_voxels
+    start = load_model(args.init).config if args.init else NetworkConfig()  # settings a fine-tuning inherits
+    min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
+    if args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
+        raise InputError(f"--fusion-width can only widen the --init model's fusion layer "
+                         f"({start.fusion_out_channels} channels), got {args.fusion_width}")
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
                                            args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
                                            rest_unlabeled=args.rest_unlabeled, min_working_voxels=min_working_voxels)
     network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture,
-                            min_working_voxels=min_working_voxels)
+                            min_working_voxels=min_working_voxels,
+                            fusion_width=args.fusion_width or start.fusion_out_channels)
     trainer = Trainer(args.out, config, train, validation, record, network=network, init=args.init,
                       device=_device(args.device), command=command_line(), json_progress=args.progress == "jsonl")
     say = (lambda text: print(json.dumps({"event": "info", "message": text}), flush=True)) \
@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ROIs with fewer voxels are enlarged (up to 2x per axis) before the networks see them, "
                             "in training and in use; 0: never (default: 262144 = 64^3 for a new model, the "
                             "--init model's own setting when fine-tuning)")
+    train.add_argument("--fusion-width", type=int,
+                       help="output channels of the full-resolution fusion layer (default: 16 for a new model, the "
+                            "--init model's own when fine-tuning; a wider value widens it without changing its outputs)")
     train.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     train.add_argument("--skip-bad", action="store_true",

@@ -11,7 +11,7 @@ and batches are one or two volumes, where batch or instance statistics would be 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -64,6 +64,10 @@ class NetworkConfig:
     trunk_dilations: tuple[int, ...] = (1, 2, 4)
     head_dilations: tuple[int, ...] = (8, 4)
     fusion_channels: int = 8
+    # Output channels of the full-resolution fusion convolution. oneDNN computes output channels in
+    # blocks of 16, so 16 take the time of 8 (docs/performance.md). None: fusion_channels, as in
+    # files written before this setting existed.
+    fusion_width: int | None = 16
     confidence_width: int = 16
     confidence_dilations: tuple[int, ...] = (1, 2, 4)
     model: str = "mecca"  # or "click-cnn": the supervised baseline on the same backbone
@@ -79,6 +83,8 @@ class NetworkConfig:
         for name in ("width", "confidence_width", "fusion_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.fusion_width is not None and self.fusion_width < 1:
+            raise ValueError(f"fusion_width must be positive or None, got {self.fusion_width}")
         if self.min_working_voxels is not None and self.min_working_voxels < 1:
             raise ValueError(f"min_working_voxels must be positive or None, got {self.min_working_voxels}")
 
@@ -93,7 +99,12 @@ class NetworkConfig:
             raise ValueError(f"unknown network settings {sorted(unknown)}: the file was written by a newer version")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         values.setdefault("min_working_voxels", None)  # older files: trained on the ROI's own voxels
+        values.setdefault("fusion_width", None)  # older files: as wide as fusion_channels
         return cls(**values)
+
+    @property
+    def fusion_out_channels(self) -> int:
+        return self.fusion_width or self.fusion_channels
 
 
 class DilatedBlock(nn.Module):
@@ -138,15 +149,15 @@ class FusionHead(nn.Module):
     """
 
     def __init__(self, width: int, in_channels: int, out_channels: int, stride: int, fusion_channels: int,
-                 zero_init: bool):
+                 fusion_width: int, zero_init: bool):
         super().__init__()
         self.stride = stride
         if stride == 1:
             self.out = Conv3d(width, out_channels, 1)
         else:
             self.reduce = Conv3d(width, fusion_channels, 1)
-            self.fuse = Conv3d(fusion_channels + in_channels, fusion_channels, 3, padding=1)
-            self.out = Conv3d(fusion_channels, out_channels, 1)
+            self.fuse = Conv3d(fusion_channels + in_channels, fusion_width, 3, padding=1)
+            self.out = Conv3d(fusion_width, out_channels, 1)
         if zero_init:  # a uniform policy / neutral value before any training
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
@@ -157,6 +168,22 @@ class FusionHead(nn.Module):
         coarse = upsample(self.reduce(features), inputs.shape[2:])
         return self.out(F.relu(self.fuse(torch.cat([coarse, inputs], dim=1)), inplace=True))
 
+    @torch.no_grad()
+    def embed(self, narrower: FusionHead) -> None:
+        """Take over a narrower head's weights so that this head computes exactly what it did: the
+        extra fusion channels keep their fresh incoming weights and get zero outgoing weights, so
+        training can put them to use from the first step without changing the starting point."""
+        if self.stride == 1:
+            self.load_state_dict(narrower.state_dict())
+            return
+        kept = narrower.fuse.out_channels
+        self.reduce.load_state_dict(narrower.reduce.state_dict())
+        self.fuse.weight[:kept] = narrower.fuse.weight
+        self.fuse.bias[:kept] = narrower.fuse.bias
+        self.out.weight.zero_()
+        self.out.weight[:, :kept] = narrower.out.weight
+        self.out.bias.copy_(narrower.out.bias)
+
 
 class PolicyValueNet(nn.Module):
     """Segmentation network S: per-voxel logits over the 6 actions and a per-voxel value."""
@@ -166,7 +193,8 @@ class PolicyValueNet(nn.Module):
         c = config
         self.trunk = Encoder(STATE_CHANNELS, c.width, c.stride, c.trunk_dilations)
         self.policy_blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
-        self.policy_out = FusionHead(c.width, STATE_CHANNELS, NUM_ACTIONS, c.stride, c.fusion_channels, True)
+        self.policy_out = FusionHead(c.width, STATE_CHANNELS, NUM_ACTIONS, c.stride, c.fusion_channels,
+                                     c.fusion_out_channels, True)
         self.value_blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
         self.value_out = Conv3d(c.width, 1, 1)
         nn.init.zeros_(self.value_out.weight)
@@ -224,7 +252,7 @@ class ClickCNN(nn.Module):
         c = config
         self.trunk = Encoder(STATE_CHANNELS, c.width, c.stride, c.trunk_dilations)
         self.blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
-        self.out = FusionHead(c.width, STATE_CHANNELS, 1, c.stride, c.fusion_channels, False)
+        self.out = FusionHead(c.width, STATE_CHANNELS, 1, c.stride, c.fusion_channels, c.fusion_out_channels, False)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(self.trunk(state)), state).squeeze(1)
@@ -246,6 +274,23 @@ class MeccaModel:
         if config.model == "click-cnn":
             return cls(config, ClickCNN(config), None)
         return cls(config, PolicyValueNet(config), ConfidenceNet(config))
+
+    def with_fusion_width(self, fusion_width: int, seed: int = 0) -> MeccaModel:
+        """The same model with a wider full-resolution fusion layer, computing exactly the same outputs
+        until it is trained (fine-tuning an older model into the faster-per-FLOP layout)."""
+        if fusion_width < self.config.fusion_out_channels:
+            raise ValueError(f"the fusion layer can only be widened: it has {self.config.fusion_out_channels} "
+                             f"channels, asked for {fusion_width}")
+        wider = MeccaModel.create(replace(self.config, fusion_width=fusion_width), seed)
+        for name, net in self.networks.items():
+            target = wider.networks[name]
+            heads = {key for key, module in net.named_modules() if isinstance(module, FusionHead)}
+            target.load_state_dict({k: v for k, v in net.state_dict().items()
+                                    if not any(k.startswith(head + ".") for head in heads)}, strict=False)
+            for head in heads:
+                target.get_submodule(head).embed(net.get_submodule(head))
+        wider.metadata = dict(self.metadata)
+        return wider.to(self.device)
 
     @property
     def networks(self) -> dict[str, nn.Module]:

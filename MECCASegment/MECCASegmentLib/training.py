@@ -560,6 +560,8 @@ class Trainer:
             self.record["init"] = str(init)
             if network is not None:  # the working-grid minimum may change when fine-tuning; the weights fit either way
                 self.model.config = replace(self.model.config, min_working_voxels=network.min_working_voxels)
+                if network.fusion_out_channels != self.model.config.fusion_out_channels:
+                    self.model = self.model.with_fusion_width(network.fusion_out_channels, config.seed)
         else:
             self.model = MeccaModel.create(network or NetworkConfig(), seed=config.seed)
         self.model.to(self.device, memory_format=torch.channels_last_3d).train()
