@@ -220,4 +220,6 @@ def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tin
     assert main(common + ["--out", str(tmp_path / "narrow.safetensors"), "--init", str(tmp_path / "wide.safetensors"),
                           "--fusion-width", "8"]) == 2
     assert "can only widen" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "narrow.safetensors"), "--width", "0"]) == 2
+    assert "width must be positive" in capsys.readouterr().err
     assert not (tmp_path / "narrow.safetensors").exists()

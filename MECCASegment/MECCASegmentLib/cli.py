@@ -158,12 +158,15 @@ def run_train(args) -> Path:
     if args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
         raise InputError(f"--fusion-width can only widen the --init model's fusion layer "
                          f"({start.fusion_out_channels} channels), got {args.fusion_width}")
+    try:  # before the cases load: a bad setting is reported at once
+        network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture,
+                                min_working_voxels=min_working_voxels,
+                                fusion_width=args.fusion_width or start.fusion_out_channels)
+    except ValueError as error:
+        raise InputError(str(error)) from error
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
                                            args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
                                            rest_unlabeled=args.rest_unlabeled, min_working_voxels=min_working_voxels)
-    network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture,
-                            min_working_voxels=min_working_voxels,
-                            fusion_width=args.fusion_width or start.fusion_out_channels)
     trainer = Trainer(args.out, config, train, validation, record, network=network, init=args.init,
                       device=_device(args.device), command=command_line(), json_progress=args.progress == "jsonl")
     say = (lambda text: print(json.dumps({"event": "info", "message": text}), flush=True)) \
