@@ -1,7 +1,7 @@
 """The inference fast paths compute what the plain PyTorch layers compute: the direct oneDNN
 convolution, bfloat16 upsampling through float32, in-place activations, and bfloat16 inference
-of the bundled model on the bundled real scan; widening a trained model's fusion layer keeps its
-outputs."""
+of the bundled model on the bundled real scan, the fusion head computed in slabs; widening a
+trained model's fusion layer keeps its outputs."""
 
 import numpy as np
 import pytest
@@ -68,6 +68,26 @@ def test_bfloat16_inference_takes_the_float32_actions_on_a_real_scan():
         actions[precision] = logits.argmax(dim=1)
     agreement = (actions["float32"] == actions["bfloat16"]).float().mean().item()
     assert agreement > 0.999, agreement
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("rows", [3, 8])
+def test_the_fusion_head_in_slabs_gives_exactly_the_whole_volume_result(monkeypatch, precision, rows):
+    """Slabs of an odd and an even number of rows, on the real scan through the bundled model; an odd
+    depth (no exact factor 2 along the slab axis) takes the whole-volume path."""
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    model = load_model(resource_path(*DEFAULT_MODEL), precision=precision)
+    for depth in (image.shape[0] - image.shape[0] % 2, image.shape[0] - 1 + image.shape[0] % 2):
+        array = torch.from_numpy(normalize_image(image.array[:depth]))[None]
+        state = build_state(array, torch.full_like(array, 5, dtype=torch.uint8), torch.zeros_like(array))
+        state = state.to(model.dtype).contiguous(memory_format=torch.channels_last_3d)
+        logits = {}
+        for name, voxels in (("whole", 1 << 40), ("slabs", rows * image.shape[1] * image.shape[2])):
+            monkeypatch.setattr(networks, "SLAB_VOXELS", voxels)
+            with torch.no_grad():
+                logits[name], _ = model.policy(state, with_value=False)
+        assert logits["slabs"].is_contiguous(memory_format=torch.channels_last_3d)
+        assert torch.equal(logits["slabs"], logits["whole"]), depth
 
 
 @pytest.mark.parametrize("architecture", ["mecca", "click-cnn"])
