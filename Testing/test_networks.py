@@ -27,11 +27,12 @@ def test_the_direct_onednn_convolution_equals_nn_conv3d(stride, dilation):
     assert torch.allclose(fast, plain, atol=1e-5)
 
 
-def test_bfloat16_upsampling_is_the_float32_result_rounded():
-    x = torch.randn(1, 8, 6, 7, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+@pytest.mark.parametrize("channels", [2, 8])
+def test_bfloat16_upsampling_is_the_float32_result_rounded(channels):
+    x = torch.randn(1, channels, 6, 7, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
     out = networks.upsample(x, (12, 13, 10))
     reference = F.interpolate(x.float(), size=(12, 13, 10), mode="trilinear", align_corners=False)
-    assert out.dtype == torch.bfloat16 and out.shape == (1, 8, 12, 13, 10)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, channels, 12, 13, 10)
     assert torch.equal(out, reference.to(torch.bfloat16))
 
 
