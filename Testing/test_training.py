@@ -203,8 +203,8 @@ def test_the_working_grid_minimum_is_recorded_and_inherited_when_fine_tuning(tin
 
 
 def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tiny_dataset, tmp_path, capsys):
-    """New models get a 16-channel fusion layer; --init keeps the model's own width unless
-    --fusion-width widens it; narrowing (which would drop trained channels) is refused."""
+    """New models get a 16-channel fusion layer, or the width asked for; --init keeps the model's own
+    width unless --fusion-width widens it; narrowing (which would drop trained channels) is refused."""
     from MECCASegmentLib.checkpoint import load_model, save_model
     from MECCASegmentLib.cli import main
 
@@ -223,3 +223,5 @@ def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tin
     assert main(common + ["--out", str(tmp_path / "narrow.safetensors"), "--width", "0"]) == 2
     assert "width must be positive" in capsys.readouterr().err
     assert not (tmp_path / "narrow.safetensors").exists()
+    assert main(common + ["--out", str(tmp_path / "eight.safetensors"), "--fusion-width", "8"]) == 0
+    assert load_model(tmp_path / "eight.safetensors").config.fusion_out_channels == 8

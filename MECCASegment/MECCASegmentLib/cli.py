@@ -155,7 +155,7 @@ def run_train(args) -> Path:
                             confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only)
     start = load_model(args.init).config if args.init else NetworkConfig()  # settings a fine-tuning inherits
     min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
-    if args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
+    if args.init and args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
         raise InputError(f"--fusion-width can only widen the --init model's fusion layer "
                          f"({start.fusion_out_channels} channels), got {args.fusion_width}")
     try:  # before the cases load: a bad setting is reported at once
