@@ -45,9 +45,11 @@ def compare(size: int, options: onnxruntime.SessionOptions) -> None:
     model = load_model(resource_path(*DEFAULT_MODEL)).prepare_for_inference("float32")
     with tempfile.TemporaryDirectory() as folder, torch.no_grad():
         path = Path(folder) / "policy.onnx"
-        networks._MKLDNN = False  # export the plain convolutions, not the direct oneDNN call
-        torch.onnx.export(PolicyLogits(model.policy), (state,), str(path), dynamo=False, opset_version=17)
-        networks._MKLDNN = True
+        direct_onednn, networks._MKLDNN = networks._MKLDNN, False  # export plain convolutions, not the direct call
+        try:
+            torch.onnx.export(PolicyLogits(model.policy), (state,), str(path), dynamo=False, opset_version=17)
+        finally:
+            networks._MKLDNN = direct_onednn
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: state.numpy()}
         channels_last = state.contiguous(memory_format=torch.channels_last_3d)
