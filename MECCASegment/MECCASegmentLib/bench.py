@@ -61,6 +61,17 @@ def conv_flops(net: torch.nn.Module, *inputs) -> int:
     return total
 
 
+def median_seconds(function, repeats: int) -> float:
+    """Median wall time of ``function`` over ``repeats`` calls after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def _best_time(function, repeats: int) -> float:
     function()  # warm-up: oneDNN builds its kernels for this shape
     best = float("inf")
@@ -202,13 +213,7 @@ def _networks_seconds(model: MeccaModel, size: int, repeats: int, memory_format=
             action = logits.argmax(dim=1)
             model.confidence(state, (action.to(state.dtype) - 2.5) / 10)
 
-    once()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(once, repeats)
 
 
 def _compiled_seconds(model: MeccaModel, size: int, repeats: int) -> tuple[str, float, str]:

@@ -8,17 +8,18 @@ same input, 2 threads. ONNX Runtime is not a dependency of the project:
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import torch
 from MECCASegmentLib import networks
+from MECCASegmentLib.bench import median_seconds
 from MECCASegmentLib.checkpoint import load_model
 from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
 
 THREADS = 2
+REPEATS = 5
 
 
 class PolicyLogits(torch.nn.Module):
@@ -28,16 +29,6 @@ class PolicyLogits(torch.nn.Module):
 
     def forward(self, state):
         return self.policy(state, with_value=False)[0]
-
-
-def median_seconds(run, repeats=5) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def compare(size: int, options: onnxruntime.SessionOptions) -> None:
@@ -55,11 +46,11 @@ def compare(size: int, options: onnxruntime.SessionOptions) -> None:
         channels_last = state.contiguous(memory_format=torch.channels_last_3d)
         reference = model.policy(channels_last, with_value=False)[0].numpy()
         difference = np.abs(session.run(None, feed)[0] - reference).max()
-        ort_s = median_seconds(lambda: session.run(None, feed))
-        float32_s = median_seconds(lambda: model.policy(channels_last, with_value=False))
+        ort_s = median_seconds(lambda: session.run(None, feed), REPEATS)
+        float32_s = median_seconds(lambda: model.policy(channels_last, with_value=False), REPEATS)
         model.prepare_for_inference("bfloat16")
         bfloat16_state = channels_last.to(torch.bfloat16)
-        bfloat16_s = median_seconds(lambda: model.policy(bfloat16_state, with_value=False))
+        bfloat16_s = median_seconds(lambda: model.policy(bfloat16_state, with_value=False), REPEATS)
     print(f"{size}^3 policy forward: ONNX Runtime float32 {ort_s:.3f} s, PyTorch float32 {float32_s:.3f} s, "
           f"PyTorch bfloat16 {bfloat16_s:.3f} s (largest logit difference ONNX Runtime - PyTorch: {difference:.1e})")
 
