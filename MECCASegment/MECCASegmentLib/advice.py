@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from skimage.segmentation import slic
 from skimage.transform import downscale_local_mean
 
@@ -27,14 +28,43 @@ def segments_for_round(round_index: int) -> int:
 SLIC_MAX_VOXELS = 64 ** 3  # larger ROIs are clustered on a block-averaged copy
 
 
-def supervoxels(image_norm: np.ndarray, n_segments: int, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
-    """SLIC labels (1..n) of a normalised ROI, with the paper's settings.
+@dataclass(frozen=True)
+class Supervoxels:
+    """SLIC labels (1..n) of a ROI with what ranking them needs that does not change from round to
+    round: each label's voxel count and a voxel inside the region near its centre, both indexed by
+    label. Computed once per ROI and granularity, so a round only sums the confidence per label."""
+
+    labels: np.ndarray
+    sizes: np.ndarray
+    centres: np.ndarray  # (labels.max() + 1, 3) array indices; -1 for a label value not present
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray) -> Supervoxels:
+        return cls(labels, np.bincount(labels.ravel()), _inner_centres(labels))
+
+
+def _inner_centres(labels: np.ndarray) -> np.ndarray:
+    """Per label, its voxel closest to the region's centroid (the centroid of a curved region can
+    lie outside it)."""
+    present = np.unique(labels)
+    centroids = np.zeros((int(labels.max()) + 1, 3))
+    centroids[present] = ndimage.center_of_mass(np.ones(labels.shape, np.float32), labels, present)
+    offsets = np.indices(labels.shape, np.float32) - np.moveaxis(centroids[labels], -1, 0)
+    centres = np.full((centroids.shape[0], 3), -1, np.int64)
+    centres[present] = ndimage.minimum_position(np.einsum("a...,a...->...", offsets, offsets), labels, present)
+    return centres
+
+
+def supervoxels(image_norm: np.ndarray, n_segments: int, spacing=(1.0, 1.0, 1.0)) -> Supervoxels:
+    """SLIC supervoxels of a normalised ROI, with the paper's settings.
 
     ``spacing`` (mm, array axis order) makes the regions compact in millimetres rather than in
     voxels: the paper's spatial weight 2 applies to the finest axis and coarser axes weigh more, so
     on 5 mm slices a region spans a few slices instead of a needle through all of them.
     A hundred supervoxels need no full-resolution clustering: ROIs above SLIC_MAX_VOXELS are
-    block-averaged first and the labels repeated back (a 128^3 ROI: 0.3 s instead of 3-5 s).
+    block-averaged first and the labels repeated back (a 128^3 ROI: 0.3 s instead of 3-5 s); the
+    region centres are found on the small grid and moved to the middle of their block, which has
+    the same label throughout.
     """
     factor = max(1, int(np.ceil((image_norm.size / SLIC_MAX_VOXELS) ** (1 / 3))))
     small = downscale_local_mean(image_norm, (factor,) * 3) if factor > 1 else image_norm
@@ -43,10 +73,14 @@ def supervoxels(image_norm: np.ndarray, n_segments: int, spacing=(1.0, 1.0, 1.0)
         raise ValueError(f"spacing must be three positive numbers, got {spacing.tolist()}")
     labels = slic(small, n_segments=n_segments, compactness=0.1, spacing=2.0 * spacing / spacing.min(),
                   channel_axis=None, start_label=1, enforce_connectivity=True)
+    regions = Supervoxels.from_labels(labels)
     if factor == 1:
-        return labels
+        return regions
     full = labels.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
-    return np.ascontiguousarray(full[tuple(slice(0, n) for n in image_norm.shape)])
+    full = np.ascontiguousarray(full[tuple(slice(0, n) for n in image_norm.shape)])
+    centres = np.where(regions.centres >= 0,
+                       np.minimum(regions.centres * factor + factor // 2, np.array(image_norm.shape) - 1), -1)
+    return Supervoxels(full, np.bincount(full.ravel()), centres)
 
 
 @dataclass(frozen=True)
@@ -61,27 +95,17 @@ class AdviceRegion:
     mean_confidence: float
 
 
-def rank_regions(labels: np.ndarray, confidence: np.ndarray, count: int = ADVICE_COUNT) -> list[AdviceRegion]:
+def rank_regions(regions: Supervoxels, confidence: np.ndarray, count: int = ADVICE_COUNT) -> list[AdviceRegion]:
     """The ``count`` supervoxels with the lowest mean confidence, least confident first."""
-    flat = labels.ravel()
-    sizes = np.bincount(flat)
-    sums = np.bincount(flat, weights=confidence.ravel().astype(np.float64), minlength=sizes.size)
+    sizes = regions.sizes
+    sums = np.bincount(regions.labels.ravel(), weights=confidence.ravel(), minlength=sizes.size)
     present = np.flatnonzero(sizes)
     present = present[present > 0]
     means = sums[present] / sizes[present]
     order = present[np.lexsort((present, means))][:count]  # ties broken by label: deterministic
-    regions = []
-    for rank, label in enumerate(order, start=1):
-        regions.append(AdviceRegion(rank, int(label), _inner_centre(labels, int(label)), int(sizes[label]),
-                                    float(sums[label] / sizes[label])))
-    return regions
-
-
-def _inner_centre(labels: np.ndarray, label: int) -> tuple[int, int, int]:
-    """The region's voxel closest to its centroid (the centroid of a curved region can lie outside it)."""
-    points = np.argwhere(labels == label)
-    centroid = points.mean(axis=0)
-    return tuple(int(v) for v in points[np.argmin(((points - centroid) ** 2).sum(axis=1))])
+    return [AdviceRegion(rank, int(label), tuple(int(v) for v in regions.centres[label]), int(sizes[label]),
+                         float(sums[label] / sizes[label]))
+            for rank, label in enumerate(order, start=1)]
 
 
 def advice_label_map(labels: np.ndarray, regions: list[AdviceRegion]) -> np.ndarray:

@@ -21,6 +21,7 @@ from .advice import (
     ADVICE_COUNT,
     ROUNDS_WITH_OWN_GRANULARITY,
     AdviceRegion,
+    Supervoxels,
     advice_label_map,
     rank_regions,
     segments_for_round,
@@ -118,7 +119,7 @@ class InteractiveSession:
         self._rounds: list[Round] = []
         self._redo: list[Round] = []
         self._normalized: tuple[Box, np.ndarray] | None = None
-        self._supervoxels: dict[tuple[Box, int], np.ndarray] = {}
+        self._supervoxels: dict[tuple[Box, int], Supervoxels] = {}
 
     # -- setup ---------------------------------------------------------------------------------
     def _start_from_mask(self, mask: np.ndarray) -> None:
@@ -217,7 +218,7 @@ class InteractiveSession:
             self._normalized = (box, normalize_image(self.image.array[_slices(box)]))
         return self._normalized[1]
 
-    def _supervoxels_for(self, box: Box, image_norm: np.ndarray, n_segments: int) -> np.ndarray:
+    def _supervoxels_for(self, box: Box, image_norm: np.ndarray, n_segments: int) -> Supervoxels:
         key = (box, n_segments)
         if key not in self._supervoxels:
             self._supervoxels[key] = supervoxels(image_norm, n_segments, self.image.spacing[::-1])
@@ -369,9 +370,9 @@ class InteractiveSession:
         if round_.advice is None:
             start = time.perf_counter()
             image_norm = self._normalized_roi(round_.box)
-            labels = self._supervoxels_for(round_.box, image_norm, segments_for_round(round_.index - 1))
-            round_.advice = rank_regions(labels, round_.confidence, self.advice_count)
-            round_.advice_labels = advice_label_map(labels, round_.advice)
+            regions = self._supervoxels_for(round_.box, image_norm, segments_for_round(round_.index - 1))
+            round_.advice = rank_regions(regions, round_.confidence, self.advice_count)
+            round_.advice_labels = advice_label_map(regions.labels, round_.advice)
             round_.timings["advice_s"] = time.perf_counter() - start
         return round_
 
