@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from . import networks
 from .evaluation import GrowFromSeedsMethod, RandomWalkerMethod
 from .hints import SimulatedUser
 from .io import Volume
@@ -44,21 +45,22 @@ def _stats(values: list[float]) -> dict:
             "n": len(values)}
 
 
-def conv_flops(net: torch.nn.Module, *inputs) -> int:
-    """Multiply-adds x 2 of every 3D convolution in one forward pass."""
-    total = 0
+def conv_calls(net: torch.nn.Module, *inputs) -> list[tuple[torch.nn.Conv3d, torch.Size, int]]:
+    """Every 3D convolution one forward pass makes: (layer, input shape, FLOPs = multiply-adds x 2)."""
+    calls = []
 
-    def count(module, _, output):
-        nonlocal total
+    def record(module, args, output):
         kernel = int(np.prod(module.kernel_size))
-        total += 2 * output.numel() * (module.in_channels // module.groups) * kernel
+        calls.append((module, args[0].shape, 2 * output.numel() * (module.in_channels // module.groups) * kernel))
 
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
-    with torch.no_grad():
-        net(*inputs)
-    for hook in hooks:
-        hook.remove()
-    return total
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return calls
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -72,23 +74,57 @@ def median_seconds(function, repeats: int) -> float:
     return float(np.median(times))
 
 
-def _best_time(function, repeats: int) -> float:
-    function()  # warm-up: oneDNN builds its kernels for this shape
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def useful_flops(net: torch.nn.Module, state: torch.Tensor) -> int:
+    """FLOPs of the policy's forward pass as the whole-volume path computes it: the slabbed fusion
+    head also convolves each slab's halo rows, work the result does not need, which must not count
+    as achieved."""
+    slab_voxels = networks.SLAB_VOXELS
+    networks.SLAB_VOXELS = state.shape[2:].numel()  # the whole volume is one slab
+    try:
+        return sum(layer_flops for *_, layer_flops in conv_calls(net, state, False))
+    finally:
+        networks.SLAB_VOXELS = slab_voxels
+
+
+def interleaved_best_seconds(functions, repeats: int) -> list[float]:
+    """Best wall time of each function over ``repeats`` calls, the calls alternating, so that a slow
+    spell of a shared machine hits every function alike instead of one of them (the ratio of the
+    policy's speed to the conv3d peak moved by 10 points from run to run when they were timed one
+    after the other). One warm-up call each first: oneDNN builds its kernels for the shape."""
+    for function in functions:
         function()
-        best = min(best, time.perf_counter() - start)
+    best = [float("inf")] * len(functions)
+    for _ in range(repeats):
+        for index, function in enumerate(functions):
+            start = time.perf_counter()
+            function()
+            best[index] = min(best[index], time.perf_counter() - start)
     return best
 
 
-def conv3d_peak_gflops(width: int, shape: tuple[int, int, int], dtype: torch.dtype, repeats: int = 5) -> float:
-    """The practical limit: one of the policy's own 3x3x3 layers alone, on the same shape."""
-    conv = Conv3d(width, width, 3, padding=2, dilation=2).to(dtype=dtype, memory_format=torch.channels_last_3d).eval()
-    x = torch.randn(1, width, *shape, dtype=dtype).contiguous(memory_format=torch.channels_last_3d)
-    with torch.no_grad():
-        seconds = _best_time(lambda: conv(x), repeats)
-    return 2 * 27 * width * width * int(np.prod(shape)) / seconds / 1e9
+def _standalone(layer: torch.nn.Conv3d, shape, dtype: torch.dtype):
+    """A call of a fresh copy of ``layer`` on random input of ``shape``: the convolution alone,
+    without the network's other work (activations, upsampling, concatenation)."""
+    conv = Conv3d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                  dilation=layer.dilation, groups=layer.groups)
+    conv = conv.to(dtype=dtype, memory_format=torch.channels_last_3d).eval()
+    x = torch.randn(*shape, dtype=dtype).contiguous(memory_format=torch.channels_last_3d)
+    return lambda: conv(x)
+
+
+def conv3d_peak_layers(calls, dtype: torch.dtype):
+    """The practical limit, as a pure conv3d microbenchmark of the same layer shapes: each of a
+    forward pass's convolutions (``conv_calls``; slabs of the fusion head included) alone on its own
+    input shape. Returns a call that runs them all once; their FLOPs are the forward pass's."""
+    layers = [_standalone(layer, shape, dtype) for layer, shape, _ in calls]
+    return lambda: [layer() for layer in layers]
+
+
+def conv3d_best_layer(width: int, shape: tuple[int, int, int], dtype: torch.dtype):
+    """A stricter limit: the policy's most efficient layer shape (width -> width, 3x3x3, on the
+    half-resolution grid) alone. Returns a call of the layer and its FLOPs."""
+    conv = torch.nn.Conv3d(width, width, 3, padding=2, dilation=2)
+    return _standalone(conv, (1, width, *shape), dtype), 2 * 27 * width * width * int(np.prod(shape))
 
 
 def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, repeats: int, rounds: int = 3,
@@ -122,15 +158,22 @@ def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, re
     result["advice_precompute_s"] = _stats(open_times)
 
     state = torch.zeros(1, 3, size, size, size, dtype=model.dtype).contiguous(memory_format=torch.channels_last_3d)
-    flops = conv_flops(model.policy, state, False)
-    with torch.no_grad():
-        policy_seconds = _best_time(lambda: model.policy(state, with_value=False), repeats)
+    flops = useful_flops(model.policy, state)
+    calls = conv_calls(model.policy, state, False)
     half = tuple(-(-size // model.config.stride) for _ in range(3))
-    peak = conv3d_peak_gflops(model.config.width, half, model.dtype, repeats)
+    best_layer, best_layer_flops = conv3d_best_layer(model.config.width, half, model.dtype)
+    with torch.no_grad():
+        policy_seconds, layers_seconds, best_layer_seconds = interleaved_best_seconds(
+            [lambda: model.policy(state, with_value=False), conv3d_peak_layers(calls, model.dtype), best_layer],
+            repeats)
+    achieved = flops / policy_seconds / 1e9
     result["policy_gflop"] = round(flops / 1e9, 3)
-    result["policy_gflops_achieved"] = round(flops / policy_seconds / 1e9, 1)
+    result["policy_gflops_achieved"] = round(achieved, 1)
+    peak = sum(layer_flops for *_, layer_flops in calls) / layers_seconds / 1e9
     result["conv3d_peak_gflops"] = round(peak, 1)
-    result["policy_fraction_of_peak"] = round(flops / policy_seconds / 1e9 / peak, 3)
+    result["policy_fraction_of_peak"] = round(achieved / peak, 3)
+    result["conv3d_best_layer_gflops"] = round(best_layer_flops / best_layer_seconds / 1e9, 1)
+    result["policy_fraction_of_best_layer"] = round(achieved / (best_layer_flops / best_layer_seconds / 1e9), 3)
 
     if peers:
         clicks = user.clicks(np.zeros_like(cube_label, bool), 3, 0)

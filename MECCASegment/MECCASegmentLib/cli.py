@@ -295,7 +295,7 @@ def format_bench_table(result: dict) -> str:
     lines = [f"{machine['processor']}, {machine['threads']} threads, torch {machine['torch']}, {machine['device']}, "
              f"{result['precision']}",
              f"{'ROI':>5} {'MECCA round s':>15} {'p90':>6} {'grow-from-seeds s':>18} {'x':>5} {'random walker s':>16} "
-             f"{'x':>5} {'GFLOP/s':>8} {'peak':>6} {'of peak':>8}"]
+             f"{'x':>5} {'GFLOP/s':>8} {'peak':>6} {'of peak':>8} {'of best layer':>14}"]
     for size, r in result["rois"].items():
         grow, walker = r.get("grow_from_seeds_round_s"), r.get("random_walker_round_s")
         lines.append(f"{size:>5} {r['mecca_round_s']['median']:>15.3f} {r['mecca_round_s']['p90']:>6.3f} "
@@ -303,7 +303,8 @@ def format_bench_table(result: dict) -> str:
                      f"{r.get('speedup_vs_grow_from_seeds', float('nan')):>5.1f} "
                      f"{walker['median'] if walker else float('nan'):>16.3f} "
                      f"{r.get('speedup_vs_random_walker', float('nan')):>5.1f} {r['policy_gflops_achieved']:>8.1f} "
-                     f"{r['conv3d_peak_gflops']:>6.1f} {r['policy_fraction_of_peak']:>8.0%}")
+                     f"{r['conv3d_peak_gflops']:>6.1f} {r['policy_fraction_of_peak']:>8.0%} "
+                     f"{r['policy_fraction_of_best_layer']:>14.0%}")
         lines.append("      parts (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["parts_s"].items())
                      + f"; supervoxels per ROI {r['advice_precompute_s']['median']:.2f}")
     if "levers" in result:
