@@ -319,6 +319,8 @@ class MECCASegmentParameterNode:
     """Module settings, saved with the scene (the model file is an application setting instead:
     the model path field remembers it).
 
+    stepsPerRound - policy steps per round with the same clicks (1 as trained; more: fewer rounds,
+        more time per round).
     device - where the networks run: auto (GPU when PyTorch sees one), cpu or cuda.
     fineTuneOutputFolder - where fine-tuning writes its data, log and new model.
     """
@@ -326,6 +328,7 @@ class MECCASegmentParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     roi: vtkMRMLMarkupsROINode
     autoRefine: bool = True
+    stepsPerRound: Annotated[int, WithinRange(1, 5)] = 1
     confidenceVisible: bool = True
     confidenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     adviceVisible: bool = True
@@ -518,7 +521,7 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.session is None:
             return
         with slicer.util.tryWithErrorDisplay(_("The MECCA round failed."), waitCursor=True):
-            self.showRound(self.session.refine())
+            self.showRound(self.session.refine(self._parameterNode.stepsPerRound if self._parameterNode else 1))
         self.updateButtons()
 
     def onUndo(self) -> None:
@@ -1107,8 +1110,10 @@ class MECCASession(VTKObservationMixin):
         return dict(self._clickNodes)
 
     # -- rounds --------------------------------------------------------------------------------
-    def refine(self) -> dict:
-        """Run one MECCA round with every click so far and update the segment.
+    def refine(self, stepsPerRound: int = 1) -> dict:
+        """Run one MECCA round with every click so far and update the segment; ``stepsPerRound``
+        policy steps with the same clicks (1 as trained; 3 reach in two rounds what one step reaches
+        in four, at three times the time: docs/results.md, "Steps per round").
 
         Returns round (rounds now in effect), clicks (new in the round), seconds (the whole update as
         the user waits for it), networkSeconds, changedVoxels (of the segment), segmentVoxels and
@@ -1117,6 +1122,7 @@ class MECCASession(VTKObservationMixin):
         """
         self._requireOpen()
         start = time.perf_counter()
+        self._engine.steps_per_round = stepsPerRound
         summary = self._engine.step()
         self._rounds.append(self._pending)
         self._pending = []

@@ -59,3 +59,19 @@ def test_a_broken_case_is_reported_and_the_figure_written(evaluation):
     assert [f["method"] for f in result["failures"]] == [None]
     assert "cannot be read" in result["failures"][0]["error"] and broken in result["failures"][0]["error"]
     assert (folder / "result.png").stat().st_size > 10_000
+
+
+def test_steps_per_round_reach_the_mecca_sessions_and_zero_is_refused(evaluation, capsys):
+    result, folder, _ = evaluation
+    root = next(folder.glob("*/dataset.json")).parent
+    out = folder / "two-steps.json"
+    command = ["evaluate", "--dataset", str(root), "--split", "all", "--rounds", "1", "--methods", "mecca",
+               "--json", str(out), "--steps-per-round"]
+    assert main([*command, "2"]) == 0
+    two_steps = json.loads(out.read_text())
+    assert two_steps["steps_per_round"] == 2 and result["steps_per_round"] == 1
+    first_round = [case["dice_per_round"][0] for case in result["methods"]["mecca"]["per_case"]]
+    assert [case["dice_per_round"][0] for case in two_steps["methods"]["mecca"]["per_case"]] != first_round
+    with pytest.raises(SystemExit):
+        main([*command, "0"])
+    assert "--steps-per-round: must be at least 1, got 0" in capsys.readouterr().err

@@ -133,3 +133,35 @@ def test_advice_regions_are_compact_in_millimetres_on_thick_slices(blob_volume, 
         points = np.argwhere(ranks == rank)
         extent_mm = (points.max(axis=0) - points.min(axis=0) + 1) * np.array([5.0, 0.9, 0.8])
         assert extent_mm[0] <= 2 * extent_mm[1:].max(), f"region {rank} spans {extent_mm} mm (k, j, i)"
+
+
+def test_several_steps_per_round_are_one_round_of_repeated_policy_steps(bundled_model_float32):
+    """Two steps in one round compute what two rounds without new clicks do, and undo as one round."""
+    from MECCASegmentLib.hints import SimulatedUser
+    from MECCASegmentLib.io import binary_label, read_volume
+    from MECCASegmentLib.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+    from MECCASegmentLib.session import _ijk
+
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    label = binary_label(read_volume(resource_path(*SAMPLE_LABEL)).array)
+    clicks = SimulatedUser(label, seed=0).clicks(np.zeros(label.shape, bool), 3, 0)
+    sessions = [InteractiveSession(image, bundled_model_float32, steps_per_round=steps) for steps in (2, 1)]
+    for session in sessions:
+        for click in clicks:
+            session.add_click(_ijk(click.position), click.positive)
+    two_steps, one_step = sessions
+    two_steps.step()
+    one_step.step()
+    after_one = one_step.probability_tenths
+    one_step.step()
+    assert not np.array_equal(after_one, one_step.probability_tenths)  # the second step moves voxels
+    assert np.array_equal(two_steps.probability_tenths, one_step.probability_tenths)
+    assert len(two_steps.history) == 1 and two_steps.history[0]["changed_voxels"] > 0
+    two_steps.undo()
+    assert (two_steps.probability_tenths == 5).all()
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True])
+def test_steps_per_round_must_be_a_positive_whole_number(blob_volume, untrained_model, steps):
+    with pytest.raises(InputError, match="steps per round"):
+        InteractiveSession(blob_volume[0], untrained_model, steps_per_round=steps)

@@ -117,7 +117,7 @@ def _segment(session) -> np.ndarray:
     return slicer.util.arrayFromSegmentBinaryLabelmap(session.segmentationNode, session.segmentId, session.volumeNode) > 0
 
 
-def _simulated_rounds(session, label, rounds=ROUNDS):
+def _simulated_rounds(session, label, rounds=ROUNDS, stepsPerRound=1):
     """The engine's seeded simulated user, clicking through the scripting API in world RAS."""
     from MECCASegmentLib.hints import SimulatedUser
 
@@ -126,7 +126,7 @@ def _simulated_rounds(session, label, rounds=ROUNDS):
         for click in user.clicks(_segment(session), CLICKS_PER_ROUND, round_index):
             ijk = click.position[::-1]
             assert session.addClick(ijkToWorld(session.volumeNode, ijk), click.positive) == tuple(ijk)
-        session.refine()
+        session.refine(stepsPerRound)
         masks.append(_segment(session))
     return masks
 
@@ -212,6 +212,25 @@ def test_rounds_through_slicer_equal_the_engine_on_the_same_clicks(scan, logic):
     for mask, expected in zip(masks, reference.masks):
         assert np.array_equal(mask, expected > 0)
     assert session.rounds == ROUNDS
+
+
+def test_steps_per_round_reach_the_engine(scan, logic):
+    """The module's "Steps per round": rounds of three policy steps written into the segment equal
+    the engine's rounds with the same setting, and differ from rounds of one step."""
+    from MECCASegmentLib.checkpoint import load_model
+    from MECCASegmentLib.evaluation import MeccaMethod, label_box, simulate
+
+    volumeNode, label = scan
+    lo, hi = label_box(label)
+    sessions = [logic.startSession(volumeNode, slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name),
+                                   roiNode=_roi_around(volumeNode, lo, hi)) for name in ("three steps", "one step")]
+    three_steps = _simulated_rounds(sessions[0], label, rounds=2, stepsPerRound=3)
+    one_step = _simulated_rounds(sessions[1], label, rounds=2)
+    method = MeccaMethod(load_model(logic.modelFile, precision="auto"), steps_per_round=3)
+    reference = simulate(method, module.engineVolume(volumeNode), label, 2, CLICKS_PER_ROUND, seed=SEED, keep_masks=True)
+    for mask, expected in zip(three_steps, reference.masks):
+        assert np.array_equal(mask, expected > 0)
+    assert not np.array_equal(three_steps[0], one_step[0]) and sessions[0].rounds == 2
 
 
 def test_dice_against_the_label_with_the_bundled_model(scene, hippocampus_dir, hippocampus_case):

@@ -96,7 +96,7 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
 
 # -- segment ------------------------------------------------------------------------------------
 def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | None, rounds: int | None,
-                device: str, label_path: str | None = None, precision: str = "auto") -> dict:
+                device: str, label_path: str | None = None, precision: str = "auto", steps_per_round: int = 1) -> dict:
     from .evaluation import dice
     from .hints import Click, read_clicks
     from .report import snapshot
@@ -106,7 +106,7 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
     label = binary_label(read_volume(label_path).array) if label_path else None
     model = _model(model_path, device, precision)
     rounds = rounds or max(clicks_by_round)
-    session = InteractiveSession(image, model, roi=roi)
+    session = InteractiveSession(image, model, roi=roi, steps_per_round=steps_per_round)
     first = clicks_by_round[min(clicks_by_round)][0][0]
     slice_k = int(np.clip(round(first[2]), 0, image.shape[0] - 1))
     snapshots, dices, seconds = [], [], []
@@ -120,7 +120,8 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
         snapshots.append(snapshot(session, slice_k, [Click(c.position, c.positive) for c in added], score))
         _print(f"  round {round_}/{rounds}: {len(added)} new clicks, {summary['foreground_voxels_in_roi']} "
                f"foreground voxels, {summary['seconds']:.2f} s" + (f", Dice {score:.3f}" if score is not None else ""))
-    summary = {"image": str(image_path), "rounds": rounds, "dice_per_round": dices, "seconds_per_round": seconds,
+    summary = {"image": str(image_path), "rounds": rounds, "steps_per_round": steps_per_round,
+               "dice_per_round": dices, "seconds_per_round": seconds,
                "clicks": [dict(c.to_dict(), ijk=list(_ijk(c.position))) for c in session.clicks],
                "history": session.history}
     write_session_outputs(session, out, snapshots, label, slice_k, summary, f"MECCA on {image.name}")
@@ -221,7 +222,7 @@ def run_evaluate(args) -> dict:
             model = load_model(path, device=_device(args.device), precision=args.precision)
             used_models[name] = str(path)
             factories[name] = (lambda m=model: ClickCNNMethod(m)) if name == "click-cnn" \
-                else (lambda m=model, n=name: MeccaMethod(m, n))
+                else (lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round))
         elif name == "grow-from-seeds":
             try:
                 GrowFromSeedsMethod()
@@ -232,10 +233,11 @@ def run_evaluate(args) -> dict:
         else:
             factories[name] = RandomWalkerMethod
     _print(f"evaluating {', '.join(factories)} on {len(cases)} cases of {dataset.name} ({args.split} split), "
-           f"{args.rounds} rounds x {args.clicks_per_round} clicks")
+           f"{args.rounds} rounds x {args.clicks_per_round} clicks, {args.steps_per_round} policy step(s) per round")
     summary, failures, figure_case = evaluate_cases(cases, factories, _labels(args.labels), args.rounds,
                                                     args.clicks_per_round, args.seed)
     result = {"dataset": dataset.name, "rounds": args.rounds, "clicks_per_round": args.clicks_per_round,
+              "steps_per_round": args.steps_per_round,
               "cases": len(cases), "split": args.split, "seed": args.seed, "methods": summary, "failures": failures,
               "models": used_models, "command": command_line(),
               "machine": f"{platform.machine()} {platform.processor()}, torch {torch.__version__}, "
@@ -273,10 +275,12 @@ def run_bench(args) -> dict:
     image = read_volume(args.image or resource_path(*SAMPLE_IMAGE))
     label = binary_label(read_volume(args.label or resource_path(*SAMPLE_LABEL)).array)
     result = {"machine": machine_description(_device(args.device)), "precision": str(model.dtype).removeprefix("torch."),
-              "model": str(args.model or resource_path(*DEFAULT_MODEL)), "image": image.name, "rois": {}}
+              "model": str(args.model or resource_path(*DEFAULT_MODEL)), "image": image.name,
+              "steps_per_round": args.steps_per_round, "rois": {}}
     for size in sizes:
         _print(f"ROI {size}^3 ...")
-        result["rois"][str(size)] = bench_roi(model, image, label, size, args.repeats, peers=not args.no_peers)
+        result["rois"][str(size)] = bench_roi(model, image, label, size, args.repeats, peers=not args.no_peers,
+                                              steps_per_round=args.steps_per_round)
     if args.levers:
         _print(f"levers at {max(sizes)}^3 ...")
         result["levers"] = {"roi": max(sizes), "rows": bench_levers(model, image, max(sizes), args.repeats)}
@@ -334,6 +338,14 @@ def run_info(model_path: str | None, card: bool = False) -> dict:
 
 PRECISIONS = ["auto", "float32", "bfloat16"]
 PRECISION_HELP = "inference precision; auto = bfloat16 where the processor computes it natively"
+def _steps_per_round(text: str) -> int:
+    value = int(text)  # not a whole number: argparse reports it
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+STEPS_HELP = "policy steps per round with the same clicks (default 1, as trained; more: fewer rounds, more time)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--label", help="optional reference segmentation: report Dice per round")
     segment.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     segment.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    segment.add_argument("--steps-per-round", type=_steps_per_round, default=1, help=STEPS_HELP)
 
     train = sub.add_parser("train", help="train (or fine-tune with --init) on MSD-layout datasets")
     train.add_argument("--dataset", action="append", required=True, help="MSD folder (repeat for several)")
@@ -430,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     evaluate.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    evaluate.add_argument("--steps-per-round", type=_steps_per_round, default=1, help=STEPS_HELP + " (MECCA and IteR-MRL)")
     evaluate.add_argument("--json", required=True, help="results file")
     evaluate.add_argument("--plot", help="figure: Dice per round per method + one case per method")
 
@@ -439,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--roi", default="64,96,128", help="cubic ROI sizes in voxels")
     bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--steps-per-round", type=_steps_per_round, default=1, help=STEPS_HELP)
     bench.add_argument("--model", help="model file; default: the bundled model")
     bench.add_argument("--image", help="scan to resample to each ROI (default: the bundled sample)")
     bench.add_argument("--label", help="its label (for the simulated clicks)")
@@ -462,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.precision)
         elif args.command == "segment":
             run_segment(args.image, args.clicks, Path(args.out), args.model, args.rounds, args.device, args.label,
-                        args.precision)
+                        args.precision, args.steps_per_round)
         elif args.command == "train":
             run_train(args)
         elif args.command == "evaluate":

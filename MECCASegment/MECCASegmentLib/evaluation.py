@@ -89,12 +89,12 @@ class InteractiveMethod:
 class MeccaMethod(InteractiveMethod):
     """MECCA (or IteR-MRL: the same policy trained without confidence shaping)."""
 
-    def __init__(self, model: MeccaModel, name: str = "mecca"):
-        self.model, self.name = model, name
+    def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int = 1):
+        self.model, self.name, self.steps_per_round = model, name, steps_per_round
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
-        self.session = InteractiveSession(image, self.model, roi=box)
+        self.session = InteractiveSession(image, self.model, roi=box, steps_per_round=self.steps_per_round)
 
     def refine(self, clicks: list[Click]) -> np.ndarray:
         for click in clicks[len(self.session.clicks):]:

@@ -91,17 +91,23 @@ class InteractiveSession:
         session.step()                      # one policy round
         session.mask, session.confidence_map(), session.advice_regions
         session.undo(); session.redo()
+
+    ``steps_per_round``: policy steps a round takes with the same clicks. One, as the paper and
+    training do; more reach a given Dice in fewer rounds (docs/results.md, "Steps per round") at
+    that many times the policy's time.
     """
 
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
-                 advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS):
+                 advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS,
+                 steps_per_round: int = 1):
         if not isinstance(image, Volume):
             raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
         if model.config.model != "mecca" or model.confidence is None:
             raise InputError(f"this is a {model.config.model} model (a baseline for `mecca evaluate`), not a MECCA "
                              "model; choose a MECCA model file for interactive segmentation")
         validate_image(image.array, image.spacing, name=image.name or "image")
+        self.steps_per_round = steps_per_round
         self.image = image
         self.model = model.eval()
         self.roi_margin_mm = float(roi_margin_mm)
@@ -120,6 +126,17 @@ class InteractiveSession:
         self._redo: list[Round] = []
         self._normalized: tuple[Box, np.ndarray] | None = None
         self._supervoxels: dict[tuple[Box, int], Supervoxels] = {}
+
+    @property
+    def steps_per_round(self) -> int:
+        return self._steps_per_round
+
+    @steps_per_round.setter
+    def steps_per_round(self, steps: int) -> None:
+        """Settable between rounds (the Slicer module's "Steps per round")."""
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise InputError(f"steps per round must be a whole number of at least 1, got {steps!r}")
+        self._steps_per_round = steps
 
     # -- setup ---------------------------------------------------------------------------------
     def _start_from_mask(self, mask: np.ndarray) -> None:
@@ -226,7 +243,8 @@ class InteractiveSession:
 
     # -- rounds --------------------------------------------------------------------------------
     def step(self) -> dict:
-        """Run one MECCA round on the ROI with every click so far; returns the round's summary."""
+        """Run one MECCA round (``steps_per_round`` policy steps) on the ROI with every click so far;
+        returns the round's summary."""
         with self._lock:
             start = time.perf_counter()
             timings = {}
@@ -255,25 +273,29 @@ class InteractiveSession:
     @torch.no_grad()
     def _act(self, grid: WorkingGrid, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray, timings: dict):
         """Greedy actions of the policy on the working grid, applied to p on the ROI's own voxels
-        (eq. 1), and their confidence there. ``hint`` is already on the working grid."""
+        (eq. 1), ``steps_per_round`` times with the same clicks; and the confidence of the last
+        step's actions there. ``hint`` is already on the working grid."""
         device, dtype = self.model.device, self.model.dtype
         t = time.perf_counter()
         p = torch.from_numpy(p_tenths)[None].to(device)
         image = grid.to_working(torch.from_numpy(image_norm)[None].to(device))
-        state = build_state(image, grid.tenths_to_working(p), torch.from_numpy(hint)[None].to(device))
-        state = state.to(dtype).contiguous(memory_format=torch.channels_last_3d)
-        logits, _ = self.model.policy(state, with_value=False)
-        steps = action_tenths(logits.argmax(dim=1))
-        _synchronize(device)
-        timings["policy_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        p_after = transition(p, grid.to_native(steps, nearest=True))[0].cpu().numpy()
-        timings["transition_s"] = time.perf_counter() - t
-        t = time.perf_counter()
+        hint_tensor = torch.from_numpy(hint)[None].to(device)
+        timings["policy_s"] = timings["transition_s"] = 0.0
+        for _ in range(self.steps_per_round):
+            state = build_state(image, grid.tenths_to_working(p), hint_tensor)
+            state = state.to(dtype).contiguous(memory_format=torch.channels_last_3d)
+            logits, _ = self.model.policy(state, with_value=False)
+            steps = action_tenths(logits.argmax(dim=1))
+            _synchronize(device)
+            timings["policy_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            p = transition(p, grid.to_native(steps, nearest=True))
+            timings["transition_s"] += time.perf_counter() - t
+            t = time.perf_counter()
         confidence = torch.sigmoid(self.model.confidence(state, (steps.float() / 10.0).to(dtype)).float())
         confidence = grid.to_native(confidence)[0].cpu().numpy()
         timings["confidence_s"] = time.perf_counter() - t
-        return p_after, confidence
+        return p[0].cpu().numpy(), confidence
 
     def undo(self) -> dict:
         """Revert the last round (and drop clicks not yet run). Raises SessionError with no history."""
