@@ -87,15 +87,15 @@ def useful_flops(net: torch.nn.Module, state: torch.Tensor) -> int:
 
 
 def interleaved_best_seconds(functions, repeats: int) -> list[float]:
-    """Best wall time of each function over ``repeats`` calls, the calls alternating, so that a slow
-    spell of a shared machine hits every function alike instead of one of them (the ratio of the
-    policy's speed to the conv3d peak moved by 10 points from run to run when they were timed one
-    after the other). One warm-up call each first: oneDNN builds its kernels for the shape."""
-    for function in functions:
-        function()
+    """Best wall time of each function over ``repeats`` calls, the functions taking turns, so that a
+    slow spell of a shared machine hits every function alike instead of one of them (the ratio of
+    the policy's speed to the conv3d peak moved by 10 points from run to run when they were timed
+    one after the other). Each timed call follows an untimed call of the same function, so that its
+    data is in the cache as in a run of calls (and oneDNN has built its kernels for the shape)."""
     best = [float("inf")] * len(functions)
     for _ in range(repeats):
         for index, function in enumerate(functions):
+            function()
             start = time.perf_counter()
             function()
             best[index] = min(best[index], time.perf_counter() - start)
@@ -317,10 +317,10 @@ def bench_levers(model: MeccaModel, image: Volume, size: int, repeats: int) -> l
     image_norm = normalize_image(volume.array)
     confidence = np.random.default_rng(0).random(image_norm.shape).astype(np.float32)
     start = time.perf_counter()
-    labels = supervoxels(image_norm, segments_for_round(1), volume.spacing[::-1])
+    regions = supervoxels(image_norm, segments_for_round(1), volume.spacing[::-1])
     slic_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    rank_regions(labels, confidence)
+    rank_regions(regions, confidence)
     row("advice: SLIC every round instead of cached per ROI", slic_seconds + time.perf_counter() - start,
         "added to a round")
     return rows
