@@ -1112,8 +1112,8 @@ class MECCASession(VTKObservationMixin):
     # -- rounds --------------------------------------------------------------------------------
     def refine(self, stepsPerRound: int = 1) -> dict:
         """Run one MECCA round with every click so far and update the segment; ``stepsPerRound``
-        policy steps with the same clicks (1 as trained; 3 reach in two rounds what one step reaches
-        in four, at three times the time: docs/results.md, "Steps per round").
+        policy steps with the same clicks (1 as trained; 3 reach in three rounds what one step reaches
+        in five, at 2-3 times the time: docs/results.md, "Steps per round").
 
         Returns round (rounds now in effect), clicks (new in the round), seconds (the whole update as
         the user waits for it), networkSeconds, changedVoxels (of the segment), segmentVoxels and
