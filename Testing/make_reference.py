@@ -41,11 +41,9 @@ def data_dir(dataset: str = "Task04_Hippocampus") -> Path:
 
 def regression_cases(dataset: str):
     """The first held-out (validation) cases of a shared dataset, by name."""
-    from MECCASegmentLib.io import MSDDataset, split_validation
+    from MECCASegmentLib.io import MSDDataset
 
-    cases = MSDDataset.open(data_dir(dataset)).cases
-    held_out = split_validation([c.name for c in cases], 0.2)
-    return sorted((c for c in cases if c.name in held_out), key=lambda c: c.name)[: REGRESSION_CASES[dataset]]
+    return MSDDataset.open(data_dir(dataset)).validation_cases(0.2)[: REGRESSION_CASES[dataset]]
 
 
 def regression_dice(model) -> dict:

@@ -5,7 +5,8 @@ import json
 import math
 
 import torch
-from MECCASegmentLib.bench import interleaved_best_seconds
+from MECCASegmentLib import networks
+from MECCASegmentLib.bench import conv_calls, interleaved_best_seconds, useful_flops
 from MECCASegmentLib.cli import main
 
 
@@ -44,3 +45,17 @@ def test_policy_and_peak_layer_are_timed_in_alternation():
     best = interleaved_best_seconds([lambda: calls.append("policy"), lambda: calls.append("peak")], repeats=3)
     assert calls == ["policy", "policy", "peak", "peak"] * 3  # each timed call after an untimed one
     assert len(best) == 2 and all(0 <= seconds < 1 for seconds in best)
+
+
+def test_achieved_flops_leave_out_the_slabs_halo_rows(bundled_model_float32):
+    """At inference the fusion head convolves each slab with one halo row either side; those rows are
+    computed twice and must not count as achieved work. 64 rows of 96 x 96 split into slabs of 56
+    and 8 rows: the slab boundary costs two extra rows of the fusion and output convolutions."""
+    policy = bundled_model_float32.policy
+    state = torch.zeros(1, 3, 64, 96, 96).contiguous(memory_format=torch.channels_last_3d)
+    assert state.shape[2:].numel() > networks.SLAB_VOXELS
+    head = policy.policy_out
+    executed = sum(flops for *_, flops in conv_calls(policy, state, False))
+    per_row = 2 * 96 * 96 * (head.fuse.out_channels * head.fuse.in_channels * 27 + head.out.out_channels * head.out.in_channels)
+    assert executed - useful_flops(policy, state) == 2 * per_row
+    assert networks.SLAB_VOXELS == 1 << 19  # restored

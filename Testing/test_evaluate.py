@@ -21,7 +21,7 @@ def evaluation(hippocampus_dir, tmp_path_factory):
     out = root.parent / "result.json"
     assert main(["evaluate", "--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS),
                  "--methods", ",".join(METHODS), "--json", str(out), "--plot", str(root.parent / "result.png")]) == 0
-    return json.loads(out.read_text()), root.parent, broken.name
+    return json.loads(out.read_text()), root, broken.name
 
 
 def test_every_method_reports_the_issue_schema(evaluation):
@@ -55,16 +55,15 @@ def test_the_bundled_models_segment_and_only_mecca_types_report_eq6_label_qualit
 
 
 def test_a_broken_case_is_reported_and_the_figure_written(evaluation):
-    result, folder, broken = evaluation
+    result, root, broken = evaluation
     assert [f["method"] for f in result["failures"]] == [None]
     assert "cannot be read" in result["failures"][0]["error"] and broken in result["failures"][0]["error"]
-    assert (folder / "result.png").stat().st_size > 10_000
+    assert (root.parent / "result.png").stat().st_size > 10_000
 
 
 def test_steps_per_round_reach_the_mecca_sessions_and_zero_is_refused(evaluation, capsys):
-    result, folder, _ = evaluation
-    root = next(folder.glob("*/dataset.json")).parent
-    out = folder / "two-steps.json"
+    result, root, _ = evaluation
+    out = root.parent / "two-steps.json"
     command = ["evaluate", "--dataset", str(root), "--split", "all", "--rounds", "1", "--methods", "mecca",
                "--json", str(out), "--steps-per-round"]
     assert main([*command, "2"]) == 0
@@ -72,6 +71,7 @@ def test_steps_per_round_reach_the_mecca_sessions_and_zero_is_refused(evaluation
     assert two_steps["steps_per_round"] == 2 and result["steps_per_round"] == 1
     first_round = [case["dice_per_round"][0] for case in result["methods"]["mecca"]["per_case"]]
     assert [case["dice_per_round"][0] for case in two_steps["methods"]["mecca"]["per_case"]] != first_round
-    with pytest.raises(SystemExit):
-        main([*command, "0"])
-    assert "--steps-per-round: must be at least 1, got 0" in capsys.readouterr().err
+    for bad, message in (("0", "must be at least 1, got 0"), ("1.5", "must be a whole number, got '1.5'")):
+        with pytest.raises(SystemExit):
+            main([*command, bad])
+        assert f"--steps-per-round: {message}" in capsys.readouterr().err

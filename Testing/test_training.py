@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import copy_msd_cases
 from MECCASegmentLib import training
+from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
 from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases, make_batch, run_episode
 
@@ -225,3 +226,10 @@ def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tin
     assert not (tmp_path / "narrow.safetensors").exists()
     assert main(common + ["--out", str(tmp_path / "eight.safetensors"), "--fusion-width", "8"]) == 0
     assert load_model(tmp_path / "eight.safetensors").config.fusion_out_channels == 8
+
+
+def test_the_evaluation_split_is_the_cases_training_held_out(tiny_dataset):
+    """`mecca evaluate` (MSDDataset.validation_cases) scores exactly the cases `mecca train` kept out."""
+    _, validation, _ = load_cases([str(tiny_dataset)], None, 0.34, progress=False)
+    held_out = MSDDataset.open(tiny_dataset).validation_cases(0.34)
+    assert [c.name for c in held_out] == sorted(c.name for c in validation) and len(held_out) == 2

@@ -199,7 +199,7 @@ def run_evaluate(args) -> dict:
         RandomWalkerMethod,
         evaluate_cases,
     )
-    from .io import MSDDataset, split_validation
+    from .io import MSDDataset
     from .report import write_evaluation_figure
     from .training import command_line
 
@@ -208,10 +208,8 @@ def run_evaluate(args) -> dict:
     if unknown:
         raise InputError(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(METHODS)}")
     dataset = MSDDataset.open(args.dataset)
-    cases = sorted(dataset.cases, key=lambda c: c.name)
-    if args.split == "validation":
-        held_out = split_validation([c.name for c in cases], args.validation_fraction)
-        cases = [c for c in cases if c.name in held_out]
+    cases = dataset.validation_cases(args.validation_fraction) if args.split == "validation" \
+        else sorted(dataset.cases, key=lambda c: c.name)
     if args.cases:
         cases = cases[: args.cases]
     model_paths = {"mecca": args.model, "iter-mrl": args.iter_mrl_model, "click-cnn": args.click_cnn_model}
@@ -338,8 +336,13 @@ def run_info(model_path: str | None, card: bool = False) -> dict:
 
 PRECISIONS = ["auto", "float32", "bfloat16"]
 PRECISION_HELP = "inference precision; auto = bfloat16 where the processor computes it natively"
+
+
 def _steps_per_round(text: str) -> int:
-    value = int(text)  # not a whole number: argparse reports it
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value

@@ -319,6 +319,11 @@ class MSDDataset:
                              "remove them:\n  " + "\n  ".join(problems))
         return cls(root, cases, info)
 
+    def validation_cases(self, fraction: float) -> list[Case]:
+        """The cases `mecca train` holds out with this fraction (split_validation), by name."""
+        held_out = split_validation([c.name for c in self.cases], fraction)
+        return sorted((c for c in self.cases if c.name in held_out), key=lambda c: c.name)
+
 
 def check_dataset(dataset: MSDDataset, foreground_labels: tuple[int, ...] | None = None,
                   require_labels: bool = True) -> tuple[list[Case], list[str]]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from MECCASegmentLib.checkpoint import load_model
 from MECCASegmentLib.evaluation import MeccaMethod, evaluate_cases
-from MECCASegmentLib.io import MSDDataset, split_validation
+from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
 
 BFLOAT16_RELATIVE_ROUNDING = 2.0**-9
@@ -48,10 +48,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", help="write the per-variant Dice and the paired differences here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    cases = sorted(MSDDataset.open(args.dataset).cases, key=lambda c: c.name)
-    if not args.all_cases:
-        held_out = split_validation([c.name for c in cases], 0.2)
-        cases = [c for c in cases if c.name in held_out]
+    dataset = MSDDataset.open(args.dataset)
+    cases = sorted(dataset.cases, key=lambda c: c.name) if args.all_cases else dataset.validation_cases(0.2)
     dice = {}
     for name, model in variants(args.jitter_seeds):
         summary, failures, _ = evaluate_cases(cases, {name: lambda m=model: MeccaMethod(m)}, progress=False)

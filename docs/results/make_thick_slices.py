@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from MECCASegmentLib.io import MSDDataset, Volume, read_volume, resample_to_shape, split_validation, write_volume
+from MECCASegmentLib.io import MSDDataset, Volume, read_volume, resample_to_shape, write_volume
 
 
 def thicker(volume: Volume, factor: float) -> Volume:
@@ -24,9 +24,8 @@ def thicker(volume: Volume, factor: float) -> Volume:
 def main(source: str, target: str, factor: float) -> None:
     out = Path(target)
     dataset = MSDDataset.open(source)
-    held_out = split_validation([c.name for c in dataset.cases], 0.2)
     entries = []
-    for case in (c for c in dataset.cases if c.name in held_out):
+    for case in dataset.validation_cases(0.2):
         image, label = read_volume(case.image), read_volume(case.label)
         write_volume(thicker(image, factor), out / "imagesTr" / case.image.name)
         slabs = thicker(label.with_array(label.array > 0), factor)
