@@ -319,8 +319,8 @@ class MECCASegmentParameterNode:
     """Module settings, saved with the scene (the model file is an application setting instead:
     the model path field remembers it).
 
-    stepsPerRound - policy steps per round with the same clicks (1 as trained; more: fewer rounds,
-        more time per round).
+    stepsPerRound - policy steps per round with the same clicks; 0: automatic (3 on ROIs up to 80^3
+        voxels, fewer on larger ones, within the round's time budget); 1 as the model was trained.
     device - where the networks run: auto (GPU when PyTorch sees one), cpu or cuda.
     fineTuneOutputFolder - where fine-tuning writes its data, log and new model.
     """
@@ -328,7 +328,7 @@ class MECCASegmentParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     roi: vtkMRMLMarkupsROINode
     autoRefine: bool = True
-    stepsPerRound: Annotated[int, WithinRange(1, 5)] = 1
+    stepsPerRound: Annotated[int, WithinRange(0, 5)] = 0
     confidenceVisible: bool = True
     confidenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     adviceVisible: bool = True
@@ -521,7 +521,7 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.session is None:
             return
         with slicer.util.tryWithErrorDisplay(_("The MECCA round failed."), waitCursor=True):
-            self.showRound(self.session.refine(self._parameterNode.stepsPerRound if self._parameterNode else 1))
+            self.showRound(self.session.refine(self._parameterNode.stepsPerRound if self._parameterNode else 0))
         self.updateButtons()
 
     def onUndo(self) -> None:
@@ -541,10 +541,10 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def showRound(self, stats: dict) -> None:
-        self.ui.statusLabel.text = _("Round {round}: {seconds:.2f} s, {changed} voxels changed, "
-                                     "segment {voxels} voxels.").format(
-            round=stats["round"], seconds=stats["seconds"], changed=stats["changedVoxels"],
-            voxels=stats["segmentVoxels"])
+        self.ui.statusLabel.text = _("Round {round} ({steps} policy steps): {seconds:.2f} s, {changed} voxels "
+                                     "changed, segment {voxels} voxels.").format(
+            round=stats["round"], steps=stats["policySteps"], seconds=stats["seconds"],
+            changed=stats["changedVoxels"], voxels=stats["segmentVoxels"])
         regions = self.session.adviceRegions if self._parameterNode.adviceVisible else []
         self.ui.adviceTable.setRowCount(len(regions))
         for row, region in enumerate(regions):
@@ -1110,19 +1110,22 @@ class MECCASession(VTKObservationMixin):
         return dict(self._clickNodes)
 
     # -- rounds --------------------------------------------------------------------------------
-    def refine(self, stepsPerRound: int = 1) -> dict:
+    def refine(self, stepsPerRound: int | str = 0) -> dict:
         """Run one MECCA round with every click so far and update the segment; ``stepsPerRound``
         policy steps with the same clicks (1 as trained; 3 reach in three rounds what one step reaches
-        in five, at 2-3 times the time: docs/results.md, "Steps per round").
+        in five, at 2-3 times the time: docs/results.md, "Steps per round"); 0 or "auto" (the
+        parameter node's default): as many as the ROI's size allows within the round's time budget
+        (3 up to 80^3 voxels).
 
-        Returns round (rounds now in effect), clicks (new in the round), seconds (the whole update as
-        the user waits for it), networkSeconds, changedVoxels (of the segment), segmentVoxels and
-        roiIjk ((i, j, k) lo, hi of the round's region). undo() and redo() return the same keys.
-        SessionError before the first click when there is no ROI and no starting segment.
+        Returns round (rounds now in effect), clicks (new in the round), policySteps (taken in the
+        round), seconds (the whole update as the user waits for it), networkSeconds, changedVoxels
+        (of the segment), segmentVoxels and roiIjk ((i, j, k) lo, hi of the round's region). undo()
+        and redo() return the same keys. SessionError before the first click when there is no ROI and
+        no starting segment.
         """
         self._requireOpen()
         start = time.perf_counter()
-        self._engine.steps_per_round = stepsPerRound
+        self._engine.steps_per_round = "auto" if stepsPerRound in (0, "auto") else stepsPerRound
         summary = self._engine.step()
         self._rounds.append(self._pending)
         self._pending = []
@@ -1169,7 +1172,8 @@ class MECCASession(VTKObservationMixin):
         self._updateConfidence()
         if self._adviceVisible:
             self._showAdvice()
-        return {"round": self._engine.rounds, "clicks": summary["clicks"], "seconds": time.perf_counter() - start,
+        return {"round": self._engine.rounds, "clicks": summary["clicks"], "policySteps": summary["policy_steps"],
+                "seconds": time.perf_counter() - start,
                 "networkSeconds": networkSeconds, "changedVoxels": changed,
                 "segmentVoxels": int(np.count_nonzero(self._mask)),
                 "roiIjk": (tuple(summary["roi_lo_ijk"]), tuple(summary["roi_hi_ijk"]))}

@@ -63,15 +63,19 @@ def test_a_broken_case_is_reported_and_the_figure_written(evaluation):
 
 def test_steps_per_round_reach_the_mecca_sessions_and_zero_is_refused(evaluation, capsys):
     result, root, _ = evaluation
-    out = root.parent / "two-steps.json"
     command = ["evaluate", "--dataset", str(root), "--split", "all", "--rounds", "1", "--methods", "mecca",
-               "--json", str(out), "--steps-per-round"]
-    assert main([*command, "2"]) == 0
-    two_steps = json.loads(out.read_text())
-    assert two_steps["steps_per_round"] == 2 and result["steps_per_round"] == 1
-    first_round = [case["dice_per_round"][0] for case in result["methods"]["mecca"]["per_case"]]
-    assert [case["dice_per_round"][0] for case in two_steps["methods"]["mecca"]["per_case"]] != first_round
-    for bad, message in (("0", "must be at least 1, got 0"), ("1.5", "must be a whole number, got '1.5'")):
+               "--steps-per-round"]
+    first_round = {}
+    for steps in ("1", "2"):
+        out = root.parent / f"steps-{steps}.json"
+        assert main([*command, steps, "--json", str(out)]) == 0
+        recorded = json.loads(out.read_text())
+        assert recorded["steps_per_round"] == int(steps)
+        first_round[steps] = [case["dice_per_round"][0] for case in recorded["methods"]["mecca"]["per_case"]]
+    assert first_round["1"] != first_round["2"]
+    assert result["steps_per_round"] == "auto"  # the default: 3 steps on these small ROIs
+    assert [case["dice_per_round"][0] for case in result["methods"]["mecca"]["per_case"]] not in first_round.values()
+    for bad, message in (("0", "must be at least 1, got 0"), ("1.5", "must be a whole number or 'auto', got '1.5'")):
         with pytest.raises(SystemExit):
             main([*command, bad])
         assert f"--steps-per-round: {message}" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from MECCASegmentLib.io import InputError, Volume
-from MECCASegmentLib.session import InteractiveSession, SessionError
+from MECCASegmentLib.session import InteractiveSession, SessionError, automatic_steps
 
 
 def test_a_round_changes_only_the_roi_and_records_history(blob_volume, untrained_model):
@@ -135,8 +135,8 @@ def test_advice_regions_are_compact_in_millimetres_on_thick_slices(blob_volume, 
         assert extent_mm[0] <= 2 * extent_mm[1:].max(), f"region {rank} spans {extent_mm} mm (k, j, i)"
 
 
-def test_several_steps_per_round_are_one_round_of_repeated_policy_steps(bundled_model_float32):
-    """Two steps in one round compute what two rounds without new clicks do, and undo as one round."""
+def _sample_session(model, steps_per_round):
+    """A session on the bundled sample with the simulated user's three first clicks queued."""
     from MECCASegmentLib.hints import SimulatedUser
     from MECCASegmentLib.io import binary_label, read_volume
     from MECCASegmentLib.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
@@ -144,12 +144,16 @@ def test_several_steps_per_round_are_one_round_of_repeated_policy_steps(bundled_
 
     image = read_volume(resource_path(*SAMPLE_IMAGE))
     label = binary_label(read_volume(resource_path(*SAMPLE_LABEL)).array)
-    clicks = SimulatedUser(label, seed=0).clicks(np.zeros(label.shape, bool), 3, 0)
-    sessions = [InteractiveSession(image, bundled_model_float32, steps_per_round=steps) for steps in (2, 1)]
-    for session in sessions:
-        for click in clicks:
-            session.add_click(_ijk(click.position), click.positive)
-    two_steps, one_step = sessions
+    session = InteractiveSession(image, model, steps_per_round=steps_per_round)
+    for click in SimulatedUser(label, seed=0).clicks(np.zeros(label.shape, bool), 3, 0):
+        session.add_click(_ijk(click.position), click.positive)
+    return session
+
+
+def test_several_steps_per_round_are_one_round_of_repeated_policy_steps(bundled_model_float32):
+    """Two steps in one round compute what two rounds without new clicks do, undo as one round, and
+    keep the confidence of their last step with the probabilities it moved."""
+    two_steps, one_step = (_sample_session(bundled_model_float32, steps) for steps in (2, 1))
     two_steps.step()
     one_step.step()
     after_one = one_step.probability_tenths
@@ -157,11 +161,39 @@ def test_several_steps_per_round_are_one_round_of_repeated_policy_steps(bundled_
     assert not np.array_equal(after_one, one_step.probability_tenths)  # the second step moves voxels
     assert np.array_equal(two_steps.probability_tenths, one_step.probability_tenths)
     assert len(two_steps.history) == 1 and two_steps.history[0]["changed_voxels"] > 0
+    assert two_steps.history[0]["policy_steps"] == 2 and one_step.history[0]["policy_steps"] == 1
+    last, second = two_steps.last_round, one_step.last_round
+    assert np.array_equal(last.confidence, second.confidence)
+    assert np.array_equal(last.last_step_change(), second.last_step_change())
+    assert np.array_equal(second.last_step_change(), second.p_after.astype(int) - second.p_before)
     two_steps.undo()
     assert (two_steps.probability_tenths == 5).all()
 
 
-@pytest.mark.parametrize("steps", [0, -1, 1.5, True])
-def test_steps_per_round_must_be_a_positive_whole_number(blob_volume, untrained_model, steps):
+def test_automatic_steps_fit_the_round_time_budget():
+    """3 steps on working grids up to 80^3 voxels, 2 a little above, 1 from 96^3 (docs/performance.md)."""
+    assert [automatic_steps((n, n, n)) for n in (16, 64, 80, 88, 96, 128, 512)] == [3, 3, 3, 2, 1, 1, 1]
+    assert automatic_steps((300, 512, 512)) == 1
+
+
+def test_automatic_steps_per_round_is_the_default_and_depends_on_the_working_grid(bundled_model_float32,
+                                                                                   untrained_model):
+    """The sample's ROI is enlarged to the model's 64^3 minimum: auto takes 3 steps there, bit for bit
+    an explicit 3; a 100^3 ROI (worked on as it is) takes 1."""
+    from MECCASegmentLib.io import Volume
+
+    automatic, three = _sample_session(bundled_model_float32, "auto"), _sample_session(bundled_model_float32, 3)
+    assert automatic.steps_per_round == "auto"
+    assert automatic.step()["policy_steps"] == three.step()["policy_steps"] == 3
+    assert np.array_equal(automatic.probability_tenths, three.probability_tenths)
+    large = InteractiveSession(Volume(np.random.default_rng(0).normal(size=(100, 100, 100)).astype(np.float32)),
+                               untrained_model, roi=((0, 0, 0), (100, 100, 100)))
+    large.add_click((50, 50, 50), positive=True)
+    summary = large.step()
+    assert summary["working_size_ijk"] == [100, 100, 100] and summary["policy_steps"] == 1
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True, "automatic"])
+def test_steps_per_round_must_be_a_positive_whole_number_or_auto(blob_volume, untrained_model, steps):
     with pytest.raises(InputError, match="steps per round"):
         InteractiveSession(blob_volume[0], untrained_model, steps_per_round=steps)

@@ -117,8 +117,9 @@ def _segment(session) -> np.ndarray:
     return slicer.util.arrayFromSegmentBinaryLabelmap(session.segmentationNode, session.segmentId, session.volumeNode) > 0
 
 
-def _simulated_rounds(session, label, rounds=ROUNDS, stepsPerRound=1):
-    """The engine's seeded simulated user, clicking through the scripting API in world RAS."""
+def _simulated_rounds(session, label, rounds=ROUNDS, stepsPerRound=0):
+    """The engine's seeded simulated user, clicking through the scripting API in world RAS; checks
+    that each round reports the policy steps it took."""
     from MECCASegmentLib.hints import SimulatedUser
 
     user, masks = SimulatedUser(label, seed=SEED), []
@@ -126,7 +127,8 @@ def _simulated_rounds(session, label, rounds=ROUNDS, stepsPerRound=1):
         for click in user.clicks(_segment(session), CLICKS_PER_ROUND, round_index):
             ijk = click.position[::-1]
             assert session.addClick(ijkToWorld(session.volumeNode, ijk), click.positive) == tuple(ijk)
-        session.refine(stepsPerRound)
+        stats = session.refine(stepsPerRound)
+        assert stats["policySteps"] == (stepsPerRound or 3)  # 0, the parameter node's default: automatic, 3 here
         masks.append(_segment(session))
     return masks
 
@@ -216,7 +218,8 @@ def test_rounds_through_slicer_equal_the_engine_on_the_same_clicks(scan, logic):
 
 def test_steps_per_round_reach_the_engine(scan, logic):
     """The module's "Steps per round": rounds of three policy steps written into the segment equal
-    the engine's rounds with the same setting, and differ from rounds of one step."""
+    the engine's rounds with the same setting, and differ from rounds of one step; the parameter
+    node's 0 is automatic."""
     from MECCASegmentLib.checkpoint import load_model
     from MECCASegmentLib.evaluation import MeccaMethod, label_box, simulate
 
@@ -225,7 +228,7 @@ def test_steps_per_round_reach_the_engine(scan, logic):
     sessions = [logic.startSession(volumeNode, slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name),
                                    roiNode=_roi_around(volumeNode, lo, hi)) for name in ("three steps", "one step")]
     three_steps = _simulated_rounds(sessions[0], label, rounds=2, stepsPerRound=3)
-    one_step = _simulated_rounds(sessions[1], label, rounds=2)
+    one_step = _simulated_rounds(sessions[1], label, rounds=2, stepsPerRound=1)
     method = MeccaMethod(load_model(logic.modelFile, precision="auto"), steps_per_round=3)
     reference = simulate(method, module.engineVolume(volumeNode), label, 2, CLICKS_PER_ROUND, seed=SEED, keep_masks=True)
     for mask, expected in zip(three_steps, reference.masks):

@@ -233,3 +233,25 @@ def test_the_evaluation_split_is_the_cases_training_held_out(tiny_dataset):
     _, validation, _ = load_cases([str(tiny_dataset)], None, 0.34, progress=False)
     held_out = MSDDataset.open(tiny_dataset).validation_cases(0.34)
     assert [c.name for c in held_out] == sorted(c.name for c in validation) and len(held_out) == 2
+
+
+def test_rounds_of_several_policy_steps_take_clicks_once_per_round(tiny_dataset, monkeypatch):
+    """An episode of T rounds x 2 steps runs the policy 2T times and asks for clicks at the first step
+    of each round only, with the round's index; --steps-per-round reaches the training config."""
+    from MECCASegmentLib.cli import build_parser
+
+    config = TrainingConfig(clicks_per_round=(3, 3))
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+    model = MeccaModel.create(SMALL, seed=0).train()
+    batch = make_batch(train[:2], config, [np.random.default_rng([0, e]) for e in range(2)])
+    rounds_asked, policy_calls = [], []
+    real_add_round_clicks = training._add_round_clicks
+    monkeypatch.setattr(training, "_add_round_clicks",
+                        lambda *args: rounds_asked.append(args[-1]) or real_add_round_clicks(*args))
+    model.policy.register_forward_hook(lambda *_: policy_calls.append(1))
+    loss, stats = run_episode(model, batch, config, 3, [torch.Generator().manual_seed(e) for e in range(2)],
+                              steps_per_round=2)
+    assert rounds_asked == list(range(config.rounds)) and len(policy_calls) == 2 * config.rounds
+    assert torch.isfinite(loss) and 0.0 <= stats["dice"] <= 1.0
+    arguments = build_parser().parse_args(["train", "--dataset", "d", "--out", "m.safetensors", "--steps-per-round", "1,3"])
+    assert arguments.steps_per_round == (1, 3)

@@ -23,7 +23,7 @@ from .evaluation import GrowFromSeedsMethod, RandomWalkerMethod
 from .hints import SimulatedUser
 from .io import Volume
 from .networks import Conv3d, MeccaModel
-from .session import InteractiveSession, _ijk
+from .session import AUTO_STEPS, InteractiveSession, _ijk
 
 BIG_VOLUME = (300, 512, 512)  # k, j, i: a typical CT
 
@@ -128,7 +128,7 @@ def conv3d_best_layer(width: int, shape: tuple[int, int, int], dtype: torch.dtyp
 
 
 def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, repeats: int, rounds: int = 3,
-              peers: bool = True, steps_per_round: int = 1) -> dict:
+              peers: bool = True, steps_per_round: int | str = AUTO_STEPS) -> dict:
     volume, cube_label = cube_case(image, label, size)
     box = ((0, 0, 0), (size, size, size))
     user = SimulatedUser(cube_label, seed=0)
@@ -153,6 +153,7 @@ def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, re
                     parts.setdefault(key, []).append(value)
         if repeat:
             open_times.append(opened)
+    result["policy_steps"] = session.last_round.steps
     result["mecca_round_s"] = _stats(round_times)
     result["parts_s"] = {k.removesuffix("_s"): round(float(np.median(v)), 4) for k, v in parts.items()}
     result["advice_precompute_s"] = _stats(open_times)

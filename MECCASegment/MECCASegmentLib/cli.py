@@ -13,7 +13,7 @@ import numpy as np
 from .checkpoint import CheckpointError, load_model
 from .io import InputError, binary_label, read_volume, write_json, write_volume
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
-from .session import InteractiveSession, SessionError, _ijk
+from .session import AUTO_STEPS, InteractiveSession, SessionError, _ijk
 
 
 def _model(path: str | None, device: str = "cpu", precision: str = "auto"):
@@ -96,7 +96,7 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
 
 # -- segment ------------------------------------------------------------------------------------
 def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | None, rounds: int | None,
-                device: str, label_path: str | None = None, precision: str = "auto", steps_per_round: int = 1) -> dict:
+                device: str, label_path: str | None = None, precision: str = "auto", steps_per_round: int | str = AUTO_STEPS) -> dict:
     from .evaluation import dice
     from .hints import Click, read_clicks
     from .report import snapshot
@@ -153,7 +153,8 @@ def run_train(args) -> Path:
                             validation_cases_per_epoch=args.validation_cases_per_epoch,
                             class_balance_epochs=args.class_balance_epochs,
                             imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
-                            confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only)
+                            confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only,
+                            steps_per_round=args.steps_per_round)
     start = load_model(args.init).config if args.init else NetworkConfig()  # settings a fine-tuning inherits
     min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
     if args.init and args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
@@ -296,11 +297,11 @@ def format_bench_table(result: dict) -> str:
     machine = result["machine"]
     lines = [f"{machine['processor']}, {machine['threads']} threads, torch {machine['torch']}, {machine['device']}, "
              f"{result['precision']}",
-             f"{'ROI':>5} {'MECCA round s':>15} {'p90':>6} {'grow-from-seeds s':>18} {'x':>5} {'random walker s':>16} "
+             f"{'ROI':>5} {'steps':>5} {'MECCA round s':>15} {'p90':>6} {'grow-from-seeds s':>18} {'x':>5} {'random walker s':>16} "
              f"{'x':>5} {'GFLOP/s':>8} {'peak':>6} {'of peak':>8} {'of best layer':>14}"]
     for size, r in result["rois"].items():
         grow, walker = r.get("grow_from_seeds_round_s"), r.get("random_walker_round_s")
-        lines.append(f"{size:>5} {r['mecca_round_s']['median']:>15.3f} {r['mecca_round_s']['p90']:>6.3f} "
+        lines.append(f"{size:>5} {r['policy_steps']:>5} {r['mecca_round_s']['median']:>15.3f} {r['mecca_round_s']['p90']:>6.3f} "
                      f"{grow['median'] if grow else float('nan'):>18.3f} "
                      f"{r.get('speedup_vs_grow_from_seeds', float('nan')):>5.1f} "
                      f"{walker['median'] if walker else float('nan'):>16.3f} "
@@ -338,17 +339,33 @@ PRECISIONS = ["auto", "float32", "bfloat16"]
 PRECISION_HELP = "inference precision; auto = bfloat16 where the processor computes it natively"
 
 
-def _steps_per_round(text: str) -> int:
+def _whole_steps(text: str, accepted: str = "a whole number") -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {accepted}, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-STEPS_HELP = "policy steps per round with the same clicks (default 1, as trained; more: fewer rounds, more time)"
+def _steps_per_round(text: str) -> int | str:
+    return text if text == AUTO_STEPS else _whole_steps(text, f"a whole number or {AUTO_STEPS!r}")
+
+
+def _training_steps_per_round(text: str) -> tuple[int, int]:
+    """``N`` or ``LO,HI`` (drawn per episode, inclusive)."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"takes N or LO,HI, got {text!r}")
+    low, high = (_whole_steps(part) for part in (parts * 2)[:2])
+    if high < low:
+        raise argparse.ArgumentTypeError(f"LO,HI needs LO <= HI, got {text!r}")
+    return low, high
+
+
+STEPS_HELP = ("policy steps per round with the same clicks: a number (1 as trained; more: fewer rounds, more time) "
+              "or 'auto' (default: 3 on ROIs up to 80^3 voxels, fewer on larger ones, within the round's time budget)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--label", help="optional reference segmentation: report Dice per round")
     segment.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     segment.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    segment.add_argument("--steps-per-round", type=_steps_per_round, default=1, help=STEPS_HELP)
+    segment.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP)
 
     train = sub.add_parser("train", help="train (or fine-tune with --init) on MSD-layout datasets")
     train.add_argument("--dataset", action="append", required=True, help="MSD folder (repeat for several)")
@@ -408,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--imitation-epochs", type=float, default=10.0,
                        help="the imitation term fades to 0 over this many epochs")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps-per-round", type=_training_steps_per_round, default=(1, 1),
+                       help="policy steps per round of clicks in training episodes: N, or LO,HI drawn per episode "
+                            "(default 1, as the paper; sessions take up to 3 on small ROIs)")
     train.add_argument("--architecture", choices=["mecca", "click-cnn"], default="mecca",
                        help="click-cnn: the supervised baseline on the same backbone (for mecca evaluate)")
     train.add_argument("--width", type=int, default=16)
@@ -446,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     evaluate.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    evaluate.add_argument("--steps-per-round", type=_steps_per_round, default=1, help=STEPS_HELP + " (MECCA and IteR-MRL)")
+    evaluate.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP + " (MECCA and IteR-MRL)")
     evaluate.add_argument("--json", required=True, help="results file")
     evaluate.add_argument("--plot", help="figure: Dice per round per method + one case per method")
 
@@ -456,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--roi", default="64,96,128", help="cubic ROI sizes in voxels")
     bench.add_argument("--repeats", type=int, default=5)
-    bench.add_argument("--steps-per-round", type=_steps_per_round, default=1, help=STEPS_HELP)
+    bench.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP)
     bench.add_argument("--model", help="model file; default: the bundled model")
     bench.add_argument("--image", help="scan to resample to each ROI (default: the bundled sample)")
     bench.add_argument("--label", help="its label (for the simulated clicks)")

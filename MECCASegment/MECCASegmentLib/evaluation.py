@@ -20,7 +20,7 @@ from .environment import build_state, misunderstanding_rate, normalize_image, si
 from .hints import Click, SimulatedUser, hint_map
 from .io import Case, InputError, Volume
 from .networks import MeccaModel
-from .session import Box, InteractiveSession, Round, _ijk, _slices
+from .session import AUTO_STEPS, Box, InteractiveSession, Round, _ijk, _slices
 from .working_grid import working_grid
 
 EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
@@ -89,7 +89,7 @@ class InteractiveMethod:
 class MeccaMethod(InteractiveMethod):
     """MECCA (or IteR-MRL: the same policy trained without confidence shaping)."""
 
-    def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int = 1):
+    def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int | str = AUTO_STEPS):
         self.model, self.name, self.steps_per_round = model, name, steps_per_round
 
     def start(self, image: Volume, box) -> None:
@@ -203,11 +203,12 @@ class RandomWalkerMethod(SeedMethod):
         return probability[0].astype(np.float32)
 
 
-def method_for_model(model: MeccaModel, name: str | None = None) -> InteractiveMethod:
+def method_for_model(model: MeccaModel, name: str | None = None,
+                     steps_per_round: int | str = AUTO_STEPS) -> InteractiveMethod:
     """The harness method that runs a model file (MECCA / IteR-MRL policies or a click-CNN)."""
     if model.config.model == "click-cnn":
         return ClickCNNMethod(model)
-    return MeccaMethod(model, name or "mecca")
+    return MeccaMethod(model, name or "mecca", steps_per_round)
 
 
 # -- the simulated-user harness -------------------------------------------------------------------
@@ -227,12 +228,13 @@ class SimulatedRun:
 
 
 def simulated_label_quality(round_: Round, label: np.ndarray, delta: float = 0.8) -> tuple[float, float, float]:
-    """How good eq. 6 would be on this round if the case were unlabelled: (coverage = fraction of
-    moved voxels confident enough to be used, accuracy of their simulated labels against the
-    truth, foreground recall = fraction of the true-foreground voxels used that are labelled
-    foreground). Explains whether unlabelled cases can help: they teach only what these labels say,
-    and labels that are all background can be accurate on a small object and still useless."""
-    step = torch.from_numpy(round_.p_after.astype(np.float32) - round_.p_before.astype(np.float32))
+    """How good eq. 6 would be on this round's last policy step (the one its confidence judges) if
+    the case were unlabelled: (coverage = fraction of moved voxels confident enough to be used,
+    accuracy of their simulated labels against the truth, foreground recall = fraction of the
+    true-foreground voxels used that are labelled foreground). Explains whether unlabelled cases
+    can help: they teach only what these labels say, and labels that are all background can be
+    accurate on a small object and still useless."""
+    step = torch.from_numpy(round_.last_step_change().astype(np.float32))
     simulated, usable = simulated_labels(step, torch.from_numpy(round_.confidence), delta)
     usable = usable.numpy() & (step.numpy() != 0)
     if not usable.any():
@@ -246,10 +248,10 @@ def simulated_label_quality(round_: Round, label: np.ndarray, delta: float = 0.8
 
 
 def confidence_auc(round_: Round, label: np.ndarray) -> float:
-    """How well the confidence separates the round's right steps from its wrong ones (ROC AUC over
-    the voxels that moved; 0.5 = no better than chance): what the confidence overlay and the advice
-    regions rest on."""
-    step = round_.p_after.astype(np.int16) - round_.p_before.astype(np.int16)
+    """How well the confidence separates the right moves of the round's last policy step from its
+    wrong ones (ROC AUC over the voxels that moved; 0.5 = no better than chance): what the
+    confidence overlay and the advice regions rest on."""
+    step = round_.last_step_change()
     moved = step != 0
     right = (step[moved] > 0) == (label[moved] > 0)
     positives = int(right.sum())
@@ -304,7 +306,7 @@ def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds
 def simulate_mecca(model: MeccaModel, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,
                    seed: int = 0, box=None, **options) -> tuple[SimulatedRun, InteractiveSession]:
     """simulate() with a MECCA model; also returns the session (history, confidence, advice)."""
-    method = MeccaMethod(model)
+    method = MeccaMethod(model, steps_per_round=options.pop("steps_per_round", AUTO_STEPS))
     run = simulate(method, image, label, rounds, clicks_per_round, seed, box, **options)
     return run, method.session
 

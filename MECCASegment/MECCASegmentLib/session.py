@@ -34,6 +34,20 @@ from .networks import MeccaModel
 from .working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
 
 DEFAULT_ROI_MARGIN_MM = 30.0
+AUTO_STEPS = "auto"
+# Automatic steps per round: as many policy steps as keep steps x working voxels within the time of
+# three steps at 80^3 (about 0.2 s on a 2-core laptop CPU, under the 96^3 round's 0.25 s target),
+# at most MAX_AUTO_STEPS (more gain nothing: docs/results.md, "Steps per round"). Why more than one:
+# a voxel the policy has made sure of (p = 0 or 1) needs two steps to cross 0.5, so with one step a
+# click shows only a round later.
+STEP_BUDGET_VOXELS = 3 * 80**3
+MAX_AUTO_STEPS = 3
+
+
+def automatic_steps(working_shape) -> int:
+    """Policy steps per round on a working grid of ``working_shape`` voxels (``steps_per_round="auto"``)."""
+    voxels = int(np.prod(working_shape, dtype=np.int64))
+    return int(min(MAX_AUTO_STEPS, max(1, STEP_BUDGET_VOXELS // voxels)))
 
 
 class SessionError(RuntimeError):
@@ -52,16 +66,24 @@ class Round:
     box: Box
     p_before: np.ndarray
     p_after: np.ndarray
-    confidence: np.ndarray
+    confidence: np.ndarray  # of the last policy step's actions
+    steps: int = 1  # policy steps the round took
+    p_before_last_step: np.ndarray | None = None  # when steps > 1: p before the step ``confidence`` judges
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
     working_shape: tuple[int, int, int] | None = None  # the grid the networks saw (k, j, i), when not the ROI's own
     advice: list[AdviceRegion] | None = None  # computed when first asked for
     advice_labels: np.ndarray | None = None
 
+    def last_step_change(self) -> np.ndarray:
+        """p after minus p before the round's last policy step (tenths, int16): the moves that
+        ``confidence`` judges (the whole round's when it took one step)."""
+        before = self.p_before if self.p_before_last_step is None else self.p_before_last_step
+        return self.p_after.astype(np.int16) - before.astype(np.int16)
+
     def summary(self) -> dict:
         changed = int(np.count_nonzero(self.p_before != self.p_after))
-        return {"round": self.index, "clicks": len(self.clicks), "seconds": self.seconds,
+        return {"round": self.index, "clicks": len(self.clicks), "policy_steps": self.steps, "seconds": self.seconds,
                 "changed_voxels": changed, "foreground_voxels_in_roi": int(np.count_nonzero(self.p_after > 5)),
                 "roi_lo_ijk": list(_ijk(self.box[0])), "roi_hi_ijk": list(_ijk(self.box[1])),
                 "working_size_ijk": list(_ijk(self.working_shape or self.p_after.shape)),
@@ -92,15 +114,17 @@ class InteractiveSession:
         session.mask, session.confidence_map(), session.advice_regions
         session.undo(); session.redo()
 
-    ``steps_per_round``: policy steps a round takes with the same clicks. One, as the paper and
-    training do; more reach a given Dice in fewer rounds (docs/results.md, "Steps per round") at
-    that many times the policy's time.
+    ``steps_per_round``: policy steps a round takes with the same clicks. One is the paper's and
+    training's round; more reach a given Dice in fewer rounds (docs/results.md, "Steps per round")
+    at that many times the policy's time. ``"auto"`` (the default) takes as many as the ROI's
+    working grid allows within the time budget (``automatic_steps``): 3 up to 80^3 voxels, 1 from
+    96^3.
     """
 
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
                  advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS,
-                 steps_per_round: int = 1):
+                 steps_per_round: int | str = AUTO_STEPS):
         if not isinstance(image, Volume):
             raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
         if model.config.model != "mecca" or model.confidence is None:
@@ -128,14 +152,14 @@ class InteractiveSession:
         self._supervoxels: dict[tuple[Box, int], Supervoxels] = {}
 
     @property
-    def steps_per_round(self) -> int:
+    def steps_per_round(self) -> int | str:
         return self._steps_per_round
 
     @steps_per_round.setter
-    def steps_per_round(self, steps: int) -> None:
+    def steps_per_round(self, steps: int | str) -> None:
         """Settable between rounds (the Slicer module's "Steps per round")."""
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise InputError(f"steps per round must be a whole number of at least 1, got {steps!r}")
+        if steps != AUTO_STEPS and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+            raise InputError(f"steps per round must be a whole number of at least 1 or {AUTO_STEPS!r}, got {steps!r}")
         self._steps_per_round = steps
 
     # -- setup ---------------------------------------------------------------------------------
@@ -260,9 +284,11 @@ class InteractiveSession:
             hint = hint_map(grid.shape, clicks, offset=offset)
             timings["hint_s"] = time.perf_counter() - t
 
-            p_after, confidence = self._act(grid, image_norm, p_before, hint, timings)
+            steps = automatic_steps(grid.shape) if self.steps_per_round == AUTO_STEPS else self.steps_per_round
+            p_last_step, p_after, confidence = self._act(grid, image_norm, p_before, hint, steps, timings)
             self._p[region] = p_after
-            round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence,
+            round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence, steps,
+                           p_before_last_step=p_last_step if steps > 1 else None,
                            timings=timings, working_shape=None if grid.is_native else grid.shape)
             self._rounds.append(round_)
             self._pending.clear()
@@ -271,31 +297,33 @@ class InteractiveSession:
             return round_.summary()
 
     @torch.no_grad()
-    def _act(self, grid: WorkingGrid, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray, timings: dict):
+    def _act(self, grid: WorkingGrid, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray, steps: int,
+             timings: dict):
         """Greedy actions of the policy on the working grid, applied to p on the ROI's own voxels
-        (eq. 1), ``steps_per_round`` times with the same clicks; and the confidence of the last
-        step's actions there. ``hint`` is already on the working grid."""
+        (eq. 1), ``steps`` times with the same clicks. Returns p before the last step, p after it,
+        and the confidence of the last step's actions. ``hint`` is already on the working grid."""
         device, dtype = self.model.device, self.model.dtype
         t = time.perf_counter()
         p = torch.from_numpy(p_tenths)[None].to(device)
         image = grid.to_working(torch.from_numpy(image_norm)[None].to(device))
         hint_tensor = torch.from_numpy(hint)[None].to(device)
         timings["policy_s"] = timings["transition_s"] = 0.0
-        for _ in range(self.steps_per_round):
+        for _ in range(steps):
+            p_last_step = p
             state = build_state(image, grid.tenths_to_working(p), hint_tensor)
             state = state.to(dtype).contiguous(memory_format=torch.channels_last_3d)
             logits, _ = self.model.policy(state, with_value=False)
-            steps = action_tenths(logits.argmax(dim=1))
+            actions = action_tenths(logits.argmax(dim=1))
             _synchronize(device)
             timings["policy_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            p = transition(p, grid.to_native(steps, nearest=True))
+            p = transition(p, grid.to_native(actions, nearest=True))
             timings["transition_s"] += time.perf_counter() - t
             t = time.perf_counter()
-        confidence = torch.sigmoid(self.model.confidence(state, (steps.float() / 10.0).to(dtype)).float())
+        confidence = torch.sigmoid(self.model.confidence(state, (actions.float() / 10.0).to(dtype)).float())
         confidence = grid.to_native(confidence)[0].cpu().numpy()
         timings["confidence_s"] = time.perf_counter() - t
-        return p[0].cpu().numpy(), confidence
+        return p_last_step[0].cpu().numpy(), p[0].cpu().numpy(), confidence
 
     def undo(self) -> dict:
         """Revert the last round (and drop clicks not yet run). Raises SessionError with no history."""

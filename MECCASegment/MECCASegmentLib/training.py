@@ -69,6 +69,7 @@ class TrainingConfig:
     entropy_weight: float = 0.01
     confidence_reward: bool = True  # False = IteR-MRL ablation (c = 1 in the reward)
     clicks_per_round: tuple[int, int] = (1, 9)  # drawn per episode, inclusive
+    steps_per_round: tuple[int, int] = (1, 1)  # policy steps between two rounds of clicks, drawn per episode
     batch_size: int = 2
     margin_range: tuple[int, int] = (-4, 24)  # voxels around the object, per side
     max_crop: int = 112
@@ -361,8 +362,11 @@ def _gumbel(shape, generators: list[torch.Generator], device) -> torch.Tensor:
 
 def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clicks_per_round: int,
                 generators: list[torch.Generator], balance: float = 0.0,
-                imitation: float = 0.0) -> tuple[torch.Tensor, dict]:
+                imitation: float = 0.0, steps_per_round: int = 1) -> tuple[torch.Tensor, dict]:
     """Play T rounds with sampled actions; return the total loss (with graph) and statistics.
+
+    Each round takes ``steps_per_round`` policy steps with the round's clicks, as a session with
+    that setting does; returns and losses run over all T x steps_per_round steps.
 
     ``imitation`` > 0 adds, for labelled cases, a cross-entropy of the policy towards the largest
     step to the label (+0.4 on foreground, -0.4 on background): an imitation warm start (as in
@@ -379,9 +383,12 @@ def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, 
     confidence_loss = imitation_loss = torch.zeros((), device=device)
     towards_label = torch.where(label, NUM_ACTIONS - 1, 0)  # index of +0.4 / -0.4
     agreement = []
-    for t in range(config.rounds):
-        _add_round_clicks(batch, users, clicks, ((p > 5) & (valid > 0)).cpu().numpy(), clicks_per_round, t)
-        hint = torch.from_numpy(np.stack([hint_map(p.shape[1:], c) for c in clicks])).to(device)
+    steps = config.rounds * steps_per_round
+    for t in range(steps):
+        if t % steps_per_round == 0:
+            _add_round_clicks(batch, users, clicks, ((p > 5) & (valid > 0)).cpu().numpy(), clicks_per_round,
+                              t // steps_per_round)
+            hint = torch.from_numpy(np.stack([hint_map(p.shape[1:], c) for c in clicks])).to(device)
         state = build_state(image, p, hint).contiguous(memory_format=torch.channels_last_3d)
         logits, value = model.policy(state)
         log_pi = F.log_softmax(logits, dim=1)
@@ -418,18 +425,18 @@ def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, 
         p = p_next
     policy_loss = value_loss = torch.zeros(())
     ret = torch.zeros_like(rewards[0])
-    for t in reversed(range(config.rounds)):
+    for t in reversed(range(steps)):
         ret = rewards[t] + config.gamma * ret
         advantage = ret - values[t]
         policy_loss = policy_loss + _masked_mean(-log_probs[t] * advantage.detach()
                                                  - config.entropy_weight * entropies[t], weights[t])
         value_loss = value_loss + _masked_mean(0.5 * advantage.pow(2), weights[t])
-    total = (policy_loss + value_loss + confidence_loss + imitation * imitation_loss) / config.rounds
+    total = (policy_loss + value_loss + confidence_loss + imitation * imitation_loss) / steps
     final = (p > 5) & (valid > 0)
-    stats = {"loss": total.item(), "policy_loss": policy_loss.item() / config.rounds,
-             "value_loss": value_loss.item() / config.rounds,
-             "confidence_loss": confidence_loss.item() / config.rounds,
-             "imitation_loss": imitation_loss.item() / config.rounds,
+    stats = {"loss": total.item(), "policy_loss": policy_loss.item() / steps,
+             "value_loss": value_loss.item() / steps,
+             "confidence_loss": confidence_loss.item() / steps,
+             "imitation_loss": imitation_loss.item() / steps,
              "reward": float(sum(_masked_mean(r, m).item() for r, m in zip(rewards, weights))),
              "dice": _batch_dice(final, label & (valid > 0))}
     if agreement:
@@ -489,7 +496,8 @@ def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int)
 
 def validate(model: MeccaModel, cases: list[TrainingCase], rounds: int = 5, clicks_per_round: int = 3,
              progress: bool = False) -> dict:
-    """Mean Dice per round per dataset under the simulated user, through InteractiveSession."""
+    """Mean Dice per round per dataset under the simulated user, through InteractiveSession with its
+    default (automatic) steps per round: what a user of the model gets."""
     per_dataset: dict[str, list[list[float]]] = {}
     for case in tqdm(cases, desc="validation", disable=not progress, leave=False):
         run = simulate(method_for_model(model), case.image, case.label, rounds, clicks_per_round, seed=0)
@@ -516,11 +524,11 @@ class Episode(nn.Module):
         self.model = model
         self.policy, self.confidence = model.policy, model.confidence  # registered: DDP syncs their gradients
 
-    def forward(self, batch: EpisodeBatch, config: TrainingConfig, clicks: int, generators, balance: float,
-                imitation: float):
+    def forward(self, batch: EpisodeBatch, config: TrainingConfig, clicks: int, steps: int, generators,
+                balance: float, imitation: float):
         if self.model.config.model == "click-cnn":
             return run_supervised_episode(self.model, batch, config, clicks, balance)
-        return run_episode(self.model, batch, config, clicks, generators, balance, imitation)
+        return run_episode(self.model, batch, config, clicks, generators, balance, imitation, steps)
 
 
 def distributed_context() -> tuple[int, int]:
@@ -644,12 +652,13 @@ class Trainer:
         config = self.config
         step_rng = np.random.default_rng([config.seed, self.epoch, self.step])
         clicks = int(step_rng.integers(config.clicks_per_round[0], config.clicks_per_round[1] + 1))
+        steps = int(step_rng.integers(config.steps_per_round[0], config.steps_per_round[1] + 1))
         mine = list(DistributedSampler(batch_cases, num_replicas=self.world, rank=self.rank, shuffle=False))
         rngs = [np.random.default_rng([config.seed, self.epoch, self.step, position]) for position in mine]
         generators = [torch.Generator().manual_seed(int(np.random.default_rng(
             [config.seed, self.epoch, self.step, position, 1]).integers(2**62))) for position in mine]
         batch = make_batch([self.train[batch_cases[position]] for position in mine], config, rngs)
-        loss, stats = self.episode(batch, config, clicks, generators, *self.schedule(self.epoch))
+        loss, stats = self.episode(batch, config, clicks, steps, generators, *self.schedule(self.epoch))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), config.grad_clip)
@@ -726,7 +735,8 @@ class Trainer:
         meta = self._metadata()
         meta["training"]["wall_time_s"] = round(self.elapsed, 1)
         meta["metrics"] = {"validation": metrics, "protocol": "simulated user, 3 clicks per round, 5 rounds, "
-                                                              "ROI = object box + 8 voxels"}
+                                                              "automatic policy steps per round (the session's "
+                                                              "default), ROI = object box + 8 voxels"}
         path = save_model(self.model.to("cpu"), self.out, meta)
         self._emit("done", model=str(path), validation=metrics)
         return path
