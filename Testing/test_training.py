@@ -58,6 +58,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path, 
     reference = trainer(tmp_path / "a.safetensors")
     reference.fit()
     expected = _weights(reference.model)
+    _each_epoch_model_is_kept(reference, expected)
 
     interrupted = trainer(tmp_path / "b.safetensors")
     real_episode = training.run_episode
@@ -81,6 +82,20 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path, 
     for key, value in expected.items():
         assert torch.allclose(resumed.model.state_dict()[key], value, atol=1e-6), key
     assert len(resumed.history) == 2
+
+
+def _each_epoch_model_is_kept(trainer, final_weights):
+    """epoch-N.safetensors beside the run's state: the model after epoch N with the run's record up to
+    then; the last one is the final model."""
+    from MECCASegmentLib.checkpoint import load_model
+
+    first, last = (load_model(trainer.epoch_model_path(epoch)) for epoch in (1, 2))
+    assert len(first.metadata["training"]["history"]) == 1 and len(last.metadata["training"]["history"]) == 2
+    assert "held-out cases per dataset" in first.metadata["metrics"]["protocol"]
+    assert first.metadata["metrics"]["validation"] == first.metadata["training"]["history"][0]["validation"]
+    for key, value in final_weights.items():
+        assert torch.equal(last.state_dict()[key], value.cpu()), key
+    assert any(not torch.equal(first.state_dict()[key], value) for key, value in final_weights.items())
 
 
 def test_recorded_clicks_follow_the_crop_permutation_and_flips():

@@ -95,7 +95,8 @@ def test_tenths_and_actions_keep_their_meaning():
 
 def test_session_on_a_large_roi_runs_the_networks_on_the_capped_grid(untrained_model):
     image = Volume(np.random.default_rng(0).normal(size=(64, 64, 64)).astype(np.float32))
-    session = InteractiveSession(image, untrained_model, roi=((0, 0, 0), (64, 64, 64)), max_working_voxels=32**3)
+    session = InteractiveSession(image, untrained_model, roi=((0, 0, 0), (64, 64, 64)), max_working_voxels=32**3,
+                                 steps_per_round=1)  # one step: its moves are actions of A
     session.add_click((30, 30, 30), True)
     summary = session.step()
     assert summary["working_size_ijk"] == [32, 32, 32]

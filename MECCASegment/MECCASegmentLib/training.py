@@ -597,6 +597,19 @@ class Trainer:
     def log_path(self) -> Path:
         return self.run_dir / "log.jsonl"
 
+    def epoch_model_path(self, epoch: int) -> Path:
+        """The inference model as it was after ``epoch`` (1-based), with that epoch's validation."""
+        return self.run_dir / f"epoch-{epoch}.safetensors"
+
+    def _record(self, metrics: dict, cases: str) -> dict:
+        """A model file's record: the run so far and its validation ``metrics`` on ``cases``."""
+        meta = self._metadata()
+        meta["training"]["wall_time_s"] = round(self.elapsed, 1)
+        meta["metrics"] = {"validation": metrics, "protocol": f"{cases}; simulated user, 3 clicks per round, 5 rounds, "
+                                                              "automatic policy steps per round (the session's "
+                                                              "default), ROI = object box + 8 voxels"}
+        return meta
+
     def _metadata(self) -> dict:
         return {"training": {"config": asdict(self.config), "data": self.record, "command": self.command,
                              "machine": f"{platform.node()} {platform.machine()} {platform.processor()} "
@@ -720,6 +733,10 @@ class Trainer:
         self.history.append(entry)
         with open(self.log_path, "a") as log:
             log.write(json.dumps(entry) + "\n")
+        # every epoch's model is kept (about 2 MB each): the per-epoch curve of an RL run is noisy and its
+        # best epoch is not always the last (docs/results.md, "Rounds of several steps in training")
+        save_model(self.model, self.epoch_model_path(self.epoch + 1),
+                   self._record(metrics, f"first {self.config.validation_cases_per_epoch} held-out cases per dataset"))
         if self.progress:
             summary = ", ".join(f"{n} dice/round {m['dice_mean_per_round']}" for n, m in metrics.items())
             tqdm.write(f"epoch {self.epoch + 1}: {summary}")
@@ -732,12 +749,7 @@ class Trainer:
         self.model.eval()
         metrics = validate(self.model, self.validation, progress=self.progress) if self.validation else {}
         self.model.to(memory_format=torch.contiguous_format)
-        meta = self._metadata()
-        meta["training"]["wall_time_s"] = round(self.elapsed, 1)
-        meta["metrics"] = {"validation": metrics, "protocol": "simulated user, 3 clicks per round, 5 rounds, "
-                                                              "automatic policy steps per round (the session's "
-                                                              "default), ROI = object box + 8 voxels"}
-        path = save_model(self.model.to("cpu"), self.out, meta)
+        path = save_model(self.model.to("cpu"), self.out, self._record(metrics, "every held-out case"))
         self._emit("done", model=str(path), validation=metrics)
         return path
 
