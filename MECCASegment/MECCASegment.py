@@ -320,7 +320,7 @@ class MECCASegmentParameterNode:
     the model path field remembers it).
 
     stepsPerRound - policy steps per round with the same clicks; 0: automatic (3 on ROIs up to 80^3
-        voxels, fewer on larger ones, within the round's time budget); 1 as the model was trained.
+        voxels, fewer on larger ones, within the round's time budget); 1 is the paper's round.
     device - where the networks run: auto (GPU when PyTorch sees one), cpu or cuda.
     fineTuneOutputFolder - where fine-tuning writes its data, log and new model.
     """
@@ -1112,8 +1112,8 @@ class MECCASession(VTKObservationMixin):
     # -- rounds --------------------------------------------------------------------------------
     def refine(self, stepsPerRound: int | str = 0) -> dict:
         """Run one MECCA round with every click so far and update the segment; ``stepsPerRound``
-        policy steps with the same clicks (1 as trained; 3 reach in three rounds what one step reaches
-        in five, at 2-3 times the time: docs/results.md, "Steps per round"); 0 or "auto" (the
+        policy steps with the same clicks (1: the paper's round; more reach a Dice in fewer rounds, at
+        2-3 times the time: docs/results.md, "Steps per round"); 0 or "auto" (the
         parameter node's default): as many as the ROI's size allows within the round's time budget
         (3 up to 80^3 voxels).
 

@@ -364,7 +364,7 @@ def _training_steps_per_round(text: str) -> tuple[int, int]:
     return low, high
 
 
-STEPS_HELP = ("policy steps per round with the same clicks: a number (1 as trained; more: fewer rounds, more time) "
+STEPS_HELP = ("policy steps per round with the same clicks: a number (1: the paper's round; more: fewer rounds, more time) "
               "or 'auto' (default: 3 on ROIs up to 80^3 voxels, fewer on larger ones, within the round's time budget)")
 
 

@@ -114,11 +114,11 @@ class InteractiveSession:
         session.mask, session.confidence_map(), session.advice_regions
         session.undo(); session.redo()
 
-    ``steps_per_round``: policy steps a round takes with the same clicks. One is the paper's and
-    training's round; more reach a given Dice in fewer rounds (docs/results.md, "Steps per round")
-    at that many times the policy's time. ``"auto"`` (the default) takes as many as the ROI's
-    working grid allows within the time budget (``automatic_steps``): 3 up to 80^3 voxels, 1 from
-    96^3.
+    ``steps_per_round``: policy steps a round takes with the same clicks. One is the paper's round
+    (the bundled model was trained with rounds of 1 to 3); more reach a given Dice in fewer rounds
+    (docs/results.md, "Steps per round") at that many times the policy's time. ``"auto"`` (the
+    default) takes as many as the ROI's working grid allows within the time budget
+    (``automatic_steps``): 3 up to 80^3 voxels, 1 from 96^3.
     """
 
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
