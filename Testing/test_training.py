@@ -203,19 +203,24 @@ def test_confidence_only_training_keeps_the_policy_and_moves_c(tiny_dataset, tmp
 
 def test_the_working_grid_minimum_is_recorded_and_inherited_when_fine_tuning(tiny_dataset, tmp_path):
     """`mecca train` stores the minimum the model trained with; --init keeps it unless
-    --min-working-voxels changes it (0: never enlarge)."""
+    --min-working-voxels changes it (0: never enlarge); the same for --steps-per-round."""
     from MECCASegmentLib.checkpoint import load_model
     from MECCASegmentLib.cli import main
 
     common = ["train", "--dataset", str(tiny_dataset), "--epochs", "1", "--width", "8", "--validation-fraction", "0",
               "--threads", "1"]
-    assert main(common + ["--out", str(tmp_path / "new.safetensors")]) == 0
+    assert main(common + ["--out", str(tmp_path / "new.safetensors"), "--steps-per-round", "1,2"]) == 0
     assert load_model(tmp_path / "new.safetensors").config.min_working_voxels == 64**3
     assert main(common + ["--out", str(tmp_path / "off.safetensors"), "--init", str(tmp_path / "new.safetensors"),
                           "--min-working-voxels", "0"]) == 0
     assert load_model(tmp_path / "off.safetensors").config.min_working_voxels is None
-    assert main(common + ["--out", str(tmp_path / "kept.safetensors"), "--init", str(tmp_path / "off.safetensors")]) == 0
+    assert main(common + ["--out", str(tmp_path / "kept.safetensors"), "--init", str(tmp_path / "off.safetensors"),
+                          "--steps-per-round", "1"]) == 0
     assert load_model(tmp_path / "kept.safetensors").config.min_working_voxels is None
+    # the steps per round of training episodes are inherited too, unless given
+    steps = [load_model(tmp_path / f"{name}.safetensors").metadata["training"]["config"]["steps_per_round"]
+             for name in ("new", "off", "kept")]
+    assert steps == [[1, 2], [1, 2], [1, 1]]
 
 
 def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tiny_dataset, tmp_path, capsys):

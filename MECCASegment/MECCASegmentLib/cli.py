@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,9 +154,11 @@ def run_train(args) -> Path:
                             validation_cases_per_epoch=args.validation_cases_per_epoch,
                             class_balance_epochs=args.class_balance_epochs,
                             imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
-                            confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only,
-                            steps_per_round=args.steps_per_round)
-    start = load_model(args.init).config if args.init else NetworkConfig()  # settings a fine-tuning inherits
+                            confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only)
+    init = load_model(args.init) if args.init else None
+    start = init.config if init else NetworkConfig()  # settings a fine-tuning inherits
+    trained_steps = (init.metadata if init else {}).get("training", {}).get("config", {}).get("steps_per_round", (1, 1))
+    config = replace(config, steps_per_round=args.steps_per_round or tuple(trained_steps))
     min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
     if args.init and args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
         raise InputError(f"--fusion-width can only widen the --init model's fusion layer "
@@ -425,9 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--imitation-epochs", type=float, default=10.0,
                        help="the imitation term fades to 0 over this many epochs")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps-per-round", type=_training_steps_per_round, default=(1, 1),
+    train.add_argument("--steps-per-round", type=_training_steps_per_round,
                        help="policy steps per round of clicks in training episodes: N, or LO,HI drawn per episode "
-                            "(default 1, as the paper; sessions take up to 3 on small ROIs)")
+                            "(default: the --init model's, else 1 as in the paper; sessions take up to 3 on small ROIs)")
     train.add_argument("--architecture", choices=["mecca", "click-cnn"], default="mecca",
                        help="click-cnn: the supervised baseline on the same backbone (for mecca evaluate)")
     train.add_argument("--width", type=int, default=16)
