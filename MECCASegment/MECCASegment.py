@@ -541,7 +541,7 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def showRound(self, stats: dict) -> None:
-        self.ui.statusLabel.text = _("Round {round} ({steps} policy steps): {seconds:.2f} s, {changed} voxels "
+        self.ui.statusLabel.text = _("Round {round} (policy steps: {steps}): {seconds:.2f} s, {changed} voxels "
                                      "changed, segment {voxels} voxels.").format(
             round=stats["round"], steps=stats["policySteps"], seconds=stats["seconds"],
             changed=stats["changedVoxels"], voxels=stats["segmentVoxels"])

@@ -19,7 +19,9 @@ def test_bench_reports_rounds_peers_peak_levers_and_the_big_volume(tmp_path, cap
         torch.set_num_threads(threads)
     result = json.loads((tmp_path / "bench.json").read_text())
     assert set(result["rois"]) == {"16", "24"}
+    assert result["steps_per_round"] == "auto"
     for roi in result["rois"].values():
+        assert roi["policy_steps"] == 3  # automatic steps on grids enlarged to the model's 64^3 minimum
         assert roi["mecca_round_s"]["n"] == 3 and roi["mecca_round_s"]["median"] > 0
         assert set(roi["parts_s"]) >= {"hint", "policy", "transition", "confidence", "advice"}
         for peer in ("grow_from_seeds", "random_walker"):
@@ -35,7 +37,8 @@ def test_bench_reports_rounds_peers_peak_levers_and_the_big_volume(tmp_path, cap
     assert all(row["seconds"] > 0 for row in levers.values()), levers  # torch.compile included: it must compile
     big = result["big_volume"]
     assert big["volume"] == [512, 512, 300] and big["session_open_s"] > 0 and big["peak_rss_mb"] > 0
-    assert "512x512x300: session opens" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "512x512x300: session opens" in out and " steps " in out
 
 
 def test_policy_and_peak_layer_are_timed_in_alternation():

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,17 +147,17 @@ def run_train(args) -> Path:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    init = load_model(args.init) if args.init else None
+    start = init.config if init else NetworkConfig()  # settings a fine-tuning inherits
+    trained_steps = (init.metadata if init else {}).get("training", {}).get("config", {}).get("steps_per_round", (1, 1))
     config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
                             confidence_reward=not args.no_confidence_reward,
                             validation_fraction=args.validation_fraction,
                             validation_cases_per_epoch=args.validation_cases_per_epoch,
                             class_balance_epochs=args.class_balance_epochs,
                             imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
-                            confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only)
-    init = load_model(args.init) if args.init else None
-    start = init.config if init else NetworkConfig()  # settings a fine-tuning inherits
-    trained_steps = (init.metadata if init else {}).get("training", {}).get("config", {}).get("steps_per_round", (1, 1))
-    config = replace(config, steps_per_round=args.steps_per_round or tuple(trained_steps))
+                            confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only,
+                            steps_per_round=args.steps_per_round or tuple(trained_steps))
     min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
     if args.init and args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
         raise InputError(f"--fusion-width can only widen the --init model's fusion layer "

@@ -203,12 +203,11 @@ class RandomWalkerMethod(SeedMethod):
         return probability[0].astype(np.float32)
 
 
-def method_for_model(model: MeccaModel, name: str | None = None,
-                     steps_per_round: int | str = AUTO_STEPS) -> InteractiveMethod:
+def method_for_model(model: MeccaModel, name: str | None = None) -> InteractiveMethod:
     """The harness method that runs a model file (MECCA / IteR-MRL policies or a click-CNN)."""
     if model.config.model == "click-cnn":
         return ClickCNNMethod(model)
-    return MeccaMethod(model, name or "mecca", steps_per_round)
+    return MeccaMethod(model, name or "mecca")
 
 
 # -- the simulated-user harness -------------------------------------------------------------------
@@ -306,7 +305,7 @@ def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds
 def simulate_mecca(model: MeccaModel, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,
                    seed: int = 0, box=None, **options) -> tuple[SimulatedRun, InteractiveSession]:
     """simulate() with a MECCA model; also returns the session (history, confidence, advice)."""
-    method = MeccaMethod(model, steps_per_round=options.pop("steps_per_round", AUTO_STEPS))
+    method = MeccaMethod(model)
     run = simulate(method, image, label, rounds, clicks_per_round, seed, box, **options)
     return run, method.session
 

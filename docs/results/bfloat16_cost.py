@@ -9,6 +9,10 @@ rounding error of bfloat16), for several seeds; the paired per-case differences 
 cost and its standard error.
 
     python docs/results/bfloat16_cost.py ../shared/data/LeftAtrium2018 --all-cases --json OUT.json
+
+It runs the bundled model with the session's default (automatic) steps per round. The stored
+docs/results/bfloat16-cost-*.json were measured before stage 6, with the stage-5 model
+(`git show 89e6bde:Resources/Models/mecca.safetensors`) and one step per round.
 """
 
 import argparse
