@@ -81,16 +81,46 @@ def test_clicks_land_on_the_same_physical_point():
     assert clicks[0] == Click((14, 3, 3), True) and clicks[1] == Click((2, 0, 0), False)
 
 
-def test_tenths_and_actions_keep_their_meaning():
+def test_tenths_stay_whole_tenths_on_the_working_grid():
     grid = WorkingGrid(native_shape=(6, 8, 8), shape=(18, 8, 8))
     tenths = torch.randint(0, 11, (1, 6, 8, 8), dtype=torch.uint8)
     working = grid.tenths_to_working(tenths)
     assert working.dtype == torch.uint8 and working.shape == (1, 18, 8, 8)
     assert torch.equal(working[:, 1::3], tenths)  # each native slice's centre keeps its value
-    steps = torch.tensor(ACTION_TENTHS, dtype=torch.int16)[torch.randint(0, 6, (1, 18, 8, 8))]
-    back = grid.to_native(steps, nearest=True)
-    assert back.dtype == torch.int16 and back.shape == (1, 6, 8, 8)
-    assert set(back.unique().tolist()) <= set(ACTION_TENTHS)
+
+
+def _ramp_scores(shape: tuple[int, int, int], edge: float) -> torch.Tensor:
+    """Two-class scores on a grid spanning [0, 1] along i: class 1 wins where x > edge."""
+    x = (torch.arange(shape[2], dtype=torch.float32) + 0.5) / shape[2]
+    scores = torch.zeros((1, 2, *shape))
+    scores[:, 1] = x - edge
+    return scores
+
+
+def test_actions_on_a_coarser_native_grid_put_the_edge_between_working_voxels():
+    """An enlarged ROI: the argmax of the interpolated scores finds the edge at its physical place,
+    where the working grid's own argmax, taken by nearest neighbour, snaps it to a working voxel."""
+    grid = WorkingGrid(native_shape=(2, 3, 4), shape=(2, 3, 6))
+    scores = _ramp_scores(grid.shape, edge=0.4)  # native voxel 1 (x = 0.375) is left of the edge ...
+    native = grid.argmax_to_native(scores)
+    x_native = (torch.arange(4) + 0.5) / 4
+    assert native.shape == (1, 2, 3, 4)
+    assert torch.equal(native[0, 0, 0], (x_native > 0.4).long())
+    nearest = torch.nn.functional.interpolate(scores.argmax(1, keepdim=True).float(), size=grid.native_shape,
+                                              mode="nearest-exact")[0, 0, 0, 0]
+    assert nearest[1] == 1  # ... but its nearest working voxel (x = 0.417) is right of it
+    torch.testing.assert_close(grid.argmax_to_native(scores.bfloat16().contiguous(memory_format=torch.channels_last_3d)),
+                               native)  # the session's bfloat16 channels-last scores give the same actions
+
+
+def test_actions_on_a_finer_native_grid_come_by_nearest_neighbour():
+    """A large ROI's native grid is finer than its working grid: each working voxel's action is
+    repeated over the native voxels it covers (no six-score interpolation per native voxel)."""
+    grid = WorkingGrid(native_shape=(2, 2, 8), shape=(1, 1, 4))
+    scores = torch.randn((1, 6, 1, 1, 4), generator=torch.Generator().manual_seed(0))
+    native = grid.argmax_to_native(scores)
+    assert native.shape == (1, 2, 2, 8)
+    assert torch.equal(native[0, 1, 0], scores.argmax(1)[0, 0, 0].repeat_interleave(2))
 
 
 def test_session_on_a_large_roi_runs_the_networks_on_the_capped_grid(untrained_model):

@@ -314,10 +314,11 @@ class InteractiveSession:
             state = state.to(dtype).contiguous(memory_format=torch.channels_last_3d)
             logits, _ = self.model.policy(state, with_value=False)
             actions = action_tenths(logits.argmax(dim=1))
+            native_actions = actions if grid.is_native else action_tenths(grid.argmax_to_native(logits))
             _synchronize(device)
             timings["policy_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            p = transition(p, grid.to_native(actions, nearest=True))
+            p = transition(p, native_actions)
             timings["transition_s"] += time.perf_counter() - t
             t = time.perf_counter()
         confidence = torch.sigmoid(self.model.confidence(state, (actions.float() / 10.0).to(dtype)).float())

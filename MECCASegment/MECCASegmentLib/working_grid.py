@@ -50,13 +50,29 @@ class WorkingGrid:
             return tenths
         return torch.round(self.to_working(tenths.float())).to(tenths.dtype)
 
-    def to_native(self, volume: torch.Tensor, nearest: bool = False) -> torch.Tensor:
-        """(B, D, H, W) on the working grid -> native grid; ``nearest`` for actions (kept in A)."""
+    def to_native(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) on the working grid -> native grid (trilinear)."""
         if self.is_native:
             return volume
-        if nearest:
-            return F.interpolate(volume[:, None].float(), size=self.native_shape, mode="nearest-exact")[:, 0].to(volume.dtype)
         return F.interpolate(volume[:, None].float(), size=self.native_shape, mode="trilinear", align_corners=False)[:, 0]
+
+    def argmax_to_native(self, scores: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) scores on the working grid -> (B, D, H, W) index of the largest score on
+        the native grid.
+
+        Where the native grid has no more voxels than the working grid (an enlarged small ROI, a
+        thick-slice ROI), the scores are interpolated trilinearly to each native voxel before the
+        argmax: taking the working grid's own argmax by nearest neighbour snaps an object's edge to
+        the working voxels, which cost the enlarged hippocampus ROIs 1.1 Dice points at round 5
+        (docs/results.md, "Actions on the native grid"). A large ROI's native grid is finer than
+        its working grid, and six interpolated scores per native voxel would cost seconds there, so
+        its actions come by nearest neighbour.
+        """
+        if np.prod(self.native_shape) <= np.prod(self.shape):
+            # in the scores' own dtype and (channels-last) layout: as fast as the nearest neighbour
+            return F.interpolate(scores, size=self.native_shape, mode="trilinear", align_corners=False).argmax(dim=1)
+        return F.interpolate(scores.argmax(dim=1, keepdim=True).float(), size=self.native_shape,
+                             mode="nearest-exact")[:, 0].long()
 
     def clicks(self, clicks: list[Click], offset: tuple[int, int, int]) -> tuple[list[Click], tuple[int, int, int]]:
         """Clicks (whole-image indices) as working-grid indices, and the offset to give hint_map."""
