@@ -1,0 +1,82 @@
+"""Does the confidence overlay point at the mask's remaining errors, and does it say more than the
+distance to the mask's edge (where most errors of any segmentation lie)?
+
+After each round of the usual protocol (validation split, simulated user, 5 rounds x 3 clicks, the
+bundled model as a session runs it), each ROI voxel is scored as a suspected error by 1 - its
+confidence (the overlay), and by closeness to the mask's edge (a baseline that knows nothing of the
+image); ROC AUC against the voxels the mask has wrong, over the whole ROI and over the band within
+3 voxels of the edge, where a user looks. Means over cases per round:
+
+    python docs/results/confidence_error_detection.py ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 --json OUT.json
+"""
+
+import argparse
+import json
+
+import numpy as np
+from MECCASegmentLib.checkpoint import load_model
+from MECCASegmentLib.evaluation import MeccaMethod, simulate
+from MECCASegmentLib.io import MSDDataset, split_validation
+from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
+from scipy import ndimage
+from scipy.stats import rankdata
+
+EDGE_BAND = 3  # voxels
+
+
+def auc(suspicion: np.ndarray, error: np.ndarray) -> float:
+    """ROC AUC of ``suspicion`` for telling the wrong voxels from the right ones."""
+    wrong = int(error.sum())
+    right = error.size - wrong
+    if wrong == 0 or right == 0:
+        return float("nan")
+    ranks = rankdata(suspicion)
+    return float((ranks[error].sum() - wrong * (wrong + 1) / 2) / (wrong * right))
+
+
+def round_scores(confidence: np.ndarray, mask: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    error = mask != label
+    edge_distance = np.where(mask, ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask))
+    band = edge_distance <= EDGE_BAND
+    return {"confidence, ROI": auc(1 - confidence.ravel(), error.ravel()),
+            "edge distance, ROI": auc(-edge_distance.ravel(), error.ravel()),
+            "confidence, edge band": auc(1 - confidence[band], error[band]),
+            "edge distance, edge band": auc(-edge_distance[band], error[band])}
+
+
+def dataset_scores(root: str, model) -> dict[str, list[float]]:
+    dataset = MSDDataset.open(root)
+    held_out = split_validation([case.name for case in dataset.cases], 0.2)
+    cases = []
+    for case in (c for c in dataset.cases if c.name in held_out):
+        image, label = case.load()
+        rounds = []
+
+        def on_round(method, _clicks, _dice, label=label, rounds=rounds):
+            region = method.region
+            rounds.append(round_scores(method.session.confidence_map()[region], method.session.mask[region] > 0,
+                                       label[region] > 0))
+
+        simulate(MeccaMethod(model), image, label, on_round=on_round)
+        cases.append(rounds)
+    return {name: [round(float(np.nanmean([case[r][name] for case in cases])), 3) for r in range(len(cases[0]))]
+            for name in cases[0][0]} | {"cases": len(cases)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("datasets", nargs="+")
+    parser.add_argument("--json", required=True)
+    args = parser.parse_args()
+    model = load_model(resource_path(*DEFAULT_MODEL)).prepare_for_inference()
+    results = {}
+    for root in args.datasets:
+        name = MSDDataset.open(root).name
+        results[name] = dataset_scores(root, model)
+        print(name, results[name], flush=True)
+    with open(args.json, "w") as out:
+        json.dump(results, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
