@@ -65,8 +65,8 @@ class WorkingGrid:
         argmax: taking the working grid's own argmax by nearest neighbour snaps an object's edge to
         the working voxels, which cost the enlarged hippocampus ROIs 1.1 Dice points at round 5
         (docs/results.md, "Actions on the native grid"). A large ROI's native grid is finer than
-        its working grid, and six interpolated scores per native voxel would cost seconds there, so
-        its actions come by nearest neighbour.
+        its working grid, and six interpolated scores per native voxel would cost seconds there
+        (for no gain where measured), so its actions come by nearest neighbour.
         """
         if np.prod(self.native_shape) <= np.prod(self.shape):
             # in the scores' own dtype and (channels-last) layout: as fast as the nearest neighbour
