@@ -19,7 +19,7 @@ def test_bench_reports_rounds_peers_peak_levers_and_the_big_volume(tmp_path, cap
         torch.set_num_threads(threads)
     result = json.loads((tmp_path / "bench.json").read_text())
     assert set(result["rois"]) == {"16", "24"}
-    assert result["steps_per_round"] == "auto"
+    assert result["steps_per_round"] == "auto" and result["flip_average"] is False
     for roi in result["rois"].values():
         assert roi["policy_steps"] == 3  # automatic steps on grids enlarged to the model's 64^3 minimum
         assert roi["mecca_round_s"]["n"] == 3 and roi["mecca_round_s"]["median"] > 0

@@ -51,10 +51,12 @@ def test_segment_places_world_clicks_on_the_right_voxel(image_and_model, system)
     (folder / "clicks.json").write_text(json.dumps(clicks))
     out = folder / "out"
     code = main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
-                 "--out", str(out), "--model", str(folder / "model.safetensors"), "--label", str(folder / "label.nrrd")])
+                 "--out", str(out), "--model", str(folder / "model.safetensors"), "--label", str(folder / "label.nrrd"),
+                 *(["--flip-average"] if system == "LPS" else [])])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2 and len(summary["dice_per_round"]) == 2
+    assert summary["flip_average"] is (system == "LPS")
     assert [c["ijk"] for c in summary["clicks"]] == [list(ijk), list(ijk)]
     assert [c["positive"] for c in summary["clicks"]] == [True, False]
     for name in OUTPUTS:

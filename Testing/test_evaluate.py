@@ -79,3 +79,14 @@ def test_steps_per_round_reach_the_mecca_sessions_and_zero_is_refused(evaluation
         with pytest.raises(SystemExit):
             main([*command, bad])
         assert f"--steps-per-round: {message}" in capsys.readouterr().err
+
+
+def test_flip_average_reaches_the_mecca_sessions(evaluation):
+    result, root, _ = evaluation
+    out = root.parent / "flips.json"
+    assert main(["evaluate", "--dataset", str(root), "--split", "all", "--rounds", "1", "--methods", "mecca",
+                 "--flip-average", "--json", str(out)]) == 0
+    recorded = json.loads(out.read_text())
+    assert recorded["flip_average"] is True and result["flip_average"] is False
+    first_round = [case["dice_per_round"][0] for case in recorded["methods"]["mecca"]["per_case"]]
+    assert first_round != [case["dice_per_round"][0] for case in result["methods"]["mecca"]["per_case"]]

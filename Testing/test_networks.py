@@ -115,3 +115,23 @@ def test_widening_the_fusion_layer_keeps_every_output_and_trains_the_new_channel
     assert head.out.weight.grad[:, 8:].abs().sum() > 0  # the new channels are live, not padding
     with pytest.raises(ValueError, match="widened"):
         wide.with_fusion_width(8)
+
+
+def test_flip_averaged_scores_bring_each_flipped_pass_back_into_place():
+    """With flip_average the scores are the mean log-probabilities of four passes (the state and its
+    flip along each axis), each flipped back: a voxel's score comes from that voxel in every pass."""
+    model = networks.MeccaModel.create(networks.NetworkConfig(width=8, confidence_width=8, head_dilations=(2,)), seed=0)
+    with torch.no_grad():
+        for parameter in model.policy.parameters():
+            parameter.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(parameter.numel()))
+    model.eval()
+    state = torch.randn((1, 3, 12, 10, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = model.action_scores(state)
+        averaged = model.action_scores(state, flip_average=True)
+        passes = [F.log_softmax(model.policy(state)[0], dim=1)]
+        passes += [F.log_softmax(model.policy(state.flip(axis))[0], dim=1).flip(axis) for axis in (2, 3, 4)]
+        assert torch.equal(plain, model.policy(state, with_value=False)[0])
+    # (action_scores runs the flipped passes channels-last: the convolutions round differently)
+    torch.testing.assert_close(averaged, torch.stack(passes).mean(0), atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(averaged, F.log_softmax(plain, dim=1))  # the flipped passes differ from the plain one

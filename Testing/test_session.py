@@ -193,6 +193,22 @@ def test_automatic_steps_per_round_is_the_default_and_depends_on_the_working_gri
     assert summary["working_size_ijk"] == [100, 100, 100] and summary["policy_steps"] == 1
 
 
+def test_a_flip_averaged_round_runs_the_policy_four_times_per_step(bundled_model_float32):
+    """flip_average: four policy passes per step (the state and its three single-axis flips), the
+    same step count and a different round; settable between rounds."""
+    plain, averaged = _sample_session(bundled_model_float32, 2), _sample_session(bundled_model_float32, 2)
+    averaged.flip_average = True
+    calls = []
+    hook = bundled_model_float32.policy.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        assert averaged.step()["policy_steps"] == 2 and len(calls) == 2 * 4
+        plain.step()
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * 4 + 2
+    assert not np.array_equal(plain.probability_tenths, averaged.probability_tenths)
+
+
 @pytest.mark.parametrize("steps", [0, -1, 1.5, True, "automatic"])
 def test_steps_per_round_must_be_a_positive_whole_number_or_auto(blob_volume, untrained_model, steps):
     with pytest.raises(InputError, match="steps per round"):

@@ -117,7 +117,7 @@ def _segment(session) -> np.ndarray:
     return slicer.util.arrayFromSegmentBinaryLabelmap(session.segmentationNode, session.segmentId, session.volumeNode) > 0
 
 
-def _simulated_rounds(session, label, rounds=ROUNDS, stepsPerRound=0):
+def _simulated_rounds(session, label, rounds=ROUNDS, stepsPerRound=0, flipAverage=False):
     """The engine's seeded simulated user, clicking through the scripting API in world RAS; checks
     that each round reports the policy steps it took."""
     from MECCASegmentLib.hints import SimulatedUser
@@ -127,7 +127,7 @@ def _simulated_rounds(session, label, rounds=ROUNDS, stepsPerRound=0):
         for click in user.clicks(_segment(session), CLICKS_PER_ROUND, round_index):
             ijk = click.position[::-1]
             assert session.addClick(ijkToWorld(session.volumeNode, ijk), click.positive) == tuple(ijk)
-        stats = session.refine(stepsPerRound)
+        stats = session.refine(stepsPerRound, flipAverage)
         assert stats["policySteps"] == (stepsPerRound or 3)  # 0, the parameter node's default: automatic, 3 here
         masks.append(_segment(session))
     return masks
@@ -234,6 +234,24 @@ def test_steps_per_round_reach_the_engine(scan, logic):
     for mask, expected in zip(three_steps, reference.masks):
         assert np.array_equal(mask, expected > 0)
     assert not np.array_equal(three_steps[0], one_step[0]) and sessions[0].rounds == 2
+
+
+def test_average_over_flips_reaches_the_engine(scan, logic):
+    """The module's "Average over flips": the round written into the segment equals the engine's
+    round with flip_average, and differs from a plain round."""
+    from MECCASegmentLib.checkpoint import load_model
+    from MECCASegmentLib.evaluation import MeccaMethod, label_box, simulate
+
+    volumeNode, label = scan
+    lo, hi = label_box(label)
+    sessions = [logic.startSession(volumeNode, slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name),
+                                   roiNode=_roi_around(volumeNode, lo, hi)) for name in ("flips", "plain")]
+    averaged = _simulated_rounds(sessions[0], label, rounds=1, flipAverage=True)
+    plain = _simulated_rounds(sessions[1], label, rounds=1)
+    method = MeccaMethod(load_model(logic.modelFile, precision="auto"), flip_average=True)
+    reference = simulate(method, module.engineVolume(volumeNode), label, 1, CLICKS_PER_ROUND, seed=SEED, keep_masks=True)
+    assert np.array_equal(averaged[0], reference.masks[0] > 0)
+    assert not np.array_equal(averaged[0], plain[0])
 
 
 def test_dice_against_the_label_with_the_bundled_model(scene, hippocampus_dir, hippocampus_case):

@@ -128,7 +128,7 @@ def conv3d_best_layer(width: int, shape: tuple[int, int, int], dtype: torch.dtyp
 
 
 def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, repeats: int, rounds: int = 3,
-              peers: bool = True, steps_per_round: int | str = AUTO_STEPS) -> dict:
+              peers: bool = True, steps_per_round: int | str = AUTO_STEPS, flip_average: bool = False) -> dict:
     volume, cube_label = cube_case(image, label, size)
     box = ((0, 0, 0), (size, size, size))
     user = SimulatedUser(cube_label, seed=0)
@@ -137,7 +137,7 @@ def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, re
     round_times, parts, open_times = [], {}, []
     for repeat in range(repeats + 1):  # the first pass warms up and is not counted
         start = time.perf_counter()
-        session = InteractiveSession(volume, model, roi=box, steps_per_round=steps_per_round)
+        session = InteractiveSession(volume, model, roi=box, steps_per_round=steps_per_round, flip_average=flip_average)
         session.precompute_advice()  # supervoxels are cached per image (ROI), before the first click
         opened = time.perf_counter() - start
         for round_index in range(rounds):

@@ -89,12 +89,14 @@ class InteractiveMethod:
 class MeccaMethod(InteractiveMethod):
     """MECCA (or IteR-MRL: the same policy trained without confidence shaping)."""
 
-    def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int | str = AUTO_STEPS):
-        self.model, self.name, self.steps_per_round = model, name, steps_per_round
+    def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int | str = AUTO_STEPS,
+                 flip_average: bool = False):
+        self.model, self.name, self.steps_per_round, self.flip_average = model, name, steps_per_round, flip_average
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
-        self.session = InteractiveSession(image, self.model, roi=box, steps_per_round=self.steps_per_round)
+        self.session = InteractiveSession(image, self.model, roi=box, steps_per_round=self.steps_per_round,
+                                          flip_average=self.flip_average)
 
     def refine(self, clicks: list[Click]) -> np.ndarray:
         for click in clicks[len(self.session.clicks):]:

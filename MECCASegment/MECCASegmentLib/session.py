@@ -119,12 +119,16 @@ class InteractiveSession:
     (docs/results.md, "Steps per round") at that many times the policy's time. ``"auto"`` (the
     default) takes as many as the ROI's working grid allows within the time budget
     (``automatic_steps``): 3 up to 80^3 voxels, 1 from 96^3.
+
+    ``flip_average``: each step averages the policy over the ROI and its three single-axis flips
+    (``MeccaModel.action_scores``): about a Dice point more at 4x the policy's time, so off by
+    default (beyond the round's time budget on a laptop CPU); settable between rounds.
     """
 
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
                  advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS,
-                 steps_per_round: int | str = AUTO_STEPS):
+                 steps_per_round: int | str = AUTO_STEPS, flip_average: bool = False):
         if not isinstance(image, Volume):
             raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
         if model.config.model != "mecca" or model.confidence is None:
@@ -132,6 +136,7 @@ class InteractiveSession:
                              "model; choose a MECCA model file for interactive segmentation")
         validate_image(image.array, image.spacing, name=image.name or "image")
         self.steps_per_round = steps_per_round
+        self.flip_average = bool(flip_average)
         self.image = image
         self.model = model.eval()
         self.roi_margin_mm = float(roi_margin_mm)
@@ -312,7 +317,7 @@ class InteractiveSession:
             p_last_step = p
             state = build_state(image, grid.tenths_to_working(p), hint_tensor)
             state = state.to(dtype).contiguous(memory_format=torch.channels_last_3d)
-            logits, _ = self.model.policy(state, with_value=False)
+            logits = self.model.action_scores(state, self.flip_average)
             actions = action_tenths(logits.argmax(dim=1))
             native_actions = actions if grid.is_native else action_tenths(grid.argmax_to_native(logits))
             _synchronize(device)
