@@ -99,3 +99,14 @@ def test_confidence_auc_hand_computed():
     assert auc([0.9, 0.8, 0.1, 0.2, 0.0]) == 1.0
     assert auc([0.1, 0.2, 0.9, 0.8, 1.0]) == 0.0
     assert auc([0.9, 0.5, 0.5, 0.1, 0.0]) == pytest.approx(3.5 / 4)
+
+
+def test_roc_auc_counts_pairs_ranked_right_and_half_the_ties():
+    from MECCASegmentLib.evaluation import roc_auc
+
+    positive = np.array([True, True, False, False])
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), positive) == 1.0
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), positive) == 0.0
+    assert roc_auc(np.array([0.9, 0.2, 0.5, 0.1]), positive) == 0.75  # 3 of 4 (positive, negative) pairs in order
+    assert roc_auc(np.array([0.5, 0.5, 0.5, 0.5]), positive) == 0.5
+    assert np.isnan(roc_auc(np.array([0.1, 0.2]), np.array([True, True])))

@@ -254,13 +254,19 @@ def confidence_auc(round_: Round, label: np.ndarray) -> float:
     confidence overlay and the advice regions rest on."""
     step = round_.last_step_change()
     moved = step != 0
-    right = (step[moved] > 0) == (label[moved] > 0)
-    positives = int(right.sum())
-    negatives = right.size - positives
+    return roc_auc(round_.confidence[moved], (step[moved] > 0) == (label[moved] > 0))
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for telling the ``positive`` items from the others (Mann-Whitney U
+    from ranks, ties averaged); nan when either class is empty."""
+    positive = np.asarray(positive, bool)
+    positives = int(positive.sum())
+    negatives = positive.size - positives
     if positives == 0 or negatives == 0:
         return float("nan")
-    ranks = rankdata(round_.confidence[moved])
-    return float((ranks[right].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,

@@ -15,40 +15,27 @@ import json
 
 import numpy as np
 from MECCASegmentLib.checkpoint import load_model
-from MECCASegmentLib.evaluation import MeccaMethod, simulate
-from MECCASegmentLib.io import MSDDataset, split_validation
+from MECCASegmentLib.evaluation import MeccaMethod, roc_auc, simulate
+from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
 from scipy import ndimage
-from scipy.stats import rankdata
 
 EDGE_BAND = 3  # voxels
-
-
-def auc(suspicion: np.ndarray, error: np.ndarray) -> float:
-    """ROC AUC of ``suspicion`` for telling the wrong voxels from the right ones."""
-    wrong = int(error.sum())
-    right = error.size - wrong
-    if wrong == 0 or right == 0:
-        return float("nan")
-    ranks = rankdata(suspicion)
-    return float((ranks[error].sum() - wrong * (wrong + 1) / 2) / (wrong * right))
 
 
 def round_scores(confidence: np.ndarray, mask: np.ndarray, label: np.ndarray) -> dict[str, float]:
     error = mask != label
     edge_distance = np.where(mask, ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask))
     band = edge_distance <= EDGE_BAND
-    return {"confidence, ROI": auc(1 - confidence.ravel(), error.ravel()),
-            "edge distance, ROI": auc(-edge_distance.ravel(), error.ravel()),
-            "confidence, edge band": auc(1 - confidence[band], error[band]),
-            "edge distance, edge band": auc(-edge_distance[band], error[band])}
+    return {"confidence, ROI": roc_auc(1 - confidence.ravel(), error.ravel()),
+            "edge distance, ROI": roc_auc(-edge_distance.ravel(), error.ravel()),
+            "confidence, edge band": roc_auc(1 - confidence[band], error[band]),
+            "edge distance, edge band": roc_auc(-edge_distance[band], error[band])}
 
 
 def dataset_scores(root: str, model) -> dict[str, list[float]]:
-    dataset = MSDDataset.open(root)
-    held_out = split_validation([case.name for case in dataset.cases], 0.2)
     cases = []
-    for case in (c for c in dataset.cases if c.name in held_out):
+    for case in MSDDataset.open(root).validation_cases(0.2):  # the cases mecca train held out
         image, label = case.load()
         rounds = []
 
