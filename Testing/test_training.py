@@ -275,3 +275,43 @@ def test_rounds_of_several_policy_steps_take_clicks_once_per_round(tiny_dataset,
     assert torch.isfinite(loss) and 0.0 <= stats["dice"] <= 1.0
     arguments = build_parser().parse_args(["train", "--dataset", "d", "--out", "m.safetensors", "--steps-per-round", "1,3"])
     assert arguments.steps_per_round == (1, 3)
+
+
+def test_intensity_augmentation_changes_only_the_image_and_repeats_with_the_seed(tiny_dataset):
+    """A real crop under a random gamma, bias field, blur and noise: same label, valid mask and start,
+    another image that still shows the same anatomy, normalised; the same draws give the same batch;
+    outside the scan stays 0."""
+    from MECCASegmentLib.training import augment_intensity
+
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+
+    def batch(fraction):
+        config = TrainingConfig(intensity_augmentation=fraction, invert_fraction=0.0)
+        return make_batch(train[:2], config, [np.random.default_rng([3, e]) for e in range(2)])
+
+    plain, augmented, again = batch(0.0), batch(1.0), batch(1.0)
+    for name in ("label", "valid", "start"):
+        assert torch.equal(getattr(plain, name), getattr(augmented, name)), name
+    assert torch.equal(augmented.image, again.image)
+    for b in range(2):
+        valid = plain.valid[b].numpy()
+        before, after = plain.image[b].numpy()[valid], augmented.image[b].numpy()[valid]
+        assert not np.allclose(before, after)
+        assert np.corrcoef(before, after)[0, 1] > 0.6  # the same anatomy, not noise
+        assert abs(after.mean()) < 0.15 and 0.85 < after.std() < 1.15  # normalised (then scaled by 0.9-1.1)
+    image = plain.image[0].numpy().copy()
+    valid = plain.valid[0].numpy().copy()
+    valid[: image.shape[0] // 2] = False
+    out = augment_intensity(np.where(valid, image, 0.0).astype(np.float32), valid, np.random.default_rng(0))
+    assert not out[~valid].any() and abs(out[valid].mean()) < 1e-4 and abs(out[valid].std() - 1.0) < 1e-3
+
+
+def test_the_augmentation_fraction_is_checked_before_any_case_loads():
+    from MECCASegmentLib.cli import build_parser
+
+    parse = build_parser().parse_args
+    base = ["train", "--dataset", "d", "--out", "m.safetensors"]
+    assert parse(base + ["--intensity-augmentation", "0.5"]).intensity_augmentation == 0.5
+    for value in ("1.5", "-0.1", "x"):
+        with pytest.raises(SystemExit):
+            parse(base + ["--intensity-augmentation", value])

@@ -158,7 +158,8 @@ def run_train(args) -> Path:
                             class_balance_epochs=args.class_balance_epochs,
                             imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
                             confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only,
-                            steps_per_round=args.steps_per_round or tuple(trained_steps))
+                            steps_per_round=args.steps_per_round or tuple(trained_steps),
+                            intensity_augmentation=args.intensity_augmentation)
     min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
     if args.init and args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
         raise InputError(f"--fusion-width can only widen the --init model's fusion layer "
@@ -353,6 +354,16 @@ def _whole_steps(text: str, accepted: str = "a whole number") -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
+    return value
+
+
 def _steps_per_round(text: str) -> int | str:
     return text if text == AUTO_STEPS else _whole_steps(text, f"a whole number or {AUTO_STEPS!r}")
 
@@ -425,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-cases-per-epoch", type=int, default=12,
                        help="held-out cases per dataset scored after each epoch (all of them at the end)")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine decay to a tenth)")
+    train.add_argument("--intensity-augmentation", type=_fraction, default=0.0,
+                       help="fraction of episodes whose crop gets a random gamma, bias field, blur and noise")
     train.add_argument("--class-balance-epochs", type=float, default=6.0,
                        help="foreground up-weighting fades from balanced to its floor (0.5) over this many epochs")
     train.add_argument("--imitation-weight", type=float, default=1.0,
