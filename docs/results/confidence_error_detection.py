@@ -2,22 +2,17 @@
 distance to the mask's edge (where most errors of any segmentation lie)?
 
 After each round of the usual protocol (validation split, simulated user, 5 rounds x 3 clicks, the
-bundled model as a session runs it), each ROI voxel is scored as a suspected error by 1 - its
+bundled model or --model as a session runs it), each ROI voxel is scored as a suspected error by 1 - its
 confidence (the overlay), and by closeness to the mask's edge (a baseline that knows nothing of the
 image); ROC AUC against the voxels the mask has wrong, over the whole ROI and over the band within
 3 voxels of the edge, where a user looks. Means over cases per round:
 
-    python docs/results/confidence_error_detection.py ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 --json OUT.json
+    python docs/results/confidence_error_detection.py ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 --json OUT.json [--model M]
 """
 
-import argparse
-import json
-
+import held_out
 import numpy as np
-from MECCASegmentLib.checkpoint import load_model
 from MECCASegmentLib.evaluation import MeccaMethod, roc_auc, simulate
-from MECCASegmentLib.io import MSDDataset
-from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
 from scipy import ndimage
 
 EDGE_BAND = 3  # voxels
@@ -35,8 +30,7 @@ def round_scores(confidence: np.ndarray, mask: np.ndarray, label: np.ndarray) ->
 
 def dataset_scores(root: str, model) -> dict[str, list[float]]:
     cases = []
-    for case in MSDDataset.open(root).validation_cases(0.2):  # the cases mecca train held out
-        image, label = case.load()
+    for image, label in held_out.validation_cases(root):
         rounds = []
 
         def on_round(method, _clicks, _dice, label=label, rounds=rounds):
@@ -50,20 +44,5 @@ def dataset_scores(root: str, model) -> dict[str, list[float]]:
             for name in cases[0][0]} | {"cases": len(cases)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("datasets", nargs="+")
-    parser.add_argument("--json", required=True)
-    args = parser.parse_args()
-    model = load_model(resource_path(*DEFAULT_MODEL)).prepare_for_inference()
-    results = {}
-    for root in args.datasets:
-        name = MSDDataset.open(root).name
-        results[name] = dataset_scores(root, model)
-        print(name, results[name], flush=True)
-    with open(args.json, "w") as out:
-        json.dump(results, out, indent=1)
-
-
 if __name__ == "__main__":
-    main()
+    held_out.run(__doc__, dataset_scores)

@@ -1,0 +1,32 @@
+"""What the validation-split scripts here share: their command line (MSD folders, --json, --model)
+and the held-out cases they run on."""
+
+import argparse
+import json
+
+from MECCASegmentLib.checkpoint import load_model
+from MECCASegmentLib.io import MSDDataset
+from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
+
+
+def run(description: str, dataset_results) -> None:
+    """Parse the command line, run ``dataset_results(root, model)`` on each dataset (the model
+    prepared as a session prepares it), print each result and write them all as JSON by dataset name (and the model's path)."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("datasets", nargs="+", help="MSD folders")
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--model", help="default: the bundled model")
+    args = parser.parse_args()
+    model = load_model(args.model or resource_path(*DEFAULT_MODEL)).prepare_for_inference()
+    results = {}
+    for root in args.datasets:
+        name = MSDDataset.open(root).name
+        results[name] = dataset_results(root, model)
+        print(name, results[name], flush=True)
+    with open(args.json, "w") as out:
+        json.dump({"model": args.model or "bundled", **results}, out, indent=1)
+
+
+def validation_cases(root: str):
+    """(image, label) of each case `mecca train` held out of ``root``."""
+    return [case.load() for case in MSDDataset.open(root).validation_cases(0.2)]
