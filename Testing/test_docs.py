@@ -10,6 +10,22 @@ def _commands(text: str) -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("python3 -m venv")]
 
 
+def _results_script(name: str):
+    """A script of docs/results/ as a module (it imports its neighbours, e.g. held_out)."""
+    import importlib.util
+    import sys
+
+    scripts = ROOT / "docs" / "results"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    return module
+
+
 def test_ci_runs_the_readme_test_command():
     commands = _commands((ROOT / "README.md").read_text())
     assert len(commands) == 2 and commands[0].endswith("mecca demo") and commands[1].endswith("python -m pytest -q")
@@ -19,22 +35,12 @@ def test_ci_runs_the_readme_test_command():
 def test_the_intensity_changes_behind_the_readme_figures_are_what_results_md_says():
     """docs/results/intensity_changes.py on the bundled (real) scan: inverted = 1 - u, gamma 2 = u²,
     the bias field spans 0.3-1.7 times u, the noise repeats with its seed, unknown names are refused."""
-    import importlib.util
-    import sys
-
     import numpy as np
     import pytest
     from MECCASegmentLib.io import read_volume
     from MECCASegmentLib.resources import SAMPLE_IMAGE, resource_path
 
-    scripts = ROOT / "docs" / "results"
-    sys.path.insert(0, str(scripts))
-    try:
-        spec = importlib.util.spec_from_file_location("intensity_changes", scripts / "intensity_changes.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(scripts))
+    module = _results_script("intensity_changes")
     array = read_volume(str(resource_path(*SAMPLE_IMAGE))).array
     low, high = np.percentile(array, [0.5, 99.5])
     unit = np.clip((array - low) / (high - low), 0, 1)
@@ -47,3 +53,26 @@ def test_the_intensity_changes_behind_the_readme_figures_are_what_results_md_say
     assert np.array_equal(noisy, module.changed(array, "noise", 3)) and abs(float((noisy - unit).std()) - 0.1) < 0.01
     with pytest.raises(ValueError, match="unknown change"):
         module.changed(array, "blur", 0)
+
+
+def test_the_weight_average_in_results_md_is_the_mean_of_the_models_weights(tmp_path):
+    """docs/results/weight_average.py: each weight the mean of the models' (two seeds here), the record
+    names the models averaged, and models of another architecture are refused."""
+    from dataclasses import replace
+
+    import pytest
+    import torch
+    from MECCASegmentLib.checkpoint import load_model, save_model
+    from MECCASegmentLib.networks import MeccaModel, NetworkConfig
+
+    module = _results_script("weight_average")
+    paths = [str(save_model(MeccaModel.create(seed=seed), tmp_path / f"seed{seed}.safetensors")) for seed in (0, 1)]
+    averaged = module.average(paths)
+    first, second = (load_model(path).state_dict() for path in paths)
+    assert not torch.equal(first["policy.trunk.stem.weight"], second["policy.trunk.stem.weight"])
+    for name, value in averaged.state_dict().items():
+        assert torch.allclose(value, (first[name] + second[name]) / 2, atol=1e-7), name
+    assert averaged.metadata["weight_average_of"] == paths
+    wider = save_model(MeccaModel.create(replace(NetworkConfig(), width=8)), tmp_path / "width8.safetensors")
+    with pytest.raises(ValueError, match="another architecture"):
+        module.average([paths[0], str(wider)])
