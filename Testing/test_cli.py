@@ -52,11 +52,12 @@ def test_segment_places_world_clicks_on_the_right_voxel(image_and_model, system)
     out = folder / "out"
     code = main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
                  "--out", str(out), "--model", str(folder / "model.safetensors"), "--label", str(folder / "label.nrrd"),
-                 *(["--flip-average"] if system == "LPS" else [])])
+                 *(["--flip-average", "--lean-correction", "0"] if system == "LPS" else [])])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2 and len(summary["dice_per_round"]) == 2
     assert summary["flip_average"] is (system == "LPS")
+    assert summary["lean_correction"] == (0.0 if system == "LPS" else 0.5)
     assert [c["ijk"] for c in summary["clicks"]] == [list(ijk), list(ijk)]
     assert [c["positive"] for c in summary["clicks"]] == [True, False]
     for name in OUTPUTS:
@@ -83,3 +84,13 @@ def test_missing_model_is_a_clear_error(image_and_model, capsys):
     _, folder = image_and_model
     code = main(["info", "--model", str(folder / "none.safetensors")])
     assert code == 2 and "model file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "a lot"])
+def test_a_bad_lean_correction_is_refused_before_anything_runs(image_and_model, capsys, value):
+    _, folder = image_and_model
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "none.json"),
+              "--out", str(folder / "out"), "--lean-correction", value])
+    assert exit_.value.code == 2 and "--lean-correction: must be a finite number" in capsys.readouterr().err
+    assert not (folder / "out").exists()

@@ -135,7 +135,7 @@ def test_advice_regions_are_compact_in_millimetres_on_thick_slices(blob_volume, 
         assert extent_mm[0] <= 2 * extent_mm[1:].max(), f"region {rank} spans {extent_mm} mm (k, j, i)"
 
 
-def _sample_session(model, steps_per_round):
+def _sample_session(model, steps_per_round, lean_correction=0.5):
     """A session on the bundled sample with the simulated user's three first clicks queued."""
     from MECCASegmentLib.hints import SimulatedUser
     from MECCASegmentLib.io import binary_label, read_volume
@@ -144,16 +144,17 @@ def _sample_session(model, steps_per_round):
 
     image = read_volume(resource_path(*SAMPLE_IMAGE))
     label = binary_label(read_volume(resource_path(*SAMPLE_LABEL)).array)
-    session = InteractiveSession(image, model, steps_per_round=steps_per_round)
+    session = InteractiveSession(image, model, steps_per_round=steps_per_round, lean_correction=lean_correction)
     for click in SimulatedUser(label, seed=0).clicks(np.zeros(label.shape, bool), 3, 0):
         session.add_click(_ijk(click.position), click.positive)
     return session
 
 
 def test_several_steps_per_round_are_one_round_of_repeated_policy_steps(bundled_model_float32):
-    """Two steps in one round compute what two rounds without new clicks do, undo as one round, and
-    keep the confidence of their last step with the probabilities it moved."""
-    two_steps, one_step = (_sample_session(bundled_model_float32, steps) for steps in (2, 1))
+    """Two steps in one round compute what two rounds without new clicks do (without the lean
+    correction, which only later rounds take), undo as one round, and keep the confidence of their
+    last step with the probabilities it moved."""
+    two_steps, one_step = (_sample_session(bundled_model_float32, steps, lean_correction=0) for steps in (2, 1))
     two_steps.step()
     one_step.step()
     after_one = one_step.probability_tenths
@@ -213,3 +214,32 @@ def test_a_flip_averaged_round_runs_the_policy_four_times_per_step(bundled_model
 def test_steps_per_round_must_be_a_positive_whole_number_or_auto(blob_volume, untrained_model, steps):
     with pytest.raises(InputError, match="steps per round"):
         InteractiveSession(blob_volume[0], untrained_model, steps_per_round=steps)
+
+
+def test_the_lean_correction_leaves_the_first_round_and_lowers_the_later_ones(bundled_model_float32):
+    """Round 1 is the policy's own; from round 2 the "up" scores are lowered, so with one step per
+    round and the same state no voxel ends higher than without the correction, and some end lower."""
+    corrected = _sample_session(bundled_model_float32, 1)
+    plain = _sample_session(bundled_model_float32, 1, lean_correction=0)
+    assert corrected.lean_correction == 0.5
+    corrected.step()
+    plain.step()
+    assert np.array_equal(corrected.probability_tenths, plain.probability_tenths)
+    corrected.step()
+    plain.step()
+    lower = corrected.probability_tenths < plain.probability_tenths
+    assert lower.any() and not (corrected.probability_tenths > plain.probability_tenths).any()
+    corrected.undo()
+    corrected.lean_correction = 0  # settable between rounds
+    corrected.step()
+    assert np.array_equal(corrected.probability_tenths, plain.probability_tenths)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), True, "0.5", None])
+def test_the_lean_correction_must_be_a_finite_number_of_at_least_zero(blob_volume, untrained_model, value):
+    with pytest.raises(InputError, match="lean correction"):
+        InteractiveSession(blob_volume[0], untrained_model, lean_correction=value)
+    session = InteractiveSession(blob_volume[0], untrained_model)
+    with pytest.raises(InputError, match="lean correction"):
+        session.lean_correction = value
+    assert session.lean_correction == 0.5

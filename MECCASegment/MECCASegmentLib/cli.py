@@ -13,7 +13,7 @@ import numpy as np
 from .checkpoint import CheckpointError, load_model
 from .io import InputError, binary_label, read_volume, write_json, write_volume
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
-from .session import AUTO_STEPS, InteractiveSession, SessionError, _ijk
+from .session import AUTO_STEPS, LEAN_CORRECTION, InteractiveSession, SessionError, _ijk, checked_lean_correction
 
 
 def _model(path: str | None, device: str = "cpu", precision: str = "auto"):
@@ -97,7 +97,7 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
 # -- segment ------------------------------------------------------------------------------------
 def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | None, rounds: int | None,
                 device: str, label_path: str | None = None, precision: str = "auto", steps_per_round: int | str = AUTO_STEPS,
-                flip_average: bool = False) -> dict:
+                flip_average: bool = False, lean_correction: float = LEAN_CORRECTION) -> dict:
     from .evaluation import dice
     from .hints import Click, read_clicks
     from .report import snapshot
@@ -107,7 +107,8 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
     label = binary_label(read_volume(label_path).array) if label_path else None
     model = _model(model_path, device, precision)
     rounds = rounds or max(clicks_by_round)
-    session = InteractiveSession(image, model, roi=roi, steps_per_round=steps_per_round, flip_average=flip_average)
+    session = InteractiveSession(image, model, roi=roi, steps_per_round=steps_per_round, flip_average=flip_average,
+                                 lean_correction=lean_correction)
     first = clicks_by_round[min(clicks_by_round)][0][0]
     slice_k = int(np.clip(round(first[2]), 0, image.shape[0] - 1))
     snapshots, dices, seconds = [], [], []
@@ -122,7 +123,7 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
         _print(f"  round {round_}/{rounds}: {len(added)} new clicks, {summary['foreground_voxels_in_roi']} "
                f"foreground voxels, {summary['seconds']:.2f} s" + (f", Dice {score:.3f}" if score is not None else ""))
     summary = {"image": str(image_path), "rounds": rounds, "steps_per_round": steps_per_round,
-               "flip_average": flip_average, "dice_per_round": dices, "seconds_per_round": seconds,
+               "flip_average": flip_average, "lean_correction": lean_correction, "dice_per_round": dices, "seconds_per_round": seconds,
                "clicks": [dict(c.to_dict(), ijk=list(_ijk(c.position))) for c in session.clicks],
                "history": session.history}
     write_session_outputs(session, out, snapshots, label, slice_k, summary, f"MECCA on {image.name}")
@@ -225,7 +226,8 @@ def run_evaluate(args) -> dict:
             model = load_model(path, device=_device(args.device), precision=args.precision)
             used_models[name] = str(path)
             factories[name] = (lambda m=model: ClickCNNMethod(m)) if name == "click-cnn" \
-                else (lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average))
+                else (lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
+                                                          args.lean_correction))
         elif name == "grow-from-seeds":
             try:
                 GrowFromSeedsMethod()
@@ -242,7 +244,8 @@ def run_evaluate(args) -> dict:
                                                     args.clicks_per_round, args.seed)
     result = {"dataset": dataset.name, "rounds": args.rounds, "clicks_per_round": args.clicks_per_round,
               "steps_per_round": args.steps_per_round, "flip_average": args.flip_average,
-              "cases": len(cases), "split": args.split, "seed": args.seed, "methods": summary, "failures": failures,
+              "lean_correction": args.lean_correction, "cases": len(cases), "split": args.split, "seed": args.seed,
+              "methods": summary, "failures": failures,
               "models": used_models, "command": command_line(),
               "machine": f"{platform.machine()} {platform.processor()}, torch {torch.__version__}, "
                          f"{torch.get_num_threads()} threads, device {args.device}, precision {args.precision}"}
@@ -364,6 +367,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _lean_correction(text: str) -> float:
+    try:
+        return checked_lean_correction(float(text))
+    except (ValueError, InputError) as error:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text!r}") from error
+
+
 def _steps_per_round(text: str) -> int | str:
     return text if text == AUTO_STEPS else _whole_steps(text, f"a whole number or {AUTO_STEPS!r}")
 
@@ -381,6 +391,8 @@ def _training_steps_per_round(text: str) -> tuple[int, int]:
 
 STEPS_HELP = ("policy steps per round with the same clicks: a number (1: the paper's round; more: fewer rounds, more time) "
               "or 'auto' (default: 3 on ROIs up to 80^3 voxels, fewer on larger ones, within the round's time budget)")
+LEAN_HELP = (f"lower the policy's 'up' scores by this much in every round after the first (default "
+             f"{LEAN_CORRECTION}; 0: the policy's own decisions): the trained policy leans towards foreground")
 FLIP_HELP = ("average the policy over the ROI and its three single-axis flips: about a Dice point more, at 4x the "
              "policy's time")
 
@@ -412,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     segment.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP)
     segment.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
+    segment.add_argument("--lean-correction", type=_lean_correction, default=LEAN_CORRECTION, help=LEAN_HELP)
 
     train = sub.add_parser("train", help="train (or fine-tune with --init) on MSD-layout datasets")
     train.add_argument("--dataset", action="append", required=True, help="MSD folder (repeat for several)")
@@ -488,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     evaluate.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP + " (MECCA and IteR-MRL)")
     evaluate.add_argument("--flip-average", action="store_true", help=FLIP_HELP + " (MECCA and IteR-MRL)")
+    evaluate.add_argument("--lean-correction", type=_lean_correction, default=LEAN_CORRECTION,
+                          help=LEAN_HELP + " (MECCA and IteR-MRL)")
     evaluate.add_argument("--json", required=True, help="results file")
     evaluate.add_argument("--plot", help="figure: Dice per round per method + one case per method")
 
@@ -522,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.precision)
         elif args.command == "segment":
             run_segment(args.image, args.clicks, Path(args.out), args.model, args.rounds, args.device, args.label,
-                        args.precision, args.steps_per_round, args.flip_average)
+                        args.precision, args.steps_per_round, args.flip_average, args.lean_correction)
         elif args.command == "train":
             run_train(args)
         elif args.command == "evaluate":

@@ -20,7 +20,7 @@ from .environment import build_state, misunderstanding_rate, normalize_image, si
 from .hints import Click, SimulatedUser, hint_map
 from .io import Case, InputError, Volume
 from .networks import MeccaModel
-from .session import AUTO_STEPS, Box, InteractiveSession, Round, _ijk, _slices
+from .session import AUTO_STEPS, LEAN_CORRECTION, Box, InteractiveSession, Round, _ijk, _slices
 from .working_grid import working_grid
 
 EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
@@ -90,13 +90,14 @@ class MeccaMethod(InteractiveMethod):
     """MECCA (or IteR-MRL: the same policy trained without confidence shaping)."""
 
     def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int | str = AUTO_STEPS,
-                 flip_average: bool = False):
+                 flip_average: bool = False, lean_correction: float = LEAN_CORRECTION):
         self.model, self.name, self.steps_per_round, self.flip_average = model, name, steps_per_round, flip_average
+        self.lean_correction = lean_correction
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
         self.session = InteractiveSession(image, self.model, roi=box, steps_per_round=self.steps_per_round,
-                                          flip_average=self.flip_average)
+                                          flip_average=self.flip_average, lean_correction=self.lean_correction)
 
     def refine(self, clicks: list[Click]) -> np.ndarray:
         for click in clicks[len(self.session.clicks):]:

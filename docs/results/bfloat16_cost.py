@@ -25,6 +25,7 @@ from MECCASegmentLib.checkpoint import load_model
 from MECCASegmentLib.evaluation import MeccaMethod, evaluate_cases
 from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
+from MECCASegmentLib.session import LEAN_CORRECTION
 
 BFLOAT16_RELATIVE_ROUNDING = 2.0**-9
 
@@ -50,13 +51,16 @@ def main(argv=None) -> dict:
                         "(a numerical difference does not depend on whether the model saw the case)")
     parser.add_argument("--jitter-seeds", type=int, default=2)
     parser.add_argument("--json", help="write the per-variant Dice and the paired differences here")
+    parser.add_argument("--lean-correction", type=float, default=LEAN_CORRECTION,
+                        help=f"the sessions' (default {LEAN_CORRECTION}; 0: as before it existed)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     dataset = MSDDataset.open(args.dataset)
     cases = sorted(dataset.cases, key=lambda c: c.name) if args.all_cases else dataset.validation_cases(0.2)
     dice = {}
     for name, model in variants(args.jitter_seeds):
-        summary, failures, _ = evaluate_cases(cases, {name: lambda m=model: MeccaMethod(m)}, progress=False)
+        summary, failures, _ = evaluate_cases(cases, {name: lambda m=model: MeccaMethod(m, lean_correction=args.lean_correction)},
+                                              progress=False)
         if failures:
             sys.exit(f"{name}: {failures}")
         dice[name] = np.array([case["dice_per_round"] for case in summary[name]["per_case"]])

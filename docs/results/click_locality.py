@@ -1,11 +1,12 @@
 """Clicks that make the mask worse (docs/results.md): one case's errors round by round, and an
 evaluation in which each round after the first may change only the voxels near its new clicks.
 
-    python docs/results/click_locality.py case MSD_FOLDER CASE_NAME
+    python docs/results/click_locality.py case MSD_FOLDER CASE_NAME [LEAN_CORRECTION]
         false-positive / false-negative voxels per round of the bundled model on one held-out case
+        (lean correction 0 unless given: the sessions before it existed)
     python docs/results/click_locality.py evaluate R_MM <mecca evaluate options>
         mecca evaluate, each round after the first keeping the voxels farther than R_MM from all of
-        its new clicks as they were
+        its new clicks as they were (docs/results.md adds --lean-correction 0: measured before it existed)
 """
 
 import sys
@@ -13,21 +14,22 @@ import sys
 import numpy as np
 from MECCASegmentLib import cli
 from MECCASegmentLib.checkpoint import load_model
-from MECCASegmentLib.evaluation import simulate_mecca
+from MECCASegmentLib.evaluation import MeccaMethod, simulate
 from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
 from MECCASegmentLib.session import InteractiveSession, _slices
 from scipy import ndimage
 
 
-def case_errors(root: str, name: str) -> None:
+def case_errors(root: str, name: str, lean_correction: float) -> None:
     case = next(c for c in MSDDataset.open(root).validation_cases(0.2) if c.name == name)
     image, label = case.load()
     label = label > 0
     model = load_model(resource_path(*DEFAULT_MODEL)).prepare_for_inference()
-    run, session = simulate_mecca(model, image, label, keep_masks=True)
+    method = MeccaMethod(model, lean_correction=lean_correction)
+    run = simulate(method, image, label, keep_masks=True)
     previous = np.zeros_like(label)
-    for number, (mask, clicks) in enumerate(zip(run.masks, session.clicks_by_round), start=1):
+    for number, (mask, clicks) in enumerate(zip(run.masks, method.session.clicks_by_round), start=1):
         added = mask & ~previous
         print(f"round {number}: Dice {run.dice[number - 1]:.3f}, false positive {np.count_nonzero(mask & ~label)}, "
               f"false negative {np.count_nonzero(~mask & label)}, added {np.count_nonzero(added)} "
@@ -59,8 +61,8 @@ def keeping_far_voxels(radius_mm: float):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["case"] and len(sys.argv) == 4:
-        case_errors(sys.argv[2], sys.argv[3])
+    if sys.argv[1:2] == ["case"] and len(sys.argv) in (4, 5):
+        case_errors(sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) == 5 else 0.0)
     elif sys.argv[1:2] == ["evaluate"] and len(sys.argv) >= 4:
         InteractiveSession.step = keeping_far_voxels(float(sys.argv[2]))
         sys.exit(cli.main(["evaluate", *sys.argv[3:]]))

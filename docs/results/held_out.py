@@ -1,5 +1,5 @@
-"""What the validation-split scripts here share: their command line (MSD folders, --json, --model)
-and the held-out cases they run on."""
+"""What the validation-split scripts here share: their command line (MSD folders, --json, --model,
+--lean-correction) and the held-out cases they run on."""
 
 import argparse
 import json
@@ -7,24 +7,28 @@ import json
 from MECCASegmentLib.checkpoint import load_model
 from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
+from MECCASegmentLib.session import LEAN_CORRECTION
 
 
 def run(description: str, dataset_results) -> None:
-    """Parse the command line, run ``dataset_results(root, model)`` on each dataset (the model
-    prepared as a session prepares it), print each result and write them all as JSON by dataset name (and the model's path)."""
+    """Parse the command line, run ``dataset_results(root, model, lean_correction)`` on each dataset
+    (the model prepared as a session prepares it, the sessions' lean correction), print each result
+    and write them all as JSON by dataset name (and the model's path)."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("datasets", nargs="+", help="MSD folders")
     parser.add_argument("--json", required=True)
     parser.add_argument("--model", help="default: the bundled model")
+    parser.add_argument("--lean-correction", type=float, default=LEAN_CORRECTION,
+                        help=f"the sessions' (default {LEAN_CORRECTION}; 0: as before it existed)")
     args = parser.parse_args()
     model = load_model(args.model or resource_path(*DEFAULT_MODEL)).prepare_for_inference()
     results = {}
     for root in args.datasets:
         name = MSDDataset.open(root).name
-        results[name] = dataset_results(root, model)
+        results[name] = dataset_results(root, model, args.lean_correction)
         print(name, results[name], flush=True)
     with open(args.json, "w") as out:
-        json.dump({"model": args.model or "bundled", **results}, out, indent=1)
+        json.dump({"model": args.model or "bundled", "lean_correction": args.lean_correction, **results}, out, indent=1)
 
 
 def validation_cases(root: str):
