@@ -1,0 +1,59 @@
+"""Sessions that start from an existing segment (docs/results.md, "Starting from an existing segment").
+
+Each held-out case starts from its label grown or shrunk by 2 voxels (p = 0.9 inside, 0.1 outside,
+as the Slicer module starts from a segment), ROI = object box + 8 voxels; then 3 rounds of the
+seeded simulated user's 3 clicks. Dice of the start and after each round, mean over cases:
+
+    python docs/results/existing_segment.py ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 --json OUT.json
+        [--lean-correction B] [--correct-first-round]
+"""
+
+import sys
+
+import held_out
+import numpy as np
+from MECCASegmentLib.evaluation import dice, label_box
+from MECCASegmentLib.hints import SimulatedUser
+from MECCASegmentLib.session import InteractiveSession, _ijk
+from scipy import ndimage
+
+ROUNDS = 3
+STARTS = {"grown by 2 voxels": ndimage.binary_dilation, "shrunk by 2 voxels": ndimage.binary_erosion}
+
+
+def dataset_dice(root: str, model, lean_correction: float) -> dict[str, list[float]]:
+    results = {}
+    for name, change in STARTS.items():
+        runs = []
+        for image, label in held_out.validation_cases(root):
+            label = label > 0
+            start = change(label, iterations=2)
+            session = InteractiveSession(image, model, roi=label_box(label), initial_mask=start,
+                                         lean_correction=lean_correction)
+            user = SimulatedUser(label, seed=0)
+            row = [dice(start, label)]
+            for round_index in range(ROUNDS):
+                for click in user.clicks(session.mask > 0, 3, round_index):
+                    session.add_click(_ijk(click.position), click.positive)
+                session.step()
+                row.append(dice(session.mask > 0, label))
+            runs.append(row)
+        results[name] = np.mean(runs, axis=0).round(4).tolist()
+    return results
+
+
+def correcting_the_first_round_too():
+    """InteractiveSession._act with the lean correction in every round, the first included."""
+    plain_act = InteractiveSession._act
+
+    def act(session, grid, image_norm, p_tenths, hint, steps, _up_bias, timings):
+        return plain_act(session, grid, image_norm, p_tenths, hint, steps, session.lean_correction, timings)
+
+    return act
+
+
+if __name__ == "__main__":
+    if "--correct-first-round" in sys.argv:
+        sys.argv.remove("--correct-first-round")
+        InteractiveSession._act = correcting_the_first_round_too()
+    held_out.run(__doc__, dataset_dice)
