@@ -28,7 +28,7 @@ def round_scores(confidence: np.ndarray, mask: np.ndarray, label: np.ndarray) ->
             "edge distance, edge band": roc_auc(-edge_distance[band], error[band])}
 
 
-def dataset_scores(root: str, model, lean_correction: float) -> dict[str, list[float]]:
+def dataset_scores(root: str, model, args) -> dict[str, list[float]]:
     cases = []
     for image, label in held_out.validation_cases(root):
         rounds = []
@@ -38,7 +38,7 @@ def dataset_scores(root: str, model, lean_correction: float) -> dict[str, list[f
             rounds.append(round_scores(method.session.confidence_map()[region], method.session.mask[region] > 0,
                                        label[region] > 0))
 
-        simulate(MeccaMethod(model, lean_correction=lean_correction), image, label, on_round=on_round)
+        simulate(MeccaMethod(model, lean_correction=args.lean_correction), image, label, on_round=on_round)
         cases.append(rounds)
     return {name: [round(float(np.nanmean([case[r][name] for case in cases])), 3) for r in range(len(cases[0]))]
             for name in cases[0][0]} | {"cases": len(cases)}

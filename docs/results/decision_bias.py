@@ -20,7 +20,7 @@ from MECCASegmentLib.evaluation import MeccaMethod, simulate
 BIASES = (0.0, 0.5, 1.0)
 
 
-def dataset_results(root: str, model, lean_correction: float) -> dict:
+def dataset_results(root: str, model, args) -> dict:
     cases = held_out.validation_cases(root)
     shipped = model.action_scores
     up = torch.tensor([tenths > 0 for tenths in ACTION_TENTHS], dtype=torch.float32).view(1, -1, 1, 1, 1)
@@ -29,7 +29,7 @@ def dataset_results(root: str, model, lean_correction: float) -> dict:
         model.action_scores = lambda state, flip_average=False, b=bias: shipped(state, flip_average) - b * up.to(state.dtype)
         dice, false_positive, false_negative = [], [], []
         for image, label in cases:
-            method = MeccaMethod(model, lean_correction=lean_correction)  # on top of b, from round 2
+            method = MeccaMethod(model, lean_correction=args.lean_correction)  # on top of b, from round 2
             dice.append(simulate(method, image, label).dice)
             mask, truth = method.session.mask > 0, label > 0
             false_positive.append(np.count_nonzero(mask & ~truth))

@@ -5,7 +5,7 @@ as the Slicer module starts from a segment), ROI = object box + 8 voxels; then 3
 seeded simulated user's 3 clicks. Dice of the start and after each round, mean over cases:
 
     python docs/results/existing_segment.py ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 --json OUT.json
-        [--lean-correction B] [--correct-first-round]
+        [--lean-correction B] [--correct-first-round] [--steps-per-round N] [--clicks-in-round-1-only]
 """
 
 import sys
@@ -14,14 +14,14 @@ import held_out
 import numpy as np
 from MECCASegmentLib.evaluation import dice, label_box
 from MECCASegmentLib.hints import SimulatedUser
-from MECCASegmentLib.session import InteractiveSession, _ijk
+from MECCASegmentLib.session import AUTO_STEPS, InteractiveSession, _ijk
 from scipy import ndimage
 
 ROUNDS = 3
 STARTS = {"grown by 2 voxels": ndimage.binary_dilation, "shrunk by 2 voxels": ndimage.binary_erosion}
 
 
-def dataset_dice(root: str, model, lean_correction: float) -> dict[str, list[float]]:
+def dataset_dice(root: str, model, args) -> dict[str, list[float]]:
     results = {}
     for name, change in STARTS.items():
         runs = []
@@ -29,17 +29,23 @@ def dataset_dice(root: str, model, lean_correction: float) -> dict[str, list[flo
             label = label > 0
             start = change(label, iterations=2)
             session = InteractiveSession(image, model, roi=label_box(label), initial_mask=start,
-                                         lean_correction=lean_correction)
+                                         lean_correction=args.lean_correction, steps_per_round=args.steps_per_round or AUTO_STEPS)
             user = SimulatedUser(label, seed=0)
             row = [dice(start, label)]
             for round_index in range(ROUNDS):
-                for click in user.clicks(session.mask > 0, 3, round_index):
+                for click in user.clicks(session.mask > 0, 3, round_index) if round_index == 0 or not args.clicks_in_round_1_only else []:
                     session.add_click(_ijk(click.position), click.positive)
                 session.step()
                 row.append(dice(session.mask > 0, label))
             runs.append(row)
         results[name] = np.mean(runs, axis=0).round(4).tolist()
     return results
+
+
+def options(parser) -> None:
+    parser.add_argument("--steps-per-round", type=int, help="default: automatic")
+    parser.add_argument("--clicks-in-round-1-only", action="store_true", help="later rounds run without new clicks")
+    parser.add_argument("--correct-first-round", action="store_true", help="the lean correction in round 1 too")
 
 
 def correcting_the_first_round_too():
@@ -53,7 +59,6 @@ def correcting_the_first_round_too():
 
 
 if __name__ == "__main__":
-    if "--correct-first-round" in sys.argv:
-        sys.argv.remove("--correct-first-round")
+    if "--correct-first-round" in sys.argv:  # patched before any session exists
         InteractiveSession._act = correcting_the_first_round_too()
-    held_out.run(__doc__, dataset_dice)
+    held_out.run(__doc__, dataset_dice, options)

@@ -10,25 +10,29 @@ from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
 from MECCASegmentLib.session import LEAN_CORRECTION
 
 
-def run(description: str, dataset_results) -> None:
-    """Parse the command line, run ``dataset_results(root, model, lean_correction)`` on each dataset
-    (the model prepared as a session prepares it, the sessions' lean correction), print each result
-    and write them all as JSON by dataset name (and the model's path)."""
+def run(description: str, dataset_results, add_arguments=None) -> None:
+    """Parse the command line (and a script's own options, ``add_arguments(parser)``), run
+    ``dataset_results(root, model, args)`` on each dataset (the model prepared as a session prepares
+    it; ``args.lean_correction`` for the sessions), print each result and write them all as JSON by
+    dataset name (with the options)."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("datasets", nargs="+", help="MSD folders")
     parser.add_argument("--json", required=True)
     parser.add_argument("--model", help="default: the bundled model")
     parser.add_argument("--lean-correction", type=float, default=LEAN_CORRECTION,
                         help=f"the sessions' (default {LEAN_CORRECTION}; 0: as before it existed)")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args()
     model = load_model(args.model or resource_path(*DEFAULT_MODEL)).prepare_for_inference()
     results = {}
     for root in args.datasets:
         name = MSDDataset.open(root).name
-        results[name] = dataset_results(root, model, args.lean_correction)
+        results[name] = dataset_results(root, model, args)
         print(name, results[name], flush=True)
     with open(args.json, "w") as out:
-        json.dump({"model": args.model or "bundled", "lean_correction": args.lean_correction, **results}, out, indent=1)
+        json.dump({"model": args.model or "bundled", "options": {k: v for k, v in vars(args).items() if k not in ("datasets", "json", "model")},
+                   **results}, out, indent=1)
 
 
 def validation_cases(root: str):

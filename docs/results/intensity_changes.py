@@ -35,11 +35,11 @@ def changed(array: np.ndarray, change: str, seed: int) -> np.ndarray:
     raise ValueError(f"unknown change {change!r}; choose from {', '.join(CHANGES)}")
 
 
-def dataset_dice(root: str, model, lean_correction: float) -> dict[str, list[float]]:
+def dataset_dice(root: str, model, args) -> dict[str, list[float]]:
     cases = held_out.validation_cases(root)
     results = {}
     for change in CHANGES:
-        runs = [simulate(MeccaMethod(model, lean_correction=lean_correction),
+        runs = [simulate(MeccaMethod(model, lean_correction=args.lean_correction),
                          image.with_array(changed(image.array, change, seed)), label).dice
                 for seed, (image, label) in enumerate(cases)]
         results[change] = np.mean(runs, axis=0).round(4).tolist()
