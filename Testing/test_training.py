@@ -306,12 +306,33 @@ def test_intensity_augmentation_changes_only_the_image_and_repeats_with_the_seed
     assert not out[~valid].any() and abs(out[valid].mean()) < 1e-4 and abs(out[valid].std() - 1.0) < 1e-3
 
 
-def test_the_augmentation_fraction_is_checked_before_any_case_loads():
+@pytest.mark.parametrize("option", ["--intensity-augmentation", "--mask-start-fraction"])
+def test_the_episode_fractions_are_checked_before_any_case_loads(option):
     from MECCASegmentLib.cli import build_parser
 
     parse = build_parser().parse_args
     base = ["train", "--dataset", "d", "--out", "m.safetensors"]
-    assert parse(base + ["--intensity-augmentation", "0.5"]).intensity_augmentation == 0.5
+    assert getattr(parse(base + [option, "0.5"]), option[2:].replace("-", "_")) == 0.5
     for value in ("1.5", "-0.1", "x"):
         with pytest.raises(SystemExit):
-            parse(base + ["--intensity-augmentation", value])
+            parse(base + [option, value])
+
+
+def test_episodes_start_from_an_imperfect_segment_in_the_mask_start_fraction(tiny_dataset):
+    """1: every labelled episode starts from the label grown, shrunk or shifted (p = 0.9 / 0.1, close
+    to the label); 0: every one starts from nothing (p = 0.5)."""
+    from MECCASegmentLib.environment import MASK_TENTHS, START_TENTHS
+
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+
+    def batch(fraction):
+        config = TrainingConfig(mask_start_fraction=fraction)
+        return make_batch(train[:3], config, [np.random.default_rng([5, e]) for e in range(3)])
+
+    assert (batch(0.0).start == START_TENTHS).all()
+    from_segment = batch(1.0)
+    for b in range(3):
+        start, label = from_segment.start[b].numpy(), from_segment.label[b].numpy() > 0
+        assert set(np.unique(start)) == set(MASK_TENTHS)
+        inside = start == MASK_TENTHS[1]
+        assert 2 * np.count_nonzero(inside & label) / (np.count_nonzero(inside) + np.count_nonzero(label)) > 0.3

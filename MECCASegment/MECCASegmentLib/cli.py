@@ -160,7 +160,8 @@ def run_train(args) -> Path:
                             imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
                             confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only,
                             steps_per_round=args.steps_per_round or tuple(trained_steps),
-                            intensity_augmentation=args.intensity_augmentation)
+                            intensity_augmentation=args.intensity_augmentation,
+                            mask_start_fraction=args.mask_start_fraction)
     min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
     if args.init and args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
         raise InputError(f"--fusion-width can only widen the --init model's fusion layer "
@@ -451,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine decay to a tenth)")
     train.add_argument("--intensity-augmentation", type=_fraction, default=0.0,
                        help="fraction of episodes whose crop gets a random gamma, bias field, blur and noise")
+    train.add_argument("--mask-start-fraction", type=_fraction, default=0.2,
+                       help="fraction of labelled episodes that start from an imperfect existing segment (the label "
+                            "grown, shrunk or shifted) rather than from nothing, as when a user refines a segment")
     train.add_argument("--class-balance-epochs", type=float, default=6.0,
                        help="foreground up-weighting fades from balanced to its floor (0.5) over this many epochs")
     train.add_argument("--imitation-weight", type=float, default=1.0,
