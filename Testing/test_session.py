@@ -229,6 +229,7 @@ def test_the_lean_correction_leaves_the_first_round_and_lowers_the_later_ones(bu
     plain.step()
     lower = corrected.probability_tenths < plain.probability_tenths
     assert lower.any() and not (corrected.probability_tenths > plain.probability_tenths).any()
+    assert [r["lean_correction"] for r in corrected.history] == [0.0, 0.5]  # the history says what each round did
     corrected.undo()
     corrected.lean_correction = 0  # settable between rounds
     corrected.step()

@@ -88,6 +88,7 @@ class Round:
     p_after: np.ndarray
     confidence: np.ndarray  # of the last policy step's actions
     steps: int = 1  # policy steps the round took
+    lean_correction: float = 0.0  # how much its "up" scores were lowered
     p_before_last_step: np.ndarray | None = None  # when steps > 1: p before the step ``confidence`` judges
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
@@ -103,7 +104,8 @@ class Round:
 
     def summary(self) -> dict:
         changed = int(np.count_nonzero(self.p_before != self.p_after))
-        return {"round": self.index, "clicks": len(self.clicks), "policy_steps": self.steps, "seconds": self.seconds,
+        return {"round": self.index, "clicks": len(self.clicks), "policy_steps": self.steps,
+                "lean_correction": self.lean_correction, "seconds": self.seconds,
                 "changed_voxels": changed, "foreground_voxels_in_roi": int(np.count_nonzero(self.p_after > 5)),
                 "roi_lo_ijk": list(_ijk(self.box[0])), "roi_hi_ijk": list(_ijk(self.box[1])),
                 "working_size_ijk": list(_ijk(self.working_shape or self.p_after.shape)),
@@ -327,7 +329,7 @@ class InteractiveSession:
             p_last_step, p_after, confidence = self._act(grid, image_norm, p_before, hint, steps, up_bias, timings)
             self._p[region] = p_after
             round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence, steps,
-                           p_before_last_step=p_last_step if steps > 1 else None,
+                           lean_correction=up_bias, p_before_last_step=p_last_step if steps > 1 else None,
                            timings=timings, working_shape=None if grid.is_native else grid.shape)
             self._rounds.append(round_)
             self._pending.clear()
