@@ -90,3 +90,16 @@ def test_flip_average_reaches_the_mecca_sessions(evaluation):
     assert recorded["flip_average"] is True and result["flip_average"] is False
     first_round = [case["dice_per_round"][0] for case in recorded["methods"]["mecca"]["per_case"]]
     assert first_round != [case["dice_per_round"][0] for case in result["methods"]["mecca"]["per_case"]]
+
+
+def test_the_lean_correction_reaches_the_mecca_sessions_from_round_two(evaluation):
+    """`--lean-correction 0` on real cases: round 1 as with the default correction, round 2 not."""
+    result, root, _ = evaluation
+    out = root.parent / "no-lean.json"
+    assert main(["evaluate", "--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS), "--methods", "mecca",
+                 "--lean-correction", "0", "--json", str(out)]) == 0
+    recorded = json.loads(out.read_text())
+    assert recorded["lean_correction"] == 0.0 and result["lean_correction"] == 0.5
+    plain, corrected = (np.array([case["dice_per_round"] for case in r["methods"]["mecca"]["per_case"]])
+                        for r in (recorded, result))
+    assert np.array_equal(plain[:, 0], corrected[:, 0]) and not np.array_equal(plain[:, 1], corrected[:, 1])

@@ -19,13 +19,13 @@ import argparse
 import json
 import sys
 
+import held_out
 import numpy as np
 import torch
 from MECCASegmentLib.checkpoint import load_model
 from MECCASegmentLib.evaluation import MeccaMethod, evaluate_cases
 from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
-from MECCASegmentLib.session import LEAN_CORRECTION
 
 BFLOAT16_RELATIVE_ROUNDING = 2.0**-9
 
@@ -51,8 +51,7 @@ def main(argv=None) -> dict:
                         "(a numerical difference does not depend on whether the model saw the case)")
     parser.add_argument("--jitter-seeds", type=int, default=2)
     parser.add_argument("--json", help="write the per-variant Dice and the paired differences here")
-    parser.add_argument("--lean-correction", type=float, default=LEAN_CORRECTION,
-                        help=f"the sessions' (default {LEAN_CORRECTION}; 0: as before it existed)")
+    held_out.add_lean_correction(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     dataset = MSDDataset.open(args.dataset)

@@ -33,8 +33,9 @@ def dataset_dice(root: str, model, args) -> dict[str, list[float]]:
             user = SimulatedUser(label, seed=0)
             row = [dice(start, label)]
             for round_index in range(ROUNDS):
-                for click in user.clicks(session.mask > 0, 3, round_index) if round_index == 0 or not args.clicks_in_round_1_only else []:
-                    session.add_click(_ijk(click.position), click.positive)
+                if round_index == 0 or not args.clicks_in_round_1_only:
+                    for click in user.clicks(session.mask > 0, 3, round_index):
+                        session.add_click(_ijk(click.position), click.positive)
                 session.step()
                 row.append(dice(session.mask > 0, label))
             runs.append(row)

@@ -19,8 +19,7 @@ def run(description: str, dataset_results, add_arguments=None) -> None:
     parser.add_argument("datasets", nargs="+", help="MSD folders")
     parser.add_argument("--json", required=True)
     parser.add_argument("--model", help="default: the bundled model")
-    parser.add_argument("--lean-correction", type=float, default=LEAN_CORRECTION,
-                        help=f"the sessions' (default {LEAN_CORRECTION}; 0: as before it existed)")
+    add_lean_correction(parser)
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args()
@@ -33,6 +32,13 @@ def run(description: str, dataset_results, add_arguments=None) -> None:
     with open(args.json, "w") as out:
         json.dump({"model": args.model or "bundled", "options": {k: v for k, v in vars(args).items() if k not in ("datasets", "json", "model")},
                    **results}, out, indent=1)
+
+
+def add_lean_correction(parser: argparse.ArgumentParser) -> None:
+    """The sessions' lean correction as an option of a docs script (0 reproduces the figures measured
+    before it existed; the session checks the value)."""
+    parser.add_argument("--lean-correction", type=float, default=LEAN_CORRECTION,
+                        help=f"the sessions' (default {LEAN_CORRECTION}; 0: as before it existed)")
 
 
 def validation_cases(root: str):
