@@ -244,3 +244,14 @@ def test_the_lean_correction_must_be_a_finite_number_of_at_least_zero(blob_volum
     with pytest.raises(InputError, match="lean correction"):
         session.lean_correction = value
     assert session.lean_correction == 0.5
+
+
+@pytest.mark.parametrize("value", ["false", 0, 1, None])
+def test_averaging_over_flips_is_a_yes_or_no_choice(blob_volume, untrained_model, value):
+    with pytest.raises(InputError, match="averaging over flips"):
+        InteractiveSession(blob_volume[0], untrained_model, flip_average=value)
+    session = InteractiveSession(blob_volume[0], untrained_model, flip_average=np.bool_(True))
+    assert session.flip_average is True
+    with pytest.raises(InputError, match="averaging over flips"):
+        session.flip_average = value
+    assert session.flip_average is True

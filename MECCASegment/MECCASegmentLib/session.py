@@ -162,7 +162,7 @@ class InteractiveSession:
                              "model; choose a MECCA model file for interactive segmentation")
         validate_image(image.array, image.spacing, name=image.name or "image")
         self.steps_per_round = steps_per_round
-        self.flip_average = bool(flip_average)
+        self.flip_average = flip_average
         self.lean_correction = lean_correction
         self.image = image
         self.model = model.eval()
@@ -193,6 +193,17 @@ class InteractiveSession:
         if steps != AUTO_STEPS and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
             raise InputError(f"steps per round must be a whole number of at least 1 or {AUTO_STEPS!r}, got {steps!r}")
         self._steps_per_round = steps
+
+    @property
+    def flip_average(self) -> bool:
+        return self._flip_average
+
+    @flip_average.setter
+    def flip_average(self, value: bool) -> None:
+        """A yes/no choice: a string such as "false" would otherwise read as on."""
+        if not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"averaging over flips is on (True) or off (False), got {value!r}")
+        self._flip_average = bool(value)
 
     @property
     def lean_correction(self) -> float:
