@@ -1131,7 +1131,7 @@ class MECCASession(VTKObservationMixin):
         self._requireOpen()
         start = time.perf_counter()
         self._engine.steps_per_round = "auto" if stepsPerRound in (0, "auto") else stepsPerRound
-        self._engine.flip_average = bool(flipAverage)
+        self._engine.flip_average = flipAverage  # the engine refuses anything but a yes/no
         summary = self._engine.step()
         self._rounds.append(self._pending)
         self._pending = []

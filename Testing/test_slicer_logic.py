@@ -252,6 +252,12 @@ def test_average_over_flips_reaches_the_engine(scan, logic):
     reference = simulate(method, module.engineVolume(volumeNode), label, 1, CLICKS_PER_ROUND, seed=SEED, keep_masks=True)
     assert np.array_equal(averaged[0], reference.masks[0] > 0)
     assert not np.array_equal(averaged[0], plain[0])
+    # a value that is not a yes/no (a script passing the text "false") is refused, the segment kept
+    from MECCASegmentLib.io import InputError
+
+    with pytest.raises(InputError, match="on .True. or off"):
+        sessions[1].refine(0, "false")
+    assert sessions[1].rounds == 1 and np.array_equal(_segment(sessions[1]), plain[0])
 
 
 def test_dice_against_the_label_with_the_bundled_model(scene, hippocampus_dir, hippocampus_case):

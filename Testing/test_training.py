@@ -11,7 +11,7 @@ from helpers import copy_msd_cases
 from MECCASegmentLib import training
 from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
-from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases, make_batch, run_episode
+from MECCASegmentLib.training import Trainer, TrainingConfig, epoch_batches, load_cases, make_batch, run_episode
 
 SMALL = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4)
 
@@ -168,8 +168,6 @@ def test_bad_cases_stop_training_with_one_report_unless_skipped(tiny_dataset, tm
 
 
 def test_labelled_and_unlabelled_batches_alternate_as_in_algorithm_1(tiny_dataset):
-    from MECCASegmentLib.training import epoch_batches
-
     train, _, record = load_cases([str(tiny_dataset)], None, 0.0, labeled_fraction=0.34, rest_unlabeled=True,
                                   progress=False)
     assert [c.labeled for c in train].count(True) == 2 and len(train) == 6
@@ -246,6 +244,23 @@ def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tin
     assert not (tmp_path / "narrow.safetensors").exists()
     assert main(common + ["--out", str(tmp_path / "eight.safetensors"), "--fusion-width", "8"]) == 0
     assert load_model(tmp_path / "eight.safetensors").config.fusion_out_channels == 8
+
+
+def test_the_batch_size_reaches_the_run_and_is_checked(tiny_dataset, tmp_path, capsys):
+    """--batch-size sets the cases per optimiser step (recorded in the model); 0 is refused at once."""
+    from MECCASegmentLib.checkpoint import load_model
+    from MECCASegmentLib.cli import main
+
+    common = ["train", "--dataset", str(tiny_dataset), "--epochs", "1", "--width", "8", "--validation-fraction", "0",
+              "--threads", "1", "--out", str(tmp_path / "m.safetensors")]
+    assert main(common + ["--batch-size", "3"]) == 0
+    assert load_model(tmp_path / "m.safetensors").metadata["training"]["config"]["batch_size"] == 3
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+    steps = epoch_batches(train, TrainingConfig(batch_size=3), 0)
+    assert sorted(i for step in steps for i in step) == list(range(len(train))) and max(map(len, steps)) == 3
+    with pytest.raises(SystemExit):
+        main(common + ["--batch-size", "0"])
+    assert "at least 1" in capsys.readouterr().err
 
 
 def test_the_evaluation_split_is_the_cases_training_held_out(tiny_dataset):

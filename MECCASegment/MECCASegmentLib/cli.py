@@ -14,6 +14,7 @@ from .checkpoint import CheckpointError, load_model
 from .io import InputError, binary_label, read_volume, write_json, write_volume
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from .session import AUTO_STEPS, LEAN_CORRECTION, InteractiveSession, SessionError, _ijk, checked_lean_correction
+from .training import TrainingConfig
 
 
 def _model(path: str | None, device: str = "cpu", precision: str = "auto"):
@@ -145,14 +146,14 @@ def run_train(args) -> Path:
     import torch
 
     from .networks import NetworkConfig
-    from .training import Trainer, TrainingConfig, command_line, load_cases
+    from .training import Trainer, command_line, load_cases
 
     if args.threads:
         torch.set_num_threads(args.threads)
     init = load_model(args.init) if args.init else None
     start = init.config if init else NetworkConfig()  # settings a fine-tuning inherits
     trained_steps = (init.metadata if init else {}).get("training", {}).get("config", {}).get("steps_per_round", (1, 1))
-    config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
+    config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed, batch_size=args.batch_size,
                             confidence_reward=not args.no_confidence_reward,
                             validation_fraction=args.validation_fraction,
                             validation_cases_per_epoch=args.validation_cases_per_epoch,
@@ -450,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-cases-per-epoch", type=int, default=12,
                        help="held-out cases per dataset scored after each epoch (all of them at the end)")
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine decay to a tenth)")
+    train.add_argument("--batch-size", type=_whole_steps, default=TrainingConfig.batch_size,
+                       help=f"cases per optimiser step and process (default {TrainingConfig.batch_size}; more: steadier "
+                            "steps, fewer of them per epoch, memory growing with it)")
     train.add_argument("--intensity-augmentation", type=_fraction, default=0.0,
                        help="fraction of episodes whose crop gets a random gamma, bias field, blur and noise")
     train.add_argument("--mask-start-fraction", type=_fraction, default=0.2,
