@@ -1,4 +1,5 @@
-"""Multi-process training: 2 gloo processes x 2 cases give the weights of 1 process x 4 cases."""
+"""Multi-process training: 2 gloo processes x 2 cases give the weights of 1 process x 4 cases, whether
+that process runs its 4 cases at once or in passes whose gradients it adds up."""
 
 import json
 import os
@@ -19,11 +20,11 @@ SCRIPT = textwrap.dedent("""
     from MECCASegmentLib.networks import NetworkConfig
     from MECCASegmentLib.training import Trainer, TrainingConfig, load_cases
 
-    dataset, out, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    init = sys.argv[4] if len(sys.argv) > 4 else None  # given: train the confidence network alone from it
+    dataset, out, batch_size, cases_per_pass = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    init = sys.argv[5] if len(sys.argv) > 5 else None  # given: train the confidence network alone from it
     torch.set_num_threads(1)
     # crops of exactly 24^3 (objects + margins >= 24 voxels): the same shapes in every batch split
-    config = TrainingConfig(epochs=1, batch_size=batch_size, max_crop=24, margin_range=(8, 12), validation_fraction=0.0,
+    config = TrainingConfig(epochs=1, batch_size=batch_size, cases_per_pass=cases_per_pass, max_crop=24, margin_range=(8, 12), validation_fraction=0.0,
                             learning_rate=1e-3, clicks_per_round=(2, 2), rounds=3, confidence_only=init is not None)
     train, validation, record = load_cases([dataset], None, 0.0, progress=False)
     network = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4)
@@ -36,14 +37,14 @@ def eight_cases(hippocampus_dir, tmp_path_factory):
     return copy_msd_cases(hippocampus_dir, tmp_path_factory.mktemp("eight"), 8)
 
 
-def _train(tmp_path, dataset, name, batch_size, processes, init=None):
+def _train(tmp_path, dataset, name, batch_size, processes, init=None, cases_per_pass=2):
     script = tmp_path / "train_script.py"
     script.write_text(SCRIPT)
     out = tmp_path / f"{name}.safetensors"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "MECCASegment"), OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
         if processes > 1 else [sys.executable]
-    result = subprocess.run(launcher + [str(script), str(dataset), str(out), str(batch_size)] + ([str(init)] if init else []), env=env,
+    result = subprocess.run(launcher + [str(script), str(dataset), str(out), str(batch_size), str(cases_per_pass)] + ([str(init)] if init else []), env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     from MECCASegmentLib.checkpoint import load_model
@@ -52,11 +53,12 @@ def _train(tmp_path, dataset, name, batch_size, processes, init=None):
 
 
 def test_two_gloo_processes_match_one_process_with_the_doubled_batch(eight_cases, tmp_path):
-    single, _ = _train(tmp_path, eight_cases, "single", batch_size=4, processes=1)
+    single, _ = _train(tmp_path, eight_cases, "single", batch_size=4, processes=1, cases_per_pass=4)
+    one_by_one, _ = _train(tmp_path, eight_cases, "passes", batch_size=4, processes=1, cases_per_pass=1)
     double, _ = _train(tmp_path, eight_cases, "ddp", batch_size=2, processes=2)
-    initial = None
     for key, value in single.state_dict().items():
         assert torch.allclose(double.state_dict()[key], value, atol=2e-5, rtol=1e-4), key
+        assert torch.allclose(one_by_one.state_dict()[key], value, atol=2e-5, rtol=1e-4), key
     from MECCASegmentLib.networks import MeccaModel, NetworkConfig
 
     initial = MeccaModel.create(NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4), 0)

@@ -247,20 +247,23 @@ def test_fine_tuning_widens_the_fusion_layer_on_request_and_never_narrows_it(tin
 
 
 def test_the_batch_size_reaches_the_run_and_is_checked(tiny_dataset, tmp_path, capsys):
-    """--batch-size sets the cases per optimiser step (recorded in the model); 0 is refused at once."""
+    """--batch-size sets the cases per optimiser step and --cases-per-pass how many go through the networks
+    at once (both recorded in the model); 0 is refused at once."""
     from MECCASegmentLib.checkpoint import load_model
     from MECCASegmentLib.cli import main
 
     common = ["train", "--dataset", str(tiny_dataset), "--epochs", "1", "--width", "8", "--validation-fraction", "0",
               "--threads", "1", "--out", str(tmp_path / "m.safetensors")]
-    assert main(common + ["--batch-size", "3"]) == 0
-    assert load_model(tmp_path / "m.safetensors").metadata["training"]["config"]["batch_size"] == 3
+    assert main(common + ["--batch-size", "3", "--cases-per-pass", "1"]) == 0
+    recorded = load_model(tmp_path / "m.safetensors").metadata["training"]["config"]
+    assert recorded["batch_size"] == 3 and recorded["cases_per_pass"] == 1
     train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
     steps = epoch_batches(train, TrainingConfig(batch_size=3), 0)
     assert sorted(i for step in steps for i in step) == list(range(len(train))) and max(map(len, steps)) == 3
-    with pytest.raises(SystemExit):
-        main(common + ["--batch-size", "0"])
-    assert "at least 1" in capsys.readouterr().err
+    for option in ("--batch-size", "--cases-per-pass"):
+        with pytest.raises(SystemExit):
+            main(common + [option, "0"])
+        assert "at least 1" in capsys.readouterr().err
 
 
 def test_the_evaluation_split_is_the_cases_training_held_out(tiny_dataset):

@@ -154,6 +154,7 @@ def run_train(args) -> Path:
     start = init.config if init else NetworkConfig()  # settings a fine-tuning inherits
     trained_steps = (init.metadata if init else {}).get("training", {}).get("config", {}).get("steps_per_round", (1, 1))
     config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed, batch_size=args.batch_size,
+                            cases_per_pass=args.cases_per_pass,
                             confidence_reward=not args.no_confidence_reward,
                             validation_fraction=args.validation_fraction,
                             validation_cases_per_epoch=args.validation_cases_per_epoch,
@@ -453,7 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine decay to a tenth)")
     train.add_argument("--batch-size", type=_whole_steps, default=TrainingConfig.batch_size,
                        help=f"cases per optimiser step and process (default {TrainingConfig.batch_size}; more: steadier "
-                            "steps, fewer of them per epoch, memory growing with it)")
+                            "steps, fewer of them per epoch)")
+    train.add_argument("--cases-per-pass", type=_whole_steps, default=TrainingConfig.cases_per_pass,
+                       help=f"cases run through the networks at once (default {TrainingConfig.cases_per_pass}); a larger "
+                            "--batch-size adds up the gradients of several passes, so memory is that of one pass "
+                            "(on the CPU, 4 left-atrium crops of 112^3 voxels in one pass took over 24 GB)")
     train.add_argument("--intensity-augmentation", type=_fraction, default=0.0,
                        help="fraction of episodes whose crop gets a random gamma, bias field, blur and noise")
     train.add_argument("--mask-start-fraction", type=_fraction, default=0.2,

@@ -17,6 +17,7 @@ resumed from its last state file reaches the same weights as an uninterrupted ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -70,7 +71,8 @@ class TrainingConfig:
     confidence_reward: bool = True  # False = IteR-MRL ablation (c = 1 in the reward)
     clicks_per_round: tuple[int, int] = (1, 9)  # drawn per episode, inclusive
     steps_per_round: tuple[int, int] = (1, 1)  # policy steps between two rounds of clicks, drawn per episode
-    batch_size: int = 2
+    batch_size: int = 2  # cases per optimiser step and process ...
+    cases_per_pass: int = 2  # ... run this many at a time, their gradients added up (memory is that of one pass)
     margin_range: tuple[int, int] = (-4, 24)  # voxels around the object, per side
     max_crop: int = 112
     mask_start_fraction: float = 0.2  # episodes starting from a perturbed existing segment
@@ -693,16 +695,26 @@ class Trainer:
         clicks = int(step_rng.integers(config.clicks_per_round[0], config.clicks_per_round[1] + 1))
         steps = int(step_rng.integers(config.steps_per_round[0], config.steps_per_round[1] + 1))
         mine = list(DistributedSampler(batch_cases, num_replicas=self.world, rank=self.rank, shuffle=False))
-        rngs = [np.random.default_rng([config.seed, self.epoch, self.step, position]) for position in mine]
-        generators = [torch.Generator().manual_seed(int(np.random.default_rng(
-            [config.seed, self.epoch, self.step, position, 1]).integers(2**62))) for position in mine]
-        batch = make_batch([self.train[batch_cases[position]] for position in mine], config, rngs)
-        loss, stats = self.episode(batch, config, clicks, steps, generators, *self.schedule(self.epoch))
+        passes = [mine[i:i + config.cases_per_pass] for i in range(0, len(mine), config.cases_per_pass)]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        totals: dict[str, float] = {}
+        for index, positions in enumerate(passes):
+            # each case's crop, clicks and sampled actions come from its own seeds, so a step is the same
+            # cases and episodes however its passes split them; each pass weighs by its share of the cases
+            rngs = [np.random.default_rng([config.seed, self.epoch, self.step, position]) for position in positions]
+            generators = [torch.Generator().manual_seed(int(np.random.default_rng(
+                [config.seed, self.epoch, self.step, position, 1]).integers(2**62))) for position in positions]
+            batch = make_batch([self.train[batch_cases[position]] for position in positions], config, rngs)
+            share = len(positions) / len(mine)
+            last = index == len(passes) - 1
+            with self.episode.no_sync() if self.world > 1 and not last else contextlib.nullcontext():
+                loss, stats = self.episode(batch, config, clicks, steps, generators, *self.schedule(self.epoch))
+                (loss * share).backward()
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + share * value
         torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), config.grad_clip)
         self.optimizer.step()
-        return stats, batch.labeled
+        return totals, batch.labeled
 
     def fit(self, save_every_s: float = 300.0) -> Path:
         if self.rank == 0:
