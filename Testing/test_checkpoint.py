@@ -46,6 +46,14 @@ def test_files_from_before_the_working_grid_minimum_run_on_the_rois_own_voxels()
         NetworkConfig(min_working_voxels=0)
 
 
+def test_files_from_before_the_hint_encoding_setting_use_gaussian_hints():
+    old = {k: v for k, v in NetworkConfig().to_dict().items() if k != "hint_encoding"}
+    assert NetworkConfig.from_dict(old).hint_encoding == "gaussian"
+    assert NetworkConfig.from_dict(NetworkConfig(hint_encoding="geodesic").to_dict()).hint_encoding == "geodesic"
+    with pytest.raises(ValueError, match="hint_encoding"):
+        NetworkConfig(hint_encoding="disk")
+
+
 def test_files_from_before_the_fusion_width_keep_their_fusion_layer(tmp_path):
     """Files without fusion_width have a fusion layer as wide as fusion_channels; new models 16."""
     old = {k: v for k, v in NetworkConfig().to_dict().items() if k != "fusion_width"}

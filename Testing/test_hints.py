@@ -1,7 +1,8 @@
 """Hint maps and the seeded simulated user."""
 
 import numpy as np
-from MECCASegmentLib.hints import Click, SimulatedUser, hint_map
+import pytest
+from MECCASegmentLib.hints import Click, SimulatedUser, encode_hints, geodesic_hint_map, hint_map
 
 
 def test_hint_map_is_signed_gaussian_with_peak_one():
@@ -18,6 +19,28 @@ def test_hint_map_accumulates_by_maximum_and_respects_offset():
     assert h.max() == 1.0  # two overlapping positive clicks do not exceed 1
     assert h[2, 2, 2] == 1.0  # (10, 10, 10) - offset
     assert hint_map((5, 5, 5), [Click((40, 40, 40), True)]).max() == 0  # far outside: no effect
+
+
+def test_geodesic_hint_follows_the_region_and_fades_across_an_edge():
+    image = np.zeros((24, 24, 24), np.float32)
+    image[:, :, 12:] = 3.0  # a step edge between columns 11 and 12
+    h = geodesic_hint_map(image, [Click((12, 12, 8), True), Click((2, 2, 2), False)])
+    assert h[12, 12, 8] == 1.0 and h[2, 2, 2] == -1.0
+    assert h.min() >= -1 and h.max() <= 1
+    # four voxels from the click on either side: the same Euclidean distance, but the path to
+    # the far side crosses the edge
+    assert h[12, 12, 4] > 0.1 and h[12, 12, 4] > 3 * h[12, 12, 12]
+    assert np.isclose(h[12, 12, 4], np.exp(-4 / 2), atol=0.02)  # homogeneous: exp(-distance / tau)
+    assert geodesic_hint_map(image, [Click((40, 40, 40), True)]).max() == 0  # outside the box: no effect
+
+
+def test_the_hint_encoding_is_chosen_by_name():
+    image = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
+    clicks = [Click((3, 4, 5), True)]
+    assert np.array_equal(encode_hints("gaussian", image, clicks), hint_map(image.shape, clicks))
+    assert np.array_equal(encode_hints("geodesic", image, clicks), geodesic_hint_map(image, clicks))
+    with pytest.raises(ValueError, match="hint encoding"):
+        encode_hints("disk", image, clicks)
 
 
 def _sphere(shape=(30, 30, 30), radius=8):

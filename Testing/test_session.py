@@ -255,3 +255,28 @@ def test_averaging_over_flips_is_a_yes_or_no_choice(blob_volume, untrained_model
     with pytest.raises(InputError, match="averaging over flips"):
         session.flip_average = value
     assert session.flip_average is True
+
+
+def test_a_session_makes_the_hints_its_model_was_trained_with(untrained_model):
+    """The policy's hint channel is the model's ``hint_encoding`` of the session's clicks on the ROI."""
+    from dataclasses import replace
+
+    from MECCASegmentLib.environment import normalize_image
+    from MECCASegmentLib.hints import Click, geodesic_hint_map, hint_map
+
+    volume = Volume(np.random.default_rng(0).normal(size=(24, 40, 36)).astype(np.float32))  # 1 mm voxels
+    region_image = normalize_image(volume.array[2:20, 6:34, 4:30])
+    expected = {"geodesic": geodesic_hint_map(region_image, [Click((10, 14, 14), True)]),
+                "gaussian": hint_map(region_image.shape, [Click((10, 14, 14), True)])}
+    assert not np.allclose(expected["geodesic"], expected["gaussian"])
+    for encoding, hint in expected.items():
+        untrained_model.config = replace(untrained_model.config, hint_encoding=encoding, min_working_voxels=None)
+        session = InteractiveSession(volume, untrained_model, roi=((4, 6, 2), (30, 34, 20)), steps_per_round=1)
+        session.add_click((18, 20, 12), positive=True)
+        states = []
+        hook = untrained_model.policy.register_forward_pre_hook(lambda _module, args: states.append(args[0]))
+        try:
+            session.step()
+        finally:
+            hook.remove()
+        assert np.allclose(states[0][0, 2].float().numpy(), hint, atol=1e-3), encoding

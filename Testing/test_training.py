@@ -199,9 +199,9 @@ def test_confidence_only_training_keeps_the_policy_and_moves_c(tiny_dataset, tmp
         Trainer(tmp_path / "d.safetensors", config, train, validation, record, network=SMALL, progress=False)
 
 
-def test_the_working_grid_minimum_is_recorded_and_inherited_when_fine_tuning(tiny_dataset, tmp_path):
+def test_the_working_grid_minimum_and_hints_are_recorded_and_inherited_when_fine_tuning(tiny_dataset, tmp_path):
     """`mecca train` stores the minimum the model trained with; --init keeps it unless
-    --min-working-voxels changes it (0: never enlarge); the same for --steps-per-round."""
+    --min-working-voxels changes it (0: never enlarge); the same for --hints and --steps-per-round."""
     from MECCASegmentLib.checkpoint import load_model
     from MECCASegmentLib.cli import main
 
@@ -209,12 +209,14 @@ def test_the_working_grid_minimum_is_recorded_and_inherited_when_fine_tuning(tin
               "--threads", "1"]
     assert main(common + ["--out", str(tmp_path / "new.safetensors"), "--steps-per-round", "1,2"]) == 0
     assert load_model(tmp_path / "new.safetensors").config.min_working_voxels == 64**3
+    assert load_model(tmp_path / "new.safetensors").config.hint_encoding == "gaussian"
     assert main(common + ["--out", str(tmp_path / "off.safetensors"), "--init", str(tmp_path / "new.safetensors"),
-                          "--min-working-voxels", "0"]) == 0
+                          "--min-working-voxels", "0", "--hints", "geodesic"]) == 0
     assert load_model(tmp_path / "off.safetensors").config.min_working_voxels is None
     assert main(common + ["--out", str(tmp_path / "kept.safetensors"), "--init", str(tmp_path / "off.safetensors"),
                           "--steps-per-round", "1"]) == 0
     assert load_model(tmp_path / "kept.safetensors").config.min_working_voxels is None
+    assert load_model(tmp_path / "kept.safetensors").config.hint_encoding == "geodesic"
     # the steps per round of training episodes are inherited too, unless given
     steps = [load_model(tmp_path / f"{name}.safetensors").metadata["training"]["config"]["steps_per_round"]
              for name in ("new", "off", "kept")]

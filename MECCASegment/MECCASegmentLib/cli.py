@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, load_model
+from .hints import HINT_ENCODINGS
 from .io import InputError, binary_label, read_volume, write_json, write_volume
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from .session import AUTO_STEPS, LEAN_CORRECTION, InteractiveSession, SessionError, _ijk, checked_lean_correction
@@ -170,7 +171,7 @@ def run_train(args) -> Path:
                          f"({start.fusion_out_channels} channels), got {args.fusion_width}")
     try:  # before the cases load: a bad setting is reported at once
         network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture,
-                                min_working_voxels=min_working_voxels,
+                                min_working_voxels=min_working_voxels, hint_encoding=args.hints or start.hint_encoding,
                                 fusion_width=args.fusion_width or start.fusion_out_channels)
     except ValueError as error:
         raise InputError(str(error)) from error
@@ -482,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ROIs with fewer voxels are enlarged (up to 2x per axis) before the networks see them, "
                             "in training and in use; 0: never (default: 262144 = 64^3 for a new model, the "
                             "--init model's own setting when fine-tuning)")
+    train.add_argument("--hints", choices=HINT_ENCODINGS,
+                       help="how clicks become the hint channel: a Gaussian of sigma 2 voxels, or exp(-D/2) of the "
+                            "geodesic distance D on the image (method.md's option); recorded in the model, used in "
+                            "every session with it (default: gaussian for a new model, the --init model's own setting)")
     train.add_argument("--fusion-width", type=int,
                        help="output channels of the full-resolution fusion layer (default: 16 for a new model, the "
                             "--init model's own when fine-tuning; a wider value widens it without changing its outputs)")

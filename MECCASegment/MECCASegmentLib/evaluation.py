@@ -17,7 +17,7 @@ from scipy import ndimage
 from scipy.stats import rankdata
 
 from .environment import build_state, misunderstanding_rate, normalize_image, simulated_labels
-from .hints import Click, SimulatedUser, hint_map
+from .hints import Click, SimulatedUser, encode_hints
 from .io import Case, InputError, Volume
 from .networks import MeccaModel
 from .session import AUTO_STEPS, LEAN_CORRECTION, Box, InteractiveSession, Round, _ijk, _slices
@@ -125,7 +125,8 @@ class ClickCNNMethod(InteractiveMethod):
     @torch.no_grad()
     def refine(self, clicks: list[Click]) -> np.ndarray:
         clicks, offset = self.grid.clicks(clicks, self.box[0])
-        hint = torch.from_numpy(hint_map(self.grid.shape, clicks, offset=offset))[None]
+        hint = torch.from_numpy(encode_hints(self.model.config.hint_encoding, self.image_norm[0].numpy(), clicks,
+                                             offset))[None]
         state = build_state(self.image_norm, self.probability, hint).to(self.model.device, self.model.dtype)
         state = state.contiguous(memory_format=torch.channels_last_3d)
         self.probability = torch.sigmoid(self.model.policy(state).float()).cpu()

@@ -13,10 +13,14 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from skimage.graph import MCP_Geometric
 
 from .io import InputError
 
 HINT_SIGMA = 2.0  # voxels
+GEODESIC_TAU = 2.0  # voxels: in a homogeneous region the hint fades about as far as the Gaussian's
+GEODESIC_CONTRAST = 4.0  # per unit of the z-scored image's gradient: an edge of 1 SD per voxel costs ~4 voxels
+HINT_ENCODINGS = ("gaussian", "geodesic")
 SURFACE_BAND = 2  # the simulated user clicks within this many voxels of the true surface
 
 
@@ -39,9 +43,52 @@ def hint_map(shape: tuple[int, ...], clicks: list[Click], offset: tuple[int, ...
     click is touched, so the cost does not grow with the ROI. On a voxel clicked more than once
     the latest click counts: a user who changes their mind is not cancelled out.
     """
+    def gaussian(grids, centre, _window):
+        dist2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
+        return np.exp(-dist2 / (2 * sigma * sigma))
+
+    return _signed_bumps(shape, clicks, offset, int(math.ceil(3 * sigma)), gaussian)
+
+
+def geodesic_hint_map(image: np.ndarray, clicks: list[Click], offset: tuple[int, ...] = (0, 0, 0),
+                      tau: float = GEODESIC_TAU, contrast: float = GEODESIC_CONTRAST) -> np.ndarray:
+    """h = exp(-D+/tau) - exp(-D-/tau) on ``image`` (normalised, its box starting at ``offset``).
+
+    D is the geodesic distance to the click (method.md's option, as in DeepIGeoS): a path costs
+    sqrt(1 + (contrast |grad b|)^2) per voxel of length, so a click's hint follows the region it
+    was made in and fades across an edge. Computed with scikit-image's minimum-cost path in a
+    window of 4 tau around each click (D is at least the Euclidean distance, so nothing beyond
+    reaches exp(-4)); the latest click on a voxel counts, as in ``hint_map``. A click outside
+    the box gives no hint (no path starts there).
+    """
+    def geodesic(_grids, centre, window):
+        patch = image[window].astype(np.float32)
+        if any(not 0 <= c < s for c, s in zip(centre, patch.shape)):
+            return np.zeros(patch.shape)  # a path needs its click inside the box
+        gradient = ndimage.gaussian_gradient_magnitude(patch, 1.0)
+        distance, _ = MCP_Geometric(np.sqrt(1.0 + (contrast * gradient) ** 2), fully_connected=True).find_costs(
+            [tuple(int(c) for c in centre)])
+        return np.exp(-distance / tau)
+
+    return _signed_bumps(image.shape, clicks, offset, int(math.ceil(4 * tau)), geodesic)
+
+
+def encode_hints(encoding: str, image: np.ndarray, clicks: list[Click],
+                 offset: tuple[int, ...] = (0, 0, 0)) -> np.ndarray:
+    """The hint map a model was trained with (its ``hint_encoding``) for ``image``'s box."""
+    if encoding == "geodesic":
+        return geodesic_hint_map(image, clicks, offset)
+    if encoding == "gaussian":
+        return hint_map(image.shape, clicks, offset)
+    raise ValueError(f"hint encoding must be one of {HINT_ENCODINGS}, got {encoding!r}")
+
+
+def _signed_bumps(shape, clicks: list[Click], offset, radius: int, bump) -> np.ndarray:
+    """Positive minus negative maximum of per-click bumps of peak 1, each computed by
+    ``bump(grids, centre, window)`` in the window of ``radius`` voxels around its click
+    (``centre`` relative to the window)."""
     positive = np.zeros(shape, np.float32)
     negative = np.zeros(shape, np.float32)
-    radius = int(math.ceil(3 * sigma))
     latest = {click.position: click for click in clicks}  # a later click on a voxel replaces the earlier one
     for click in latest.values():
         centre = [c - o for c, o in zip(click.position, offset)]
@@ -49,12 +96,11 @@ def hint_map(shape: tuple[int, ...], clicks: list[Click], offset: tuple[int, ...
         hi = [min(c + radius + 1, s) for c, s in zip(centre, shape)]
         if any(h <= l for l, h in zip(lo, hi)):
             continue  # the click's window lies outside this box
-        grids = np.ogrid[tuple(slice(l, h) for l, h in zip(lo, hi))]
-        dist2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
-        bump = np.exp(-dist2 / (2 * sigma * sigma)).astype(np.float32)
-        target = positive if click.positive else negative
         window = tuple(slice(l, h) for l, h in zip(lo, hi))
-        np.maximum(target[window], bump, out=target[window])
+        grids = np.ogrid[tuple(slice(0, h - l) for l, h in zip(lo, hi))]
+        values = bump(grids, [c - l for c, l in zip(centre, lo)], window).astype(np.float32)
+        target = positive if click.positive else negative
+        np.maximum(target[window], values, out=target[window])
     return positive - negative
 
 

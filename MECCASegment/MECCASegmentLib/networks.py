@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .environment import NUM_ACTIONS
+from .hints import HINT_ENCODINGS
 
 STATE_CHANNELS = 3  # normalised image, probability, hint
 CONFIDENCE_CHANNELS = STATE_CHANNELS + 1  # plus the signed action
@@ -79,6 +80,9 @@ class NetworkConfig:
     # ROIs under this many voxels are enlarged before the networks see them (working_grid.py), in
     # training as in use; None: the ROI's own voxels (files written before this setting existed)
     min_working_voxels: int | None = 64**3
+    # how clicks become the hint channel (hints.encode_hints); files written before this setting
+    # existed used the Gaussian
+    hint_encoding: str = "gaussian"
 
     def __post_init__(self):
         if self.model not in ("mecca", "click-cnn"):
@@ -92,6 +96,8 @@ class NetworkConfig:
             raise ValueError(f"fusion_width must be positive or None, got {self.fusion_width}")
         if self.min_working_voxels is not None and self.min_working_voxels < 1:
             raise ValueError(f"min_working_voxels must be positive or None, got {self.min_working_voxels}")
+        if self.hint_encoding not in HINT_ENCODINGS:
+            raise ValueError(f"hint_encoding must be one of {HINT_ENCODINGS}, got {self.hint_encoding!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -36,7 +36,7 @@ from .environment import (
     normalize_image,
     transition,
 )
-from .hints import Click, hint_map
+from .hints import Click, encode_hints
 from .io import InputError, Volume, validate_image
 from .networks import MeccaModel
 from .working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
@@ -329,15 +329,16 @@ class InteractiveSession:
             p_before = self._p[region].copy()
             grid = working_grid(image_norm.shape, self.image.spacing[::-1], self.max_working_voxels,
                                 self.model.config.min_working_voxels)
+            image = grid.to_working(torch.from_numpy(image_norm)[None])
             timings["prepare_s"] = time.perf_counter() - start
             t = time.perf_counter()
             clicks, offset = grid.clicks(self.clicks, box[0])
-            hint = hint_map(grid.shape, clicks, offset=offset)
+            hint = encode_hints(self.model.config.hint_encoding, image[0].numpy(), clicks, offset)
             timings["hint_s"] = time.perf_counter() - t
 
             steps = automatic_steps(grid.shape) if self.steps_per_round == AUTO_STEPS else self.steps_per_round
             up_bias = self.lean_correction if self._rounds else 0.0
-            p_last_step, p_after, confidence = self._act(grid, image_norm, p_before, hint, steps, up_bias, timings)
+            p_last_step, p_after, confidence = self._act(grid, image, p_before, hint, steps, up_bias, timings)
             self._p[region] = p_after
             round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence, steps,
                            lean_correction=up_bias, p_before_last_step=p_last_step if steps > 1 else None,
@@ -349,16 +350,16 @@ class InteractiveSession:
             return round_.summary()
 
     @torch.no_grad()
-    def _act(self, grid: WorkingGrid, image_norm: np.ndarray, p_tenths: np.ndarray, hint: np.ndarray, steps: int,
+    def _act(self, grid: WorkingGrid, image: torch.Tensor, p_tenths: np.ndarray, hint: np.ndarray, steps: int,
              up_bias: float, timings: dict):
         """Greedy actions of the policy on the working grid, applied to p on the ROI's own voxels
         (eq. 1), ``steps`` times with the same clicks, the "up" scores lowered by ``up_bias``.
         Returns p before the last step, p after it, and the confidence of the last step's actions.
-        ``hint`` is already on the working grid."""
+        ``image`` (normalised) and ``hint`` are already on the working grid."""
         device, dtype = self.model.device, self.model.dtype
         t = time.perf_counter()
         p = torch.from_numpy(p_tenths)[None].to(device)
-        image = grid.to_working(torch.from_numpy(image_norm)[None].to(device))
+        image = image.to(device)
         hint_tensor = torch.from_numpy(hint)[None].to(device)
         timings["policy_s"] = timings["transition_s"] = 0.0
         up_actions = torch.tensor([tenths > 0 for tenths in ACTION_TENTHS], device=device).view(1, -1, 1, 1, 1)

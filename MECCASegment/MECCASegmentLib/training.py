@@ -51,7 +51,7 @@ from .environment import (
     transition,
 )
 from .evaluation import label_box, method_for_model, simulate
-from .hints import Click, SimulatedUser, hint_map, read_clicks
+from .hints import Click, SimulatedUser, encode_hints, read_clicks
 from .io import InputError, MSDDataset, Volume, check_dataset, resample_to_shape, split_validation
 from .networks import NUM_ACTIONS, MeccaModel, NetworkConfig
 from .working_grid import working_grid
@@ -375,6 +375,13 @@ def _users_and_clicks(batch: EpisodeBatch):
     return users, [[] for _ in users]
 
 
+def _hint_encoder(model: MeccaModel, batch: EpisodeBatch):
+    """clicks of each volume -> (B, D, H, W) hint maps, as the model's sessions will make them."""
+    images = batch.image.numpy()
+    return lambda clicks: torch.from_numpy(np.stack([encode_hints(model.config.hint_encoding, image, c)
+                                                     for image, c in zip(images, clicks)]))
+
+
 def _add_round_clicks(batch: EpisodeBatch, users, clicks, prediction: np.ndarray, count: int, t: int) -> None:
     """This round's clicks of each volume: replayed from a recording, or from the simulated user."""
     for b, user in enumerate(users):
@@ -406,6 +413,7 @@ def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, 
     valid = batch.valid.to(device).float()
     image = batch.image.to(device)
     users, clicks = _users_and_clicks(batch)
+    hints = _hint_encoder(model, batch)
     p = batch.start.to(device)
     log_probs, entropies, values, rewards, weights = [], [], [], [], []
     confidence_loss = imitation_loss = torch.zeros((), device=device)
@@ -416,7 +424,7 @@ def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, 
         if t % steps_per_round == 0:
             _add_round_clicks(batch, users, clicks, ((p > 5) & (valid > 0)).cpu().numpy(), clicks_per_round,
                               t // steps_per_round)
-            hint = torch.from_numpy(np.stack([hint_map(p.shape[1:], c) for c in clicks])).to(device)
+            hint = hints(clicks).to(device)
         state = build_state(image, p, hint).contiguous(memory_format=torch.channels_last_3d)
         logits, value = model.policy(state)
         log_pi = F.log_softmax(logits, dim=1)
@@ -481,12 +489,13 @@ def run_supervised_episode(model: MeccaModel, batch: EpisodeBatch, config: Train
     valid = batch.valid.to(device).float()
     image = batch.image.to(device)
     users, clicks = _users_and_clicks(batch)
+    hints = _hint_encoder(model, batch)
     probability = batch.start.to(device).float() / 10.0
     weights = class_weights(valid, label.float(), balance)
     loss = torch.zeros((), device=device)
     for t in range(config.rounds):
         _add_round_clicks(batch, users, clicks, ((probability > 0.5) & (valid > 0)).cpu().numpy(), clicks_per_round, t)
-        hint = torch.from_numpy(np.stack([hint_map(probability.shape[1:], c) for c in clicks])).to(device)
+        hint = hints(clicks).to(device)
         state = build_state(image, probability, hint).contiguous(memory_format=torch.channels_last_3d)
         logit = model.policy(state)
         loss = loss + _masked_mean(F.binary_cross_entropy_with_logits(logit, label.float(), reduction="none"), weights)
@@ -594,8 +603,9 @@ class Trainer:
         if init:
             self.model = load_model(init)
             self.record["init"] = str(init)
-            if network is not None:  # the working-grid minimum may change when fine-tuning; the weights fit either way
-                self.model.config = replace(self.model.config, min_working_voxels=network.min_working_voxels)
+            if network is not None:  # the working grid and hints may change when fine-tuning; the weights fit either way
+                self.model.config = replace(self.model.config, min_working_voxels=network.min_working_voxels,
+                                            hint_encoding=network.hint_encoding)
                 if network.fusion_out_channels != self.model.config.fusion_out_channels:
                     self.model = self.model.with_fusion_width(network.fusion_out_channels, config.seed)
         else:
@@ -614,7 +624,7 @@ class Trainer:
         trained = [q for q in self.model.parameters() if q.requires_grad]
         self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
-        self._resumed_at = 0  # steps done before this process started (for the ETA)
+        self._resumed_at = (0, 0.0)  # steps and seconds done before this process started (for the ETA)
         self.history: list[dict] = []
 
     @property
@@ -660,7 +670,7 @@ class Trainer:
         progress = meta["training_state"]["progress"]
         self.epoch, self.step, self.elapsed = progress["epoch"], progress["step"], progress["elapsed"]
         self.history = meta["training"].get("history", [])
-        self._resumed_at = self.epoch * len(self.batches(self.epoch)) + self.step
+        self._resumed_at = (self.epoch * len(self.batches(self.epoch)) + self.step, self.elapsed)
         return True
 
     def _save_state(self) -> None:
@@ -740,9 +750,10 @@ class Trainer:
                 if self.json_progress:
                     done = self.epoch * len(batches) + self.step
                     spent = self.elapsed + time.monotonic() - started
+                    steps_before, seconds_before = self._resumed_at
                     self._emit("step", epoch=self.epoch + 1, epochs=config.epochs, step=self.step,
                                steps=len(batches), elapsed_s=round(spent, 1),
-                               eta_s=round(spent / max(done - self._resumed_at, 1)
+                               eta_s=round((spent - seconds_before) / max(done - steps_before, 1)
                                            * (config.epochs * len(batches) - done), 1),
                                loss=round(stats["loss"], 5), dice=round(stats["dice"], 4))
                 if time.monotonic() - last_save > save_every_s:

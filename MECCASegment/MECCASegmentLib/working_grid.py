@@ -75,7 +75,7 @@ class WorkingGrid:
                              mode="nearest-exact")[:, 0].long()
 
     def clicks(self, clicks: list[Click], offset: tuple[int, int, int]) -> tuple[list[Click], tuple[int, int, int]]:
-        """Clicks (whole-image indices) as working-grid indices, and the offset to give hint_map."""
+        """Clicks (whole-image indices) as working-grid indices, and the offset to give encode_hints."""
         if self.is_native:
             return clicks, offset
         scale = np.array(self.shape) / np.array(self.native_shape)
