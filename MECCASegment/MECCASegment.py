@@ -89,6 +89,7 @@ except ImportError:  # the slicer-core wheel (no Qt, no application): the Logic 
 MODULE_DIR = Path(__file__).resolve().parent
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
 DEVICES = ("auto", "cpu", "cuda")
+START_ESTIMATES = ("none", "random-walker")  # the engine's session.START_ESTIMATES (the engine may not be installed yet)
 AUTO_REFINE_DELAY_MS = 400  # clicks placed within this time of each other go into one round
 CONFIDENT = 0.999  # confidence overlay: voxels at or above this are transparent (nothing to see there)
 POSITIVE_COLOR = (0.2, 0.85, 0.2)
@@ -260,6 +261,14 @@ def _safeName(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "case"
 
 
+def lostOnThisStructure(stats: dict) -> bool:
+    """Whether a round's outcome says the model is not following the user (at least two clicks, and
+    half of them, left on the wrong side of the segment): a Dice-free sign of a structure unlike
+    the model's training, on which the module suggests the random-walker start or fine-tuning."""
+    ignored = stats.get("clicksNotFollowed", 0)
+    return ignored >= 2 and 2 * ignored >= stats.get("clicksInEffect", 0)
+
+
 def formatDuration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds >= 3600:
@@ -324,6 +333,8 @@ class MECCASegmentParameterNode:
     flipAverage - average the policy over the ROI and its three mirror images: about a Dice point
         more, at 4 times the policy's time.
     device - where the networks run: auto (GPU when PyTorch sees one), cpu or cuda.
+    startEstimate - what a new session's first round starts from: none (the model alone) or
+        random-walker (the random walker's mask on the first clicks, refined by the model).
     fineTuneOutputFolder - where fine-tuning writes its data, log and new model.
     """
 
@@ -336,6 +347,7 @@ class MECCASegmentParameterNode:
     confidenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     adviceVisible: bool = True
     device: Annotated[str, Choice(DEVICES)] = "auto"
+    startEstimate: Annotated[str, Choice(START_ESTIMATES)] = "none"
     fineTuneEpochs: Annotated[int, WithinRange(1, 500)] = 10
     fineTuneOutputFolder: Path = Path.home() / "MECCASegment"
 
@@ -477,7 +489,8 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             parameters = self._parameterNode
             segmentationNode = self.ui.segmentSelector.currentNode()
             segmentId = self.ui.segmentSelector.currentSegmentID() or None
-            self.session = self.logic.startSession(parameters.inputVolume, segmentationNode, segmentId, parameters.roi)
+            self.session = self.logic.startSession(parameters.inputVolume, segmentationNode, segmentId, parameters.roi,
+                                                   parameters.startEstimate)
             self.session.onClickAdded = self.onClickAdded
             self.session.onClickRejected = self.onClickRejected
             self.ui.segmentSelector.setCurrentNode(self.session.segmentationNode)
@@ -549,6 +562,12 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                      "changed, segment {voxels} voxels.").format(
             round=stats["round"], steps=stats["policySteps"], seconds=stats["seconds"],
             changed=stats["changedVoxels"], voxels=stats["segmentVoxels"])
+        if lostOnThisStructure(stats):
+            self.ui.statusLabel.text += " " + _(
+                "{ignored} of your {clicks} clicks are not followed: this structure may be unlike what the model was "
+                "trained on. Try 'First round from: random-walker' for the next session, or fine-tune the model on "
+                "a few segmented cases (Fine-tuning, below).").format(ignored=stats["clicksNotFollowed"],
+                                                                      clicks=stats["clicksInEffect"])
         regions = self.session.adviceRegions if self._parameterNode.adviceVisible else []
         self.ui.adviceTable.setRowCount(len(regions))
         for row, region in enumerate(regions):
@@ -636,7 +655,7 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not run.running:
             self._fineTuneTimer.stop()
             self.ui.fineTuneResultLabel.text = run.comparisonText()
-            self.ui.useNewModelButton.enabled = run.status == "finished"
+            self.ui.useNewModelButton.enabled = run.status == "finished" and run.newModelIsBetter
             self.updateButtons()
 
     def onCancelFineTuning(self) -> None:
@@ -763,17 +782,22 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         return f"{name} on {model.device}"
 
     # -- sessions ------------------------------------------------------------------------------
-    def startSession(self, volumeNode, segmentationNode=None, segmentId: str | None = None, roiNode=None):
+    def startSession(self, volumeNode, segmentationNode=None, segmentId: str | None = None, roiNode=None,
+                     startEstimate: str = "none"):
         """Start segmenting ``segmentId`` of ``segmentationNode`` on ``volumeNode``.
 
         An existing segment is the starting mask (nothing of it is lost: cancel restores it); with no
         segment a new one is added, with no segmentation a new one is created. ``roiNode`` (markups
         ROI) fixes the region the networks see; without it the region grows from the clicks.
+        ``startEstimate``: what the first round starts from when there is no existing segment: "none"
+        (the model alone) or "random-walker" (its mask on the first clicks, refined by the model).
         """
         from MECCASegmentLib.io import InputError
 
         if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.GetImageData() is None:
             raise InputError("select an input volume (a scalar volume with image data)")
+        if startEstimate not in START_ESTIMATES:
+            raise InputError(f"the first round starts from one of {', '.join(START_ESTIMATES)}, got {startEstimate!r}")
         if segmentationNode is None and segmentId is not None:
             raise InputError(f"segment {segmentId!r} given without its segmentation node")
         if segmentationNode is not None:
@@ -800,7 +824,8 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
             segmentId = segmentation.AddEmptySegment("", segmentation.GenerateUniqueSegmentID("MECCA"))
         try:
             return MECCASession(self, volumeNode, segmentationNode, segmentId, roiNode,
-                                createdSegment=createdSegment, createdSegmentation=createdSegmentation)
+                                createdSegment=createdSegment, createdSegmentation=createdSegmentation,
+                                startEstimate=startEstimate)
         except Exception:
             if createdSegmentation:
                 slicer.mrmlScene.RemoveNode(segmentationNode)
@@ -909,6 +934,12 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         for datasetFolder in datasetFolders:
             if not (Path(datasetFolder) / "dataset.json").exists():
                 raise InputError(f"{datasetFolder}: no dataset.json; expected an MSD-layout folder")
+        if heldOutCase is None:  # the new model is offered only once it beats the current one on a case it never saw
+            if len(labelledCases) < 2:
+                raise InputError("fine-tuning needs a labelled case to hold back, on which the new model is checked "
+                                 "against the current one before it is offered: choose one, or select at least two "
+                                 "labelled cases (the last one is then held back)")
+            heldOutCase = labelledCases[-1]
         if not datasetFolders and not [case for case in labelledCases if case != heldOutCase]:
             raise InputError("fine-tuning needs at least one labelled case besides the held-back one "
                              "(a volume + segment pair, or an MSD folder)")
@@ -934,7 +965,7 @@ class MECCASession(VTKObservationMixin):
     """
 
     def __init__(self, logic, volumeNode, segmentationNode, segmentId, roiNode=None, createdSegment=False,
-                 createdSegmentation=False):
+                 createdSegmentation=False, startEstimate: str = "none"):
         from MECCASegmentLib.session import InteractiveSession
 
         VTKObservationMixin.__init__(self)
@@ -951,7 +982,8 @@ class MECCASession(VTKObservationMixin):
         self._confidenceBox = None  # where the confidence volume holds the last round's values
         roi = self._roiBox(roiNode) if roiNode is not None else None
         self._engine = InteractiveSession(engineVolume(volumeNode), logic.model, roi=roi,
-                                          initial_mask=self._original if self._original.any() else None)
+                                          initial_mask=self._original if self._original.any() else None,
+                                          start_estimate=startEstimate)
         self._rounds: list[list[_Click]] = []
         self._pending: list[_Click] = []
         self._redo: list[list[_Click]] = []
@@ -1182,7 +1214,9 @@ class MECCASession(VTKObservationMixin):
                 "seconds": time.perf_counter() - start,
                 "networkSeconds": networkSeconds, "changedVoxels": changed,
                 "segmentVoxels": int(np.count_nonzero(self._mask)),
-                "roiIjk": (tuple(summary["roi_lo_ijk"]), tuple(summary["roi_hi_ijk"]))}
+                "roiIjk": (tuple(summary["roi_lo_ijk"]), tuple(summary["roi_hi_ijk"])),
+                "clicksNotFollowed": self._engine.clicks_not_followed,
+                "clicksInEffect": sum(len(clicks) for clicks in self._engine.clicks_by_round)}
 
     @property
     def canUndo(self) -> bool:
@@ -1524,12 +1558,14 @@ class FineTuningRun(BackgroundJob):
         super().__init__(steps, _engineEnvironment())
         self.trainingFraction = 0.0
         self.etaSeconds = None
+        self.peakMemoryMb = None  # the training process's peak resident memory so far
 
     def onEvent(self, event: dict) -> None:
         fraction = trainingFraction(event)
         if fraction is not None:
             self.trainingFraction = fraction
             self.etaSeconds = event.get("eta_s")
+            self.peakMemoryMb = event.get("peak_memory_mb", self.peakMemoryMb)
         elif event.get("event") == "done" and event.get("model"):
             self.newModelPath = Path(event["model"])
 
@@ -1539,7 +1575,8 @@ class FineTuningRun(BackgroundJob):
     @property
     def statusText(self) -> str:
         if self.running and self.currentStep.name == "fine-tuning" and self.etaSeconds is not None:
-            return f"fine-tuning, about {formatDuration(self.etaSeconds)} left"
+            memory = f", peak memory {self.peakMemoryMb / 1024:.1f} GB" if self.peakMemoryMb else ""
+            return f"fine-tuning, about {formatDuration(self.etaSeconds)} left{memory}"
         return self.currentStep.name if self.running else self.status
 
     def comparison(self) -> dict:
@@ -1554,13 +1591,24 @@ class FineTuningRun(BackgroundJob):
 
         return {"before": dicePerRound(self.beforeJson), "after": dicePerRound(self.afterJson)}
 
+    @property
+    def newModelIsBetter(self) -> bool:
+        """Whether the new model's mean Dice over the rounds on the held-back case beats the current
+        model's: only then does the module offer it."""
+        result = self.comparison()
+        if result["before"] is None or result["after"] is None:
+            return False
+        return sum(result["after"]) / len(result["after"]) > sum(result["before"]) / len(result["before"])
+
     def comparisonText(self) -> str:
         result = self.comparison()
         if result["before"] is None or result["after"] is None:
             return "" if self.status == "finished" else f"Fine-tuning {self.status}."
         text = lambda values: " ".join(f"{v:.3f}" for v in values)  # noqa: E731
+        verdict = ("The new model is better: use it for the next sessions?" if self.newModelIsBetter else
+                   "The new model is not better on the held-back case: the current model stays in use.")
         return (f"Held-back case, Dice per round: current model {text(result['before'])}; "
-                f"new model {text(result['after'])}.")
+                f"new model {text(result['after'])}. {verdict}")
 
 
 #

@@ -25,3 +25,19 @@ class FileCreatingPickle:
 
     def __reduce__(self):
         return (open, (self.target, "w"))
+
+
+def train_episode(model, batch, config, clicks, generators, balance=0.0, imitation=0.0, steps_per_round=1,
+                  chosen=None, reinforce=True):
+    """One rollout and each kept step's loss backpropagated on its own, as the Trainer does in one
+    process; returns the rollout's statistics with the steps' mean statistics."""
+    from MECCASegmentLib.training import rollout, step_loss
+
+    run = rollout(model, batch, config, clicks, generators, steps_per_round, chosen, reinforce)
+    totals = dict(run.stats)
+    for record in run.steps:
+        loss, stats = step_loss(model, run, record, config, balance, imitation, reinforce)
+        (loss / len(run.steps)).backward()
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0.0) + value / len(run.steps)
+    return totals

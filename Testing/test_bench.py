@@ -62,3 +62,17 @@ def test_achieved_flops_leave_out_the_slabs_halo_rows(bundled_model_float32):
     per_row = 2 * 96 * 96 * (head.fuse.out_channels * head.fuse.in_channels * 27 + head.out.out_channels * head.out.in_channels)
     assert executed - useful_flops(policy, state) == 2 * per_row
     assert networks.SLAB_VOXELS == 1 << 19  # restored
+
+
+def test_without_slicer_core_the_table_says_why_grow_from_seeds_has_no_figure():
+    from MECCASegmentLib.cli import format_bench_table
+
+    row = {"policy_steps": 3, "mecca_round_s": {"median": 0.1, "p90": 0.12}, "grow_from_seeds_round_s": None,
+           "grow_from_seeds_not_timed": "grow-from-seeds needs the slicer-core package: pip install slicer-core",
+           "random_walker_round_s": {"median": 0.5}, "speedup_vs_random_walker": 5.0, "policy_gflops_achieved": 100.0,
+           "conv3d_peak_gflops": 200.0, "policy_fraction_of_peak": 0.5, "policy_fraction_of_best_layer": 0.4,
+           "parts_s": {"policy": 0.05}, "advice_precompute_s": {"median": 0.2}}
+    table = format_bench_table({"machine": {"processor": "cpu", "threads": 2, "torch": "2", "device": "cpu"},
+                                "precision": "float32", "rois": {"64": row}})
+    assert "nan" not in table and "n/a" in table
+    assert "grow-from-seeds not timed: grow-from-seeds needs the slicer-core package" in table

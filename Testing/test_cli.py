@@ -94,3 +94,67 @@ def test_a_bad_lean_correction_is_refused_before_anything_runs(image_and_model, 
               "--out", str(folder / "out"), "--lean-correction", value])
     assert exit_.value.code == 2 and "--lean-correction: must be a finite number" in capsys.readouterr().err
     assert not (folder / "out").exists()
+
+
+def test_an_out_that_names_a_file_is_refused_before_any_work(image_and_model, capsys, tmp_path):
+    _, folder = image_and_model
+    taken = tmp_path / "taken.txt"
+    taken.write_text("the user's file")
+    (folder / "clicks.json").write_text(json.dumps({"coordinate_system": "RAS",
+                                                    "clicks": [{"point": [0, 0, 0], "positive": True}]}))
+    for command in (["demo"], ["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
+                                "--model", str(folder / "model.safetensors")]):
+        for out in (taken, taken / "inside"):
+            assert main([*command, "--out", str(out)]) == 2
+            err = capsys.readouterr()
+            assert f"{taken} is a file; give the name of a folder" in err.err and "round 1" not in err.out
+    assert taken.read_text() == "the user's file"
+
+
+def test_a_clicks_file_holding_a_bare_list_is_explained(image_and_model, capsys):
+    _, folder = image_and_model
+    (folder / "clicks.json").write_text(json.dumps([{"point": [0, 0, 0], "positive": True}]))
+    assert main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
+                 "--out", str(folder / "out"), "--model", str(folder / "model.safetensors")]) == 2
+    assert "is a JSON object" in capsys.readouterr().err and not (folder / "out").exists()
+
+
+def test_a_click_outside_the_image_is_reported_in_millimetres_and_voxels(image_and_model, capsys):
+    _, folder = image_and_model
+    (folder / "clicks.json").write_text(json.dumps({"coordinate_system": "RAS",
+                                                    "clicks": [{"point": [1000.5, 0, 0], "positive": True}]}))
+    assert main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
+                 "--out", str(folder / "out"), "--model", str(folder / "model.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "click 0 at RAS (1000.5, 0, 0) mm is voxel (i, j, k) (" in err and "outside the image (size (36, 40, 24))" in err
+
+
+def test_partly_nan_images_say_how_the_nans_were_treated(image_and_model, capsys):
+    volume, folder = image_and_model
+    array = volume.array.astype(np.float32)
+    array[:2] = np.nan
+    write_volume(volume.with_array(array), folder / "holes.nrrd")
+    lps = volume.index_to_world((18, 20, 12))
+    (folder / "clicks.json").write_text(json.dumps({"coordinate_system": "LPS",
+                                                    "clicks": [{"point": lps.tolist(), "positive": True}]}))
+    assert main(["segment", "--image", str(folder / "holes.nrrd"), "--clicks", str(folder / "clicks.json"),
+                 "--out", str(folder / "out"), "--model", str(folder / "model.safetensors")]) == 0
+    printed = capsys.readouterr().out
+    assert f"note: {2 * 40 * 36} voxels of holes.nrrd are NaN or infinite" in printed and "1 round\n" in printed
+
+
+def test_version_and_help_name_defaults_and_choices(capsys):
+    from importlib.metadata import version
+
+    from MECCASegmentLib.evaluation import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"mecca {version('meccasegment')}"
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"any of: {', '.join(METHODS)}" in text and "rounds of simulated clicks (default: 5)" in text
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "(default: 64,96,128)" in capsys.readouterr().out

@@ -23,8 +23,10 @@ SCRIPT = textwrap.dedent("""
     dataset, out, batch_size, cases_per_pass = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     init = sys.argv[5] if len(sys.argv) > 5 else None  # given: train the confidence network alone from it
     torch.set_num_threads(1)
-    # crops of exactly 24^3 (objects + margins >= 24 voxels): the same shapes in every batch split
-    config = TrainingConfig(epochs=1, batch_size=batch_size, cases_per_pass=cases_per_pass, max_crop=24, margin_range=(8, 12), validation_fraction=0.0,
+    # crops of exactly 24^3 (objects + margins >= 24 voxels): the same shapes in every batch split; float32,
+    # since bfloat16 rounding depends on how many volumes a convolution sees at once
+    config = TrainingConfig(epochs=1, batch_size=batch_size, cases_per_pass=cases_per_pass, max_crop=24,
+                            margin_range=(8, 12), validation_fraction=0.0, bfloat16=False,
                             learning_rate=1e-3, clicks_per_round=(2, 2), rounds=3, confidence_only=init is not None)
     train, validation, record = load_cases([dataset], None, 0.0, progress=False)
     network = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4)
@@ -44,7 +46,8 @@ def _train(tmp_path, dataset, name, batch_size, processes, init=None, cases_per_
     env = dict(os.environ, PYTHONPATH=str(ROOT / "MECCASegment"), OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
         if processes > 1 else [sys.executable]
-    result = subprocess.run(launcher + [str(script), str(dataset), str(out), str(batch_size), str(cases_per_pass)] + ([str(init)] if init else []), env=env,
+    arguments = [str(script), str(dataset), str(out), str(batch_size), str(cases_per_pass)] + ([str(init)] if init else [])
+    result = subprocess.run(launcher + arguments, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     from MECCASegmentLib.checkpoint import load_model

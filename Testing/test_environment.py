@@ -99,3 +99,13 @@ def test_normalization_replaces_non_finite_voxels():
     out = normalize_image(image)
     assert np.isfinite(out).all()
     assert out[0, 0, 0] == out.min()
+
+
+def test_the_oracle_step_goes_furthest_towards_the_label_without_overshooting():
+    from MECCASegmentLib.environment import ACTION_TENTHS, oracle_actions
+
+    p = torch.arange(11, dtype=torch.uint8)
+    up = [ACTION_TENTHS[i] for i in oracle_actions(p, torch.ones(11)).tolist()]
+    down = [ACTION_TENTHS[i] for i in oracle_actions(p, torch.zeros(11)).tolist()]
+    assert up == [4, 4, 4, 4, 4, 4, 4, 2, 2, 1, 1]
+    assert down == [-1, -1, -2, -2, -4, -4, -4, -4, -4, -4, -4]

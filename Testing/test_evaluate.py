@@ -103,3 +103,29 @@ def test_the_lean_correction_reaches_the_mecca_sessions_from_round_two(evaluatio
     plain, corrected = (np.array([case["dice_per_round"] for case in r["methods"]["mecca"]["per_case"]])
                         for r in (recorded, result))
     assert np.array_equal(plain[:, 0], corrected[:, 0]) and not np.array_equal(plain[:, 1], corrected[:, 1])
+
+
+def test_the_random_walker_beta_is_chosen_on_training_cases_and_recorded(evaluation):
+    from MECCASegmentLib.evaluation import RANDOM_WALKER_BETAS
+
+    result, _, _ = evaluation
+    walker = result["models"]["random-walker"]
+    assert set(walker["tuning_mean_dice"]) == {str(b) for b in RANDOM_WALKER_BETAS}
+    assert walker["beta"] == max(RANDOM_WALKER_BETAS, key=lambda b: walker["tuning_mean_dice"][str(b)])
+
+
+def test_interior_clicks_reach_every_method_and_other_users_are_refused(evaluation, capsys):
+    result, root, _ = evaluation
+    out = root.parent / "interior.json"
+    assert main(["evaluate", "--dataset", str(root), "--split", "all", "--rounds", "1", "--methods",
+                 "mecca,random-walker", "--user", "interior", "--random-walker-beta", "1000", "--json", str(out)]) == 0
+    recorded = json.loads(out.read_text())
+    assert recorded["user"] == "interior" and result["user"] == "edge"
+    assert recorded["models"]["random-walker"] == {"beta": 1000.0, "tuning_mean_dice": None}
+    for name in ("mecca", "random-walker"):
+        interior = [case["dice_per_round"][0] for case in recorded["methods"][name]["per_case"]]
+        assert interior != [case["dice_per_round"][0] for case in result["methods"][name]["per_case"]], name
+    for option, bad in (("--user", "center"), ("--random-walker-beta", "-3")):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "--dataset", str(root), "--json", str(out), option, bad])
+        assert option in capsys.readouterr().err

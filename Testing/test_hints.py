@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from MECCASegmentLib.hints import Click, SimulatedUser, encode_hints, geodesic_hint_map, hint_map
+from scipy import ndimage
 
 
 def test_hint_map_is_signed_gaussian_with_peak_one():
@@ -84,3 +85,29 @@ def test_simulated_user_falls_back_to_the_deepest_point_of_the_largest_error():
 def test_simulated_user_does_not_click_a_perfect_result():
     label = _sphere()
     assert SimulatedUser(label).clicks(label.copy(), 3, 0) == []
+
+
+def test_interior_user_clicks_the_deepest_points_of_the_largest_errors_in_turn():
+    label = np.zeros((40, 40, 40), bool)
+    label[5:17, 5:17, 5:17] = True  # a 12-voxel cube (1728 voxels), entirely missed
+    prediction = np.zeros_like(label)
+    prediction[25:35, 25:35, 25:35] = True  # a 10-voxel false-positive cube (1000 voxels)
+    first, second = SimulatedUser(label, style="interior").clicks(prediction, 2, 0)
+    assert first.positive and all(10 <= v <= 11 for v in first.position)  # the larger cube's centre
+    # its inscribed ball set aside, 823 voxels are left there: the other cube is now the largest
+    assert not second.positive and all(29 <= v <= 30 for v in second.position)
+    # the same clicks whatever the seed: the rule is deterministic
+    assert SimulatedUser(label, seed=5, style="interior").clicks(prediction, 2, 3) == [first, second]
+    # a third click: back to what is left of the first cube (823 voxels against 476), in a corner
+    third = SimulatedUser(label, style="interior").clicks(prediction, 3, 0)[2]
+    assert third.positive and label[third.position] and np.linalg.norm(np.subtract(third.position, first.position)) > 6
+
+
+def test_random_user_clicks_errors_anywhere_and_unknown_styles_are_refused():
+    label = _sphere(radius=10)
+    clicks = SimulatedUser(label, seed=1, style="random").clicks(np.zeros_like(label), 40, 0)
+    assert all(c.positive and label[c.position] for c in clicks)
+    depth = ndimage.distance_transform_edt(label)
+    assert max(depth[c.position] for c in clicks) > 3  # not only near the surface, unlike the edge user
+    with pytest.raises(ValueError, match="style"):
+        SimulatedUser(label, style="center")

@@ -274,9 +274,59 @@ def test_a_session_makes_the_hints_its_model_was_trained_with(untrained_model):
         session = InteractiveSession(volume, untrained_model, roi=((4, 6, 2), (30, 34, 20)), steps_per_round=1)
         session.add_click((18, 20, 12), positive=True)
         states = []
-        hook = untrained_model.policy.register_forward_pre_hook(lambda _module, args: states.append(args[0]))
+        hook = untrained_model.policy.register_forward_pre_hook(lambda _module, args, seen=states: seen.append(args[0]))
         try:
             session.step()
         finally:
             hook.remove()
         assert np.allclose(states[0][0, 2].float().numpy(), hint, atol=1e-3), encoding
+
+
+def test_a_random_walker_start_is_what_the_first_policy_step_sees_and_undo_forgets_it(blob_volume, untrained_model):
+    """start_estimate="random-walker": the first round's policy input is p = 0.9 in the random walker's
+    mask on the clicks (0.1 outside), the mask close to the bright blob; later rounds start from the
+    session's own p; undo returns to p = 0.5; unknown estimates are refused."""
+    from dataclasses import replace
+
+    blob, label = blob_volume
+    volume = Volume(blob.array)  # 1 mm voxels and no enlargement: the networks see the ROI's own voxels
+    untrained_model.config = replace(untrained_model.config, min_working_voxels=None)
+    session = InteractiveSession(volume, untrained_model, roi=((1, 2, 1), (35, 38, 23)), steps_per_round=1,
+                                 start_estimate="random-walker")
+    session.add_click((18, 20, 12), positive=True)
+    seen = []
+    hook = untrained_model.policy.register_forward_pre_hook(lambda _module, args: seen.append(args[0][0, 1].float()))
+    try:
+        session.step()
+        session.add_click((3, 4, 3), positive=False)
+        session.step()
+    finally:
+        hook.remove()
+    first = seen[0].numpy()
+    assert np.allclose(np.unique(first), [0.1, 0.9])
+    inside, truth = first > 0.5, label[1:23, 2:38, 1:35] > 0
+    assert 2 * np.count_nonzero(inside & truth) / (np.count_nonzero(inside) + np.count_nonzero(truth)) > 0.9
+    region = (slice(1, 23), slice(2, 38), slice(1, 35))
+    session.undo()
+    assert np.allclose(seen[1].numpy(), session.probability_tenths[region] / 10.0)  # round 2 started from round 1
+    session.redo()
+    assert session.history[0]["timings"]["start_estimate_s"] > 0 and "start_estimate_s" not in session.history[1]["timings"]
+    session.undo(), session.undo()
+    assert (session.probability_tenths[region] == 5).all()
+    with pytest.raises(InputError, match="start estimate"):
+        InteractiveSession(volume, untrained_model, start_estimate="grow")
+
+
+def test_clicks_not_followed_counts_clicks_left_on_the_wrong_side(blob_volume, untrained_model):
+    volume, _ = blob_volume
+    session = InteractiveSession(volume, untrained_model, roi=((4, 6, 2), (30, 34, 20)))
+    for ijk, positive in (((18, 20, 12), True), ((6, 8, 4), False), ((10, 10, 10), True)):
+        session.add_click(ijk, positive)
+    assert session.clicks_not_followed == 0  # pending clicks are not judged before their round
+    session.step()
+    mask = session.mask
+    expected = sum(int(mask[ijk[::-1]] != positive) for ijk, positive in
+                   (((18, 20, 12), True), ((6, 8, 4), False), ((10, 10, 10), True)))
+    assert session.clicks_not_followed == expected and expected > 0  # an untrained model ignores some
+    session.undo()
+    assert session.clicks_not_followed == 0

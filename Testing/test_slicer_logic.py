@@ -1,7 +1,7 @@
 """The Slicer module's Logic (its scripting API) on Slicer's real core, headless (slicer-core wheel).
 
-Every test runs on the real hippocampus scan hippocampus_014 (skipped when the shared data is absent),
-loaded as a volume node: as stored (identity RAS directions), on an oblique anisotropic grid, and on
+Every test runs on a real hippocampus MRI, the bundled sample (hippocampus_001, shipped with the
+module, so every clone runs them), loaded as a volume node: as stored (identity RAS directions), on an oblique anisotropic grid, and on
 that grid under a parent transform. Tests that compare the Slicer path with the engine need no
 trained model; the Dice check against the label needs the bundled one.
 """
@@ -77,26 +77,39 @@ def _add_parent_transform(node) -> None:
     node.SetAndObserveTransformNodeID(transformNode.GetID())
 
 
+def _sample_paths() -> tuple[Path, Path]:
+    from MECCASegmentLib.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+
+    return resource_path(*SAMPLE_IMAGE), resource_path(*SAMPLE_LABEL)
+
+
+@pytest.fixture(scope="module")
+def sample_case():
+    """The bundled sample (hippocampus_001, in the bundled model's validation split) and its label map."""
+    from MECCASegmentLib.io import read_volume
+
+    image_path, label_path = _sample_paths()
+    return read_volume(image_path), read_volume(label_path).array
+
+
 @pytest.fixture(params=["as stored", "oblique grid", "oblique grid + parent transform"])
-def scan(request, scene, hippocampus_dir, hippocampus_case):
-    """(volume node, binary label (k, j, i)) of hippocampus_014 in one of three geometries."""
-    image, label = hippocampus_case
+def scan(request, scene, sample_case):
+    """(volume node, binary label (k, j, i)) of the bundled sample in one of three geometries."""
+    image, label = sample_case
     if request.param == "as stored":
-        volumeNode = slicer.util.loadVolume(str(hippocampus_dir / "imagesTr" / "hippocampus_014.nii.gz"))
+        volumeNode = slicer.util.loadVolume(str(_sample_paths()[0]))
         assert np.array_equal(slicer.util.arrayFromVolume(volumeNode), image.array)
     else:
-        volumeNode = slicer.util.addVolumeFromArray(image.array, ijkToRAS=_oblique_matrix(), name="hippocampus_014")
+        volumeNode = slicer.util.addVolumeFromArray(image.array, ijkToRAS=_oblique_matrix(), name="hippocampus_001")
         if request.param.endswith("parent transform"):
             _add_parent_transform(volumeNode)
     return volumeNode, label > 0
 
 
 @pytest.fixture(scope="module")
-def label_values(hippocampus_dir) -> np.ndarray:
-    """hippocampus_014's label map: 1 = anterior, 2 = posterior hippocampus."""
-    from MECCASegmentLib.io import read_volume
-
-    return read_volume(hippocampus_dir / "labelsTr" / "hippocampus_014.nii.gz").array
+def label_values(sample_case) -> np.ndarray:
+    """The sample's label map: 1 = anterior, 2 = posterior hippocampus."""
+    return sample_case[1]
 
 
 def _roi_around(volumeNode, lo, hi):
@@ -260,15 +273,15 @@ def test_average_over_flips_reaches_the_engine(scan, logic):
     assert sessions[1].rounds == 1 and np.array_equal(_segment(sessions[1]), plain[0])
 
 
-def test_dice_against_the_label_with_the_bundled_model(scene, hippocampus_dir, hippocampus_case):
+def test_dice_against_the_label_with_the_bundled_model(scene, sample_case):
     """Five rounds of three simulated clicks on the held-out case improve the segment to the bundled
     model's level (about 0.8 at round 5 on this case with the bundled model; an untrained model gets < 0.2)."""
     from MECCASegmentLib.evaluation import dice, label_box
 
     if _bundled_model() is None:
         pytest.skip("the bundled model Resources/Models/mecca.safetensors is not there yet (training runs)")
-    _, label = hippocampus_case
-    volumeNode = slicer.util.loadVolume(str(hippocampus_dir / "imagesTr" / "hippocampus_014.nii.gz"))
+    _, label = sample_case
+    volumeNode = slicer.util.loadVolume(str(_sample_paths()[0]))
     session = MECCASegmentLogic(device="cpu").startSession(
         volumeNode, None, roiNode=_roi_around(volumeNode, *label_box(label > 0)))
     masks = _simulated_rounds(session, label > 0, rounds=5)
@@ -428,7 +441,7 @@ def test_points_placed_with_the_click_tools_become_clicks(scan, logic):
     from MECCASegmentLib.evaluation import label_box
 
     volumeNode, label = scan
-    lo, hi = label_box(label)
+    lo, hi = label_box(label, margin=2)  # a box that ends inside the image (the sample is a tight crop)
     session = logic.startSession(volumeNode, None, roiNode=_roi_around(volumeNode, lo, hi))
     added, rejected = [], []
     session.onClickAdded = lambda: added.append(session.pendingClickCount)
@@ -453,13 +466,13 @@ def test_points_placed_with_the_click_tools_become_clicks(scan, logic):
     assert session.refine()["clicks"] == 1
 
 
-def test_bad_input_gives_clear_errors(scene, logic, hippocampus_dir):
+def test_bad_input_gives_clear_errors(scene, logic):
     from MECCASegmentLib.io import InputError
     from MECCASegmentLib.session import SessionError
 
     with pytest.raises(InputError, match="select an input volume"):
         logic.startSession(None, None)
-    volumeNode = slicer.util.loadVolume(str(hippocampus_dir / "imagesTr" / "hippocampus_014.nii.gz"))
+    volumeNode = slicer.util.loadVolume(str(_sample_paths()[0]))
     segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     with pytest.raises(InputError, match="no segment with ID 'nope'"):
         logic.startSession(volumeNode, segmentationNode, "nope")
@@ -480,7 +493,7 @@ def test_bad_input_gives_clear_errors(scene, logic, hippocampus_dir):
 
 
 # -- fine-tuning -----------------------------------------------------------------------------------
-def test_export_to_msd_and_the_fine_tuning_command(scene, logic, hippocampus_dir, tmp_path):
+def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tmp_path):
     """Scene volume + segment pairs become an MSD folder the engine reads back unchanged; accepted
     sessions become unlabelled cases with their clicks; the train command starts from the current model."""
     from MECCASegmentLib.cli import build_parser
@@ -488,11 +501,16 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, hippocampus_dir
     from MECCASegmentLib.io import MSDDataset, read_volume
 
     pairs = []
-    for name in ("hippocampus_014", "hippocampus_001"):
-        volumeNode = slicer.util.loadVolume(str(hippocampus_dir / "imagesTr" / f"{name}.nii.gz"))
-        label = read_volume(hippocampus_dir / "labelsTr" / f"{name}.nii.gz").array
-        _shared_layer_segmentation(volumeNode, label)
-        pairs.append((volumeNode, label))
+    image, label = sample_case
+    for flipped in (False, True):  # the sample, and a mirrored copy as a second scan
+        if flipped:
+            volumeNode = slicer.util.addVolumeFromArray(image.array[:, :, ::-1].copy(), ijkToRAS=_oblique_matrix(),
+                                                        name="mirrored")
+        else:
+            volumeNode = slicer.util.loadVolume(str(_sample_paths()[0]))
+        values = label[:, :, ::-1].copy() if flipped else label
+        _shared_layer_segmentation(volumeNode, values)
+        pairs.append((volumeNode, values))
     cases = logic.labelledCases()
     assert len(cases) == 4  # two segments per volume
     session = logic.startSession(pairs[0][0], None)
@@ -505,7 +523,7 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, hippocampus_dir
     data = logic.exportTrainingData(tmp_path / "data", cases, interactive, heldOut)
     labelled = MSDDataset.open(data.labelledDir)
     assert len(labelled.cases) == 3 and len(MSDDataset.open(data.heldOutDir).cases) == 1
-    original = read_volume(hippocampus_dir / "imagesTr" / "hippocampus_014.nii.gz")
+    original = read_volume(_sample_paths()[0])
     image, exportedLabel = labelled.cases[0].load()
     assert np.array_equal(image.array, original.array)
     assert np.allclose(image.spacing, original.spacing) and np.allclose(image.origin, original.origin)
@@ -594,6 +612,25 @@ def test_fine_tuning_run_reports_progress_and_results_without_blocking(scene, lo
     assert run.newModelPath == tmp_path / "made.safetensors"
     assert run.comparison() == {"before": [0.5, 0.6], "after": [0.7, 0.8]}
     assert "0.500 0.600" in run.comparisonText() and "0.700 0.800" in run.comparisonText()
+    assert run.newModelIsBetter and "use it for the next sessions" in run.comparisonText()
+    # a new model that does worse on the held-back case is not offered, and the text says so
+    run.afterJson.write_text(json.dumps({"methods": {"mecca": {"dice_mean_per_round": [0.4, 0.65]}}}))
+    assert not run.newModelIsBetter and "current model stays in use" in run.comparisonText()
+
+
+def test_fine_tuning_always_holds_a_case_back_to_check_the_new_model(scene, logic, tmp_path, monkeypatch):
+    """Without a chosen held-back case, the last of two or more labelled cases is held back; with a
+    single labelled case fine-tuning is refused, since the new model could not be checked."""
+    from MECCASegmentLib.io import InputError
+
+    exported = {}
+    monkeypatch.setattr(logic, "exportTrainingData", lambda folder, labelled, interactive, heldOut: exported.update(
+        labelled=list(labelled), heldOut=heldOut) or module.TrainingData(Path(folder), None, None, None))
+    monkeypatch.setattr(module.FineTuningRun, "start", lambda run: None)  # no process: only the plan is checked
+    logic.startFineTuning(tmp_path, ["case a", "case b", "case c"], epochs=1)
+    assert exported == {"labelled": ["case a", "case b", "case c"], "heldOut": "case c"}
+    with pytest.raises(InputError, match="hold back"):
+        logic.startFineTuning(tmp_path, ["case a"], epochs=1)
 
 
 def test_background_job_failure_and_cancel():
@@ -616,3 +653,26 @@ def test_module_self_test_runs_on_the_core(scene, model_file):
     test = module.MECCASegmentTest()
     test.modelPath = model_file
     test.runTest()
+
+
+def test_a_random_walker_start_and_the_not_following_warning(scene, sample_case, logic):
+    """'First round from: random-walker' reaches the engine's session; a round whose segment leaves
+    half the clicks on the wrong side says so (lostOnThisStructure) and names both remedies."""
+    from MECCASegmentLib.io import InputError
+    from MECCASegmentLib.session import START_ESTIMATES
+
+    volumeNode, label = slicer.util.loadVolume(str(_sample_paths()[0])), sample_case[1] > 0
+    session = logic.startSession(volumeNode, startEstimate="random-walker")
+    assert session._engine.start_estimate == "random-walker"
+    centre = np.argwhere(label).mean(0).round().astype(int)
+    session.addClick(ijkToWorld(volumeNode, centre[::-1]), True)
+    stats = session.refine()
+    assert stats["clicksInEffect"] == 1 and stats["clicksNotFollowed"] == int(not _segment(session)[tuple(centre)])
+    assert "start_estimate_s" in session._engine.history[0]["timings"]
+    session.cancel()
+    assert not module.lostOnThisStructure({"clicksNotFollowed": 1, "clicksInEffect": 1})
+    assert module.lostOnThisStructure({"clicksNotFollowed": 2, "clicksInEffect": 4})
+    assert not module.lostOnThisStructure({"clicksNotFollowed": 2, "clicksInEffect": 5})
+    with pytest.raises(InputError, match="first round starts from"):
+        logic.startSession(volumeNode, startEstimate="grow")
+    assert module.START_ESTIMATES == START_ESTIMATES  # the module's copy (the engine may not be installed yet)

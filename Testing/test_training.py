@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import copy_msd_cases
+from helpers import copy_msd_cases, train_episode
 from MECCASegmentLib import training
 from MECCASegmentLib.io import MSDDataset
 from MECCASegmentLib.networks import MeccaModel, NetworkConfig
-from MECCASegmentLib.training import Trainer, TrainingConfig, epoch_batches, load_cases, make_batch, run_episode
+from MECCASegmentLib.training import Trainer, TrainingConfig, epoch_batches, load_cases, make_batch
 
 SMALL = NetworkConfig(width=8, confidence_width=8, head_dilations=(2,), fusion_channels=4)
 
@@ -31,13 +31,13 @@ def test_a_short_real_training_run_lowers_the_losses(tiny_dataset):
     for step in range(40):
         rngs = [np.random.default_rng([0, step, e]) for e in range(2)]
         batch = make_batch([train[(2 * step) % 6], train[(2 * step + 1) % 6]], config, rngs)
-        loss, stats = run_episode(model, batch, config, 3, [torch.Generator().manual_seed(step * 2 + e) for e in range(2)])
         optimizer.zero_grad()
-        loss.backward()
+        stats = train_episode(model, batch, config, 3, [torch.Generator().manual_seed(step * 2 + e) for e in range(2)],
+                              imitation=1.0)
         optimizer.step()
         history.append(stats)
     first, last = history[:10], history[-10:]
-    for key in ("loss", "confidence_loss"):
+    for key in ("loss", "confidence_loss", "imitation_loss"):
         assert np.mean([h[key] for h in last]) < 0.8 * np.mean([h[key] for h in first]), key
     assert np.mean([h["reward"] for h in last]) > np.mean([h["reward"] for h in first])
     assert np.mean([h["confidence_accuracy"] for h in last]) > 0.8
@@ -61,19 +61,19 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_dataset, tmp_path, 
     _each_epoch_model_is_kept(reference, expected)
 
     interrupted = trainer(tmp_path / "b.safetensors")
-    real_episode = training.run_episode
+    real_rollout = training.rollout
     calls = {"n": 0}
 
     def crash_on_third(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # as if killed mid-step
-        return real_episode(*args, **kwargs)
+        return real_rollout(*args, **kwargs)
 
-    monkeypatch.setattr(training, "run_episode", crash_on_third)
+    monkeypatch.setattr(training, "rollout", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit(save_every_s=0.0)
-    monkeypatch.setattr(training, "run_episode", real_episode)
+    monkeypatch.setattr(training, "rollout", real_rollout)
     assert interrupted.state_path.exists()
 
     resumed = trainer(tmp_path / "b.safetensors")
@@ -140,9 +140,9 @@ def test_unlabelled_cases_with_recorded_clicks_train(tiny_dataset, tmp_path):
     batch = make_batch(unlabeled, config, [np.random.default_rng(e) for e in range(2)])
     assert not batch.labeled and all(r and len(r[1]) > 0 for r in batch.recorded_clicks)
     model = MeccaModel.create(SMALL, seed=0).train()
-    loss, stats = run_episode(model, batch, config, 3, [torch.Generator().manual_seed(e) for e in range(2)])
-    loss.backward()
-    assert torch.isfinite(loss) and "confidence_accuracy" not in stats  # C learns from labelled cases only
+    stats = train_episode(model, batch, config, 3, [torch.Generator().manual_seed(e) for e in range(2)], imitation=1.0)
+    assert np.isfinite(stats["loss"]) and "confidence_accuracy" not in stats  # C learns from labelled cases only
+    assert stats["imitation_loss"] == 0.0  # nor does the imitation: there is no label to imitate
     assert next(model.confidence.parameters()).grad is None or next(model.confidence.parameters()).grad.abs().sum() == 0
 
 
@@ -289,10 +289,11 @@ def test_rounds_of_several_policy_steps_take_clicks_once_per_round(tiny_dataset,
     monkeypatch.setattr(training, "_add_round_clicks",
                         lambda *args: rounds_asked.append(args[-1]) or real_add_round_clicks(*args))
     model.policy.register_forward_hook(lambda *_: policy_calls.append(1))
-    loss, stats = run_episode(model, batch, config, 3, [torch.Generator().manual_seed(e) for e in range(2)],
-                              steps_per_round=2)
-    assert rounds_asked == list(range(config.rounds)) and len(policy_calls) == 2 * config.rounds
-    assert torch.isfinite(loss) and 0.0 <= stats["dice"] <= 1.0
+    stats = train_episode(model, batch, config, 3, [torch.Generator().manual_seed(e) for e in range(2)],
+                          steps_per_round=2, chosen=[0, 7])
+    # the rollout runs the policy 2T times, then once more for each of the two kept steps' gradients
+    assert rounds_asked == list(range(config.rounds)) and len(policy_calls) == 2 * config.rounds + 2
+    assert np.isfinite(stats["loss"]) and 0.0 <= stats["dice"] <= 1.0
     arguments = build_parser().parse_args(["train", "--dataset", "d", "--out", "m.safetensors", "--steps-per-round", "1,3"])
     assert arguments.steps_per_round == (1, 3)
 
@@ -356,3 +357,42 @@ def test_episodes_start_from_an_imperfect_segment_in_the_mask_start_fraction(tin
         assert set(np.unique(start)) == set(MASK_TENTHS)
         inside = start == MASK_TENTHS[1]
         assert 2 * np.count_nonzero(inside & label) / (np.count_nonzero(inside) + np.count_nonzero(label)) > 0.3
+
+
+def test_synthetic_objects_and_thick_slices_reach_the_episodes(tiny_dataset):
+    """synthetic_fraction 1: every labelled crop's object is drawn from its scan, not its label (the
+    crop's own image unchanged); thick_slice_fraction 1: only the image changes."""
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+
+    def batch(**options):
+        config = TrainingConfig(invert_fraction=0.0, mask_start_fraction=0.0, **options)
+        return make_batch(train[:3], config, [np.random.default_rng([9, e]) for e in range(3)])
+
+    plain, objects = batch(), batch(synthetic_fraction=1.0)
+    labels = [train[i].label.sum() for i in range(3)]
+    assert any(objects.label[b].sum() != plain.label[b].sum() for b in range(3)), labels
+    assert all(objects.label[b].any() for b in range(3))
+    thick = batch(thick_slice_fraction=1.0)
+    assert torch.equal(thick.label, plain.label) and torch.equal(thick.valid, plain.valid)
+    assert not torch.allclose(thick.image, plain.image)
+
+
+def test_a_training_recipe_file_sets_the_run_and_is_checked(tiny_dataset, tmp_path, capsys):
+    from MECCASegmentLib.checkpoint import load_model
+    from MECCASegmentLib.cli import main
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"warm_start_epochs": 1, "backward_steps": 1, "user_styles": ["interior"],
+                                  "network": {"width": 8, "confidence_width": 8}}))
+    common = ["train", "--dataset", str(tiny_dataset), "--epochs", "1", "--validation-fraction", "0.34",
+              "--validation-cases-per-epoch", "1", "--threads", "1"]
+    assert main(common + ["--out", str(tmp_path / "m.safetensors"), "--config", str(recipe)]) == 0
+    model = load_model(tmp_path / "m.safetensors")
+    config = model.metadata["training"]["config"]
+    assert config["warm_start_epochs"] == 1 and config["user_styles"] == ["interior"] and model.config.width == 8
+    assert model.metadata["training"]["history"][0]["policy_gradient"] is False
+    for content, message in (({"no_such_setting": 1}, "no_such_setting"), ({"user_styles": ["centre"]}, "user_styles"),
+                             ([1, 2], "a recipe is a JSON object")):
+        recipe.write_text(json.dumps(content))
+        assert main(common + ["--out", str(tmp_path / "n.safetensors"), "--config", str(recipe)]) == 2
+        assert message in capsys.readouterr().err

@@ -6,16 +6,18 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import CheckpointError, load_model
-from .hints import HINT_ENCODINGS
+from .evaluation import METHODS, RANDOM_WALKER_BETAS
+from .hints import HINT_ENCODINGS, USER_STYLES
 from .io import InputError, binary_label, read_volume, write_json, write_volume
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
-from .session import AUTO_STEPS, LEAN_CORRECTION, InteractiveSession, SessionError, _ijk, checked_lean_correction
-from .training import TrainingConfig
+from .session import AUTO_STEPS, LEAN_CORRECTION, START_ESTIMATES, InteractiveSession, SessionError, _ijk, checked_lean_correction
+from .training import FINE_TUNING, NEW_MODEL, TrainingConfig
 
 
 def _model(path: str | None, device: str = "cpu", precision: str = "auto"):
@@ -63,6 +65,23 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _output_folder(out: Path) -> Path:
+    """The --out folder, checked before any work starts: a name taken by a file, or a place where no
+    folder can be made, is refused at once rather than after the segmentation has run."""
+    import os
+
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {out}: {existing} is a file; give the name of a folder (new or existing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: no permission to write in {existing}; choose a folder you can write to")
+    return out
+
+
 # -- demo ---------------------------------------------------------------------------------------
 def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: int, seed: int, device: str,
              precision: str = "auto") -> dict:
@@ -70,13 +89,14 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
     from .report import snapshot
 
     started = time.perf_counter()
+    out = _output_folder(out)
     model = _model(model_path, device, precision)
     image = read_volume(resource_path(*SAMPLE_IMAGE))
     label = binary_label(read_volume(resource_path(*SAMPLE_LABEL)).array)
     slice_k = _focus_slice(label)
     snapshots = []
-    _print(f"MECCA demo: {image.name} {image.shape[::-1]} voxels, {rounds} rounds x {clicks_per_round} "
-           f"simulated clicks, model {model.metadata.get('name', 'bundled')}")
+    _print(f"MECCA demo: {image.name} {image.shape[::-1]} voxels, {_plural(rounds, 'round')} x "
+           f"{_plural(clicks_per_round, 'simulated click')}, model {model.metadata.get('name', 'bundled')}")
 
     def on_round(method, clicks, dice):
         snapshots.append(snapshot(method.session, slice_k, clicks, dice))
@@ -99,22 +119,27 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
 # -- segment ------------------------------------------------------------------------------------
 def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | None, rounds: int | None,
                 device: str, label_path: str | None = None, precision: str = "auto", steps_per_round: int | str = AUTO_STEPS,
-                flip_average: bool = False, lean_correction: float = LEAN_CORRECTION) -> dict:
+                flip_average: bool = False, lean_correction: float = LEAN_CORRECTION, start_estimate: str = "none") -> dict:
     from .evaluation import dice
     from .hints import Click, read_clicks
     from .report import snapshot
 
+    out = _output_folder(out)
     image = read_volume(image_path)
+    non_finite = int(np.count_nonzero(~np.isfinite(image.array))) if image.array.dtype.kind == "f" else 0
+    if non_finite:
+        _print(f"note: {non_finite} voxels of {image.name} are NaN or infinite; they take the lowest finite value of "
+               "the region the networks see")
     clicks_by_round, roi = read_clicks(Path(clicks_path), image)
     label = binary_label(read_volume(label_path).array) if label_path else None
     model = _model(model_path, device, precision)
     rounds = rounds or max(clicks_by_round)
     session = InteractiveSession(image, model, roi=roi, steps_per_round=steps_per_round, flip_average=flip_average,
-                                 lean_correction=lean_correction)
+                                 lean_correction=lean_correction, start_estimate=start_estimate)
     first = clicks_by_round[min(clicks_by_round)][0][0]
     slice_k = int(np.clip(round(first[2]), 0, image.shape[0] - 1))
     snapshots, dices, seconds = [], [], []
-    _print(f"MECCA segment: {image.name} {image.shape[::-1]} voxels, {rounds} rounds")
+    _print(f"MECCA segment: {image.name} {image.shape[::-1]} voxels, {_plural(rounds, 'round')}")
     for round_ in range(1, rounds + 1):
         added = [session.add_click(ijk, positive) for ijk, positive in clicks_by_round.get(round_, [])]
         summary = session.step()
@@ -122,11 +147,11 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
         dices.append(score)
         seconds.append(round(summary["seconds"], 4))
         snapshots.append(snapshot(session, slice_k, [Click(c.position, c.positive) for c in added], score))
-        _print(f"  round {round_}/{rounds}: {len(added)} new clicks, {summary['foreground_voxels_in_roi']} "
+        _print(f"  round {round_}/{rounds}: {_plural(len(added), 'new click')}, {summary['foreground_voxels_in_roi']} "
                f"foreground voxels, {summary['seconds']:.2f} s" + (f", Dice {score:.3f}" if score is not None else ""))
     summary = {"image": str(image_path), "rounds": rounds, "steps_per_round": steps_per_round,
                "flip_average": flip_average, "lean_correction": lean_correction, "dice_per_round": dices, "seconds_per_round": seconds,
-               "clicks": [dict(c.to_dict(), ijk=list(_ijk(c.position))) for c in session.clicks],
+               "clicks": [{"ijk": list(_ijk(c.position)), "positive": c.positive} for c in session.clicks],
                "history": session.history}
     write_session_outputs(session, out, snapshots, label, slice_k, summary, f"MECCA on {image.name}")
     _print(f"wrote {out}/")
@@ -143,6 +168,19 @@ def _labels(text: str | None) -> tuple[int, ...] | None:
         raise InputError(f"--labels takes comma-separated integers such as 1,2; got {text!r}") from error
 
 
+def _read_recipe(path: str) -> dict:
+    """A research recipe: a JSON object of TrainingConfig fields (and "network": NetworkConfig fields)."""
+    try:
+        recipe = json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"{path}: recipe file not found") from error
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("network", {}), dict):
+        raise InputError(f"{path}: a recipe is a JSON object of training settings, with \"network\" an object")
+    return recipe
+
+
 def run_train(args) -> Path:
     import torch
 
@@ -154,26 +192,35 @@ def run_train(args) -> Path:
     init = load_model(args.init) if args.init else None
     start = init.config if init else NetworkConfig()  # settings a fine-tuning inherits
     trained_steps = (init.metadata if init else {}).get("training", {}).get("config", {}).get("steps_per_round", (1, 1))
-    config = TrainingConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed, batch_size=args.batch_size,
+    schedule = FINE_TUNING if args.init else NEW_MODEL  # a fine-tuning does not restart the from-scratch schedule
+    given = {"learning_rate": args.lr, "class_balance_epochs": args.class_balance_epochs,
+             "imitation_weight": args.imitation_weight, "imitation_epochs": args.imitation_epochs}
+    schedule = {key: schedule[key] if value is None else value for key, value in given.items()}
+    config = TrainingConfig(epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
                             cases_per_pass=args.cases_per_pass,
                             confidence_reward=not args.no_confidence_reward,
                             validation_fraction=args.validation_fraction,
-                            validation_cases_per_epoch=args.validation_cases_per_epoch,
-                            class_balance_epochs=args.class_balance_epochs,
-                            imitation_weight=args.imitation_weight, imitation_epochs=args.imitation_epochs,
+                            validation_cases_per_epoch=args.validation_cases_per_epoch, **schedule,
                             confidence_class_balance=args.confidence_class_balance, confidence_only=args.confidence_only,
                             steps_per_round=args.steps_per_round or tuple(trained_steps),
                             intensity_augmentation=args.intensity_augmentation,
                             mask_start_fraction=args.mask_start_fraction)
+    recipe = _read_recipe(args.config) if args.config else {}
+    network_recipe = recipe.pop("network", {})
+    try:
+        config = TrainingConfig.from_dict({**asdict(config), **recipe})
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{args.config}: {error}; the recipe takes TrainingConfig fields and \"network\"") from error
     min_working_voxels = start.min_working_voxels if args.min_working_voxels is None else args.min_working_voxels or None
     if args.init and args.fusion_width is not None and args.fusion_width < start.fusion_out_channels:
         raise InputError(f"--fusion-width can only widen the --init model's fusion layer "
                          f"({start.fusion_out_channels} channels), got {args.fusion_width}")
     try:  # before the cases load: a bad setting is reported at once
-        network = NetworkConfig(width=args.width, stride=args.stride, model=args.architecture,
-                                min_working_voxels=min_working_voxels, hint_encoding=args.hints or start.hint_encoding,
-                                fusion_width=args.fusion_width or start.fusion_out_channels)
-    except ValueError as error:
+        network = NetworkConfig.from_dict({**NetworkConfig(
+            width=args.width, stride=args.stride, model=args.architecture, min_working_voxels=min_working_voxels,
+            hint_encoding=args.hints or start.hint_encoding,
+            fusion_width=args.fusion_width or start.fusion_out_channels).to_dict(), **network_recipe})
+    except (ValueError, TypeError) as error:
         raise InputError(str(error)) from error
     train, validation, record = load_cases(args.dataset, _labels(args.labels), config.validation_fraction,
                                            args.unlabeled or [], args.labeled_fraction, skip_bad=args.skip_bad,
@@ -202,12 +249,12 @@ def run_evaluate(args) -> dict:
     import torch
 
     from .evaluation import (
-        METHODS,
         ClickCNNMethod,
         GrowFromSeedsMethod,
         MeccaMethod,
         RandomWalkerMethod,
         evaluate_cases,
+        tune_random_walker_beta,
     )
     from .io import MSDDataset
     from .report import write_evaluation_figure
@@ -231,7 +278,7 @@ def run_evaluate(args) -> dict:
             used_models[name] = str(path)
             factories[name] = (lambda m=model: ClickCNNMethod(m)) if name == "click-cnn" \
                 else (lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
-                                                          args.lean_correction))
+                                                          args.lean_correction, args.start))
         elif name == "grow-from-seeds":
             try:
                 GrowFromSeedsMethod()
@@ -240,13 +287,22 @@ def run_evaluate(args) -> dict:
                 continue
             factories[name] = GrowFromSeedsMethod
         else:
-            factories[name] = RandomWalkerMethod
+            beta, beta_scores = args.random_walker_beta, None
+            if beta == "tune":
+                tuning = dataset.training_cases(args.validation_fraction)[: args.tuning_cases]
+                _print(f"choosing the random walker's beta on {len(tuning)} training cases ({args.user} clicks)")
+                beta, beta_scores = tune_random_walker_beta(tuning, _labels(args.labels), args.rounds,
+                                                            args.clicks_per_round, args.seed, args.user)
+                _print(f"random walker beta {beta:g} (mean Dice over rounds: "
+                       + ", ".join(f"{b:g}: {d:.3f}" for b, d in beta_scores.items()) + ")")
+            used_models["random-walker"] = {"beta": beta, "tuning_mean_dice": beta_scores}
+            factories[name] = lambda b=beta: RandomWalkerMethod(b)
     _print(f"evaluating {', '.join(factories)} on {len(cases)} cases of {dataset.name} ({args.split} split), "
-           f"{args.rounds} rounds x {args.clicks_per_round} clicks, {args.steps_per_round} policy step(s) per round"
-           + (", policy averaged over flips" if args.flip_average else ""))
+           f"{args.rounds} rounds x {args.clicks_per_round} {args.user} clicks, {args.steps_per_round} policy "
+           "step(s) per round" + (", policy averaged over flips" if args.flip_average else ""))
     summary, failures, figure_case = evaluate_cases(cases, factories, _labels(args.labels), args.rounds,
-                                                    args.clicks_per_round, args.seed)
-    result = {"dataset": dataset.name, "rounds": args.rounds, "clicks_per_round": args.clicks_per_round,
+                                                    args.clicks_per_round, args.seed, user=args.user)
+    result = {"dataset": dataset.name, "user": args.user, "start": args.start, "rounds": args.rounds, "clicks_per_round": args.clicks_per_round,
               "steps_per_round": args.steps_per_round, "flip_average": args.flip_average,
               "lean_correction": args.lean_correction, "cases": len(cases), "split": args.split, "seed": args.seed,
               "methods": summary, "failures": failures,
@@ -305,6 +361,11 @@ def run_bench(args) -> dict:
     return result
 
 
+def _cell(value: float | None, width: int, form: str) -> str:
+    """A table cell: the number, or n/a where it was not measured (the reason is printed below)."""
+    return format(value, f">{width}{form}") if value is not None else f"{'n/a':>{width}}"
+
+
 def format_bench_table(result: dict) -> str:
     machine = result["machine"]
     lines = [f"{machine['processor']}, {machine['threads']} threads, torch {machine['torch']}, {machine['device']}, "
@@ -314,14 +375,15 @@ def format_bench_table(result: dict) -> str:
     for size, r in result["rois"].items():
         grow, walker = r.get("grow_from_seeds_round_s"), r.get("random_walker_round_s")
         lines.append(f"{size:>5} {r['policy_steps']:>5} {r['mecca_round_s']['median']:>15.3f} {r['mecca_round_s']['p90']:>6.3f} "
-                     f"{grow['median'] if grow else float('nan'):>18.3f} "
-                     f"{r.get('speedup_vs_grow_from_seeds', float('nan')):>5.1f} "
-                     f"{walker['median'] if walker else float('nan'):>16.3f} "
-                     f"{r.get('speedup_vs_random_walker', float('nan')):>5.1f} {r['policy_gflops_achieved']:>8.1f} "
+                     f"{_cell(grow and grow['median'], 18, '.3f')} {_cell(r.get('speedup_vs_grow_from_seeds'), 5, '.1f')} "
+                     f"{_cell(walker and walker['median'], 16, '.3f')} {_cell(r.get('speedup_vs_random_walker'), 5, '.1f')} "
+                     f"{r['policy_gflops_achieved']:>8.1f} "
                      f"{r['conv3d_peak_gflops']:>6.1f} {r['policy_fraction_of_peak']:>8.0%} "
                      f"{r['policy_fraction_of_best_layer']:>14.0%}")
         lines.append("      parts (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["parts_s"].items())
                      + f"; supervoxels per ROI {r['advice_precompute_s']['median']:.2f}")
+        if r.get("grow_from_seeds_not_timed"):
+            lines.append(f"      grow-from-seeds not timed: {r['grow_from_seeds_not_timed']}")
     if "levers" in result:
         lines.append(f"network time of one round at {result['levers']['roi']}^3, one lever changed at a time:")
         lines += [f"  {row['lever']:<48s} {row['seconds']:.3f} s {row['note']}" for row in result["levers"]["rows"]]
@@ -351,6 +413,16 @@ PRECISIONS = ["auto", "float32", "bfloat16"]
 PRECISION_HELP = "inference precision; auto = bfloat16 where the processor computes it natively"
 
 
+def _version() -> str:
+    """The installed package's version (a checkout run without installing says so)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meccasegment")
+    except PackageNotFoundError:
+        return "(not installed: run from a checkout)"
+
+
 def _whole_steps(text: str, accepted: str = "a whole number") -> int:
     try:
         value = int(text)
@@ -378,6 +450,18 @@ def _lean_correction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text!r}") from error
 
 
+def _beta(text: str) -> float | str:
+    if text == "tune":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'tune', got {text!r}")
+    return value
+
+
 def _steps_per_round(text: str) -> int | str:
     return text if text == AUTO_STEPS else _whole_steps(text, f"a whole number or {AUTO_STEPS!r}")
 
@@ -397,6 +481,9 @@ STEPS_HELP = ("policy steps per round with the same clicks: a number (1: the pap
               "or 'auto' (default: 3 on ROIs up to 80^3 voxels, fewer on larger ones, within the round's time budget)")
 LEAN_HELP = (f"lower the policy's 'up' scores by this much in every round after the first (default "
              f"{LEAN_CORRECTION}; 0: the policy's own decisions): the trained policy leans towards foreground")
+START_HELP = ("what the first round starts from: none = p 0.5 in the ROI (the paper's start); random-walker = the "
+              "random walker's mask on the first round's clicks, which the policy refines (for structures the model "
+              "was not trained on; default: none)")
 FLIP_HELP = ("average the policy over the ROI and its three single-axis flips: about a Dice point more, at 4x the "
              "policy's time")
 
@@ -404,14 +491,16 @@ FLIP_HELP = ("average the policy over the ROI and its three single-axis flips: a
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mecca", description="MECCA interactive 3D segmentation (engine of "
                                                                "the MECCASegment Slicer extension)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the bundled model on the bundled sample with a simulated user")
     demo.add_argument("--out", default="mecca-demo", help="output folder (default ./mecca-demo)")
     demo.add_argument("--model", help="model file (.safetensors); default: the bundled model")
-    demo.add_argument("--rounds", type=int, default=5)
-    demo.add_argument("--clicks-per-round", type=int, default=3)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--rounds", type=_whole_steps, default=5, help="rounds of simulated clicks (default: 5)")
+    demo.add_argument("--clicks-per-round", type=_whole_steps, default=3,
+                      help="simulated clicks before each round (default: 3)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the simulated user (default: 0)")
     demo.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     demo.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
 
@@ -429,13 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP)
     segment.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     segment.add_argument("--lean-correction", type=_lean_correction, default=LEAN_CORRECTION, help=LEAN_HELP)
+    segment.add_argument("--start", choices=START_ESTIMATES, default="none", help=START_HELP)
 
     train = sub.add_parser("train", help="train (or fine-tune with --init) on MSD-layout datasets")
     train.add_argument("--dataset", action="append", required=True, help="MSD folder (repeat for several)")
     train.add_argument("--labels", help="label values that count as foreground, e.g. 1,2 (default: all non-zero)")
     train.add_argument("--out", required=True, help="model file to write (.safetensors)")
     train.add_argument("--init", help="start from this model (fine-tuning)")
-    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--epochs", type=_whole_steps, default=30, help="passes over the training cases (default: 30)")
     train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     train.add_argument("--no-confidence-reward", action="store_true", help="IteR-MRL ablation: c = 1 in the reward")
     train.add_argument("--confidence-only", action="store_true",
@@ -452,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=float, default=0.2)
     train.add_argument("--validation-cases-per-epoch", type=int, default=12,
                        help="held-out cases per dataset scored after each epoch (all of them at the end)")
-    train.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine decay to a tenth)")
+    train.add_argument("--lr", type=float, help=f"Adam learning rate, cosine decay to a tenth (default: "
+                       f"{NEW_MODEL['learning_rate']:g} for a new model, {FINE_TUNING['learning_rate']:g} with --init)")
     train.add_argument("--batch-size", type=_whole_steps, default=TrainingConfig.batch_size,
                        help=f"cases per optimiser step and process (default {TrainingConfig.batch_size}; more: steadier "
                             "steps, fewer of them per epoch)")
@@ -465,13 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mask-start-fraction", type=_fraction, default=0.2,
                        help="fraction of labelled episodes that start from an imperfect existing segment (the label "
                             "grown, shrunk or shifted) rather than from nothing, as when a user refines a segment")
-    train.add_argument("--class-balance-epochs", type=float, default=6.0,
-                       help="foreground up-weighting fades from balanced to its floor (0.5) over this many epochs")
-    train.add_argument("--imitation-weight", type=float, default=1.0,
-                       help="weight of the auxiliary cross-entropy towards the step to the label (0: pure actor-critic)")
-    train.add_argument("--imitation-epochs", type=float, default=10.0,
-                       help="the imitation term fades to 0 over this many epochs")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--class-balance-epochs", type=float,
+                       help="foreground up-weighting fades from balanced to its floor (0.5) over this many epochs "
+                            f"(default: {NEW_MODEL['class_balance_epochs']:g}; with --init "
+                            f"{FINE_TUNING['class_balance_epochs']:g}: the floor from the start)")
+    train.add_argument("--imitation-weight", type=float,
+                       help="weight of the auxiliary cross-entropy towards the oracle step (0: pure actor-critic; "
+                            f"default {NEW_MODEL['imitation_weight']:g}, with --init {FINE_TUNING['imitation_weight']:g})")
+    train.add_argument("--imitation-epochs", type=float,
+                       help="the imitation term fades to 0 over this many epochs (default "
+                            f"{NEW_MODEL['imitation_epochs']:g}; with --init {FINE_TUNING['imitation_epochs']:g}: held)")
+    train.add_argument("--seed", type=int, default=0, help="seed of every random draw of the run (default: 0)")
     train.add_argument("--steps-per-round", type=_training_steps_per_round,
                        help="policy steps per round of clicks in training episodes: N, or LO,HI drawn per episode "
                             "(default: the --init model's, else 1 as in the paper; sessions take up to 3 on small ROIs)")
@@ -490,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fusion-width", type=int,
                        help="output channels of the full-resolution fusion layer (default: 16 for a new model, the "
                             "--init model's own when fine-tuning; a wider value widens it without changing its outputs)")
+    train.add_argument("--config", help="research recipe: a JSON object of training settings (the fields of "
+                       "training.TrainingConfig, and \"network\": those of networks.NetworkConfig); they take "
+                       "precedence over the options")
     train.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's choice)")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     train.add_argument("--skip-bad", action="store_true",
@@ -503,24 +601,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="compare methods under the same simulated user on a dataset")
     evaluate.add_argument("--dataset", required=True, help="MSD folder")
     evaluate.add_argument("--labels", help="label values that count as foreground (default: all non-zero)")
-    evaluate.add_argument("--rounds", type=int, default=5)
-    evaluate.add_argument("--clicks-per-round", type=int, default=3)
-    evaluate.add_argument("--methods", default=",".join(("mecca", "iter-mrl", "click-cnn", "grow-from-seeds",
-                                                         "random-walker")))
+    evaluate.add_argument("--rounds", type=_whole_steps, default=5, help="rounds of simulated clicks (default: 5)")
+    evaluate.add_argument("--clicks-per-round", type=_whole_steps, default=3,
+                          help="simulated clicks before each round (default: 3)")
+    evaluate.add_argument("--methods", default=",".join(METHODS),
+                          help=f"comma-separated, any of: {', '.join(METHODS)} (default: all)")
     evaluate.add_argument("--model", help="MECCA model (default: bundled)")
     evaluate.add_argument("--iter-mrl-model", help="IteR-MRL model (default: bundled)")
     evaluate.add_argument("--click-cnn-model", help="click-CNN model (default: bundled)")
-    evaluate.add_argument("--cases", type=int, help="only the first N cases (sorted by name)")
+    evaluate.add_argument("--cases", type=_whole_steps, help="only the first N cases (sorted by name)")
     evaluate.add_argument("--split", choices=["validation", "all"], default="validation",
                           help="validation: the cases the bundled models held out (same split as training)")
     evaluate.add_argument("--validation-fraction", type=float, default=0.2)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the simulated user (default: 0)")
     evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     evaluate.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     evaluate.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP + " (MECCA and IteR-MRL)")
     evaluate.add_argument("--flip-average", action="store_true", help=FLIP_HELP + " (MECCA and IteR-MRL)")
     evaluate.add_argument("--lean-correction", type=_lean_correction, default=LEAN_CORRECTION,
                           help=LEAN_HELP + " (MECCA and IteR-MRL)")
+    evaluate.add_argument("--user", choices=USER_STYLES[:2], default="edge",
+                          help="where the simulated user clicks: edge = misclassified voxels near the true surface "
+                               "(the paper's protocol), interior = the deepest point of the largest error regions (as "
+                               "a person clicks); every method gets the same points (default: edge)")
+    evaluate.add_argument("--start", choices=START_ESTIMATES, default="none", help=START_HELP + " (MECCA and IteR-MRL)")
+    evaluate.add_argument("--random-walker-beta", type=_beta, default="tune",
+                          help="the random walker's edge sensitivity, or 'tune' to choose it from "
+                               f"{', '.join(f'{b:g}' for b in RANDOM_WALKER_BETAS)} on training cases (default: tune)")
+    evaluate.add_argument("--tuning-cases", type=int, default=8,
+                          help="training cases (first N by name) on which --random-walker-beta tune chooses (default: 8)")
     evaluate.add_argument("--json", required=True, help="results file")
     evaluate.add_argument("--plot", help="figure: Dice per round per method + one case per method")
 
@@ -528,8 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", required=True, help="results file")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    bench.add_argument("--roi", default="64,96,128", help="cubic ROI sizes in voxels")
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--roi", default="64,96,128", help="comma-separated edge lengths of the cubic ROIs timed, in "
+                       "voxels (default: 64,96,128)")
+    bench.add_argument("--repeats", type=_whole_steps, default=5, help="timed rounds per ROI (default: 5)")
     bench.add_argument("--steps-per-round", type=_steps_per_round, default=AUTO_STEPS, help=STEPS_HELP)
     bench.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     bench.add_argument("--model", help="model file; default: the bundled model")
@@ -555,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.precision)
         elif args.command == "segment":
             run_segment(args.image, args.clicks, Path(args.out), args.model, args.rounds, args.device, args.label,
-                        args.precision, args.steps_per_round, args.flip_average, args.lean_correction)
+                        args.precision, args.steps_per_round, args.flip_average, args.lean_correction, args.start)
         elif args.command == "train":
             run_train(args)
         elif args.command == "evaluate":

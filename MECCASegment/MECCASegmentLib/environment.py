@@ -24,6 +24,16 @@ def action_tenths(action_index: torch.Tensor) -> torch.Tensor:
     return table[action_index]
 
 
+def oracle_actions(p_tenths: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Index into A of the step that moves each voxel's p furthest towards its label without
+    overshooting it (the largest of 0.4, 0.2, 0.1 that fits; 0.1 where p is already there): the
+    target of the imitation warm start."""
+    remaining = torch.where(label > 0, 10 - p_tenths.to(torch.int16), p_tenths.to(torch.int16))
+    size = torch.where(remaining >= 4, 2, torch.where(remaining >= 2, 1, 0))  # 0: 0.1, 1: 0.2, 2: 0.4
+    half = NUM_ACTIONS // 2  # A lists the three down steps (largest first), then the three up steps
+    return torch.where(label > 0, half + size, half - 1 - size).long()
+
+
 def transition(p_tenths: torch.Tensor, step_tenths: torch.Tensor) -> torch.Tensor:
     """Eq. 1: p <- clip(p + a, 0, 1), in tenths."""
     return (p_tenths.to(torch.int16) + step_tenths.to(torch.int16)).clamp_(0, 10).to(p_tenths.dtype)

@@ -20,11 +20,12 @@ from .environment import build_state, misunderstanding_rate, normalize_image, si
 from .hints import Click, SimulatedUser, encode_hints
 from .io import Case, InputError, Volume
 from .networks import MeccaModel
+from .seeded import RANDOM_WALKER_BETA, random_walker_probability, seed_map
 from .session import AUTO_STEPS, LEAN_CORRECTION, Box, InteractiveSession, Round, _ijk, _slices
 from .working_grid import working_grid
 
 EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
-SEED_RADIUS = 1  # voxels: a click becomes a 3x3x3 seed ball for the seed-based baselines
+RANDOM_WALKER_BETAS = (30.0, 130.0, 300.0, 1000.0, 3000.0)  # tried on training cases (tune_random_walker_beta)
 
 
 # -- metrics -------------------------------------------------------------------------------------
@@ -90,14 +91,15 @@ class MeccaMethod(InteractiveMethod):
     """MECCA (or IteR-MRL: the same policy trained without confidence shaping)."""
 
     def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int | str = AUTO_STEPS,
-                 flip_average: bool = False, lean_correction: float = LEAN_CORRECTION):
+                 flip_average: bool = False, lean_correction: float = LEAN_CORRECTION, start_estimate: str = "none"):
         self.model, self.name, self.steps_per_round, self.flip_average = model, name, steps_per_round, flip_average
-        self.lean_correction = lean_correction
+        self.lean_correction, self.start_estimate = lean_correction, start_estimate
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
         self.session = InteractiveSession(image, self.model, roi=box, steps_per_round=self.steps_per_round,
-                                          flip_average=self.flip_average, lean_correction=self.lean_correction)
+                                          flip_average=self.flip_average, lean_correction=self.lean_correction,
+                                          start_estimate=self.start_estimate)
 
     def refine(self, clicks: list[Click]) -> np.ndarray:
         for click in clicks[len(self.session.clicks):]:
@@ -134,20 +136,11 @@ class ClickCNNMethod(InteractiveMethod):
 
 
 class SeedMethod(InteractiveMethod):
-    """Seed-based baselines: clicks become small seed balls (+ foreground, - background), and
-    the ROI's border is a background seed shell, as Slicer users paint one."""
+    """Seed-based baselines: clicks become seed balls and the ROI's border a background shell
+    (seeded.seed_map), as Slicer users paint them."""
 
     def seeds(self, clicks: list[Click]) -> np.ndarray:
-        shape = tuple(h - l for l, h in zip(*self.box))
-        seeds = np.zeros(shape, np.int16)
-        seeds[0], seeds[-1], seeds[:, 0], seeds[:, -1], seeds[:, :, 0], seeds[:, :, -1] = 2, 2, 2, 2, 2, 2
-        ball = ndimage.generate_binary_structure(3, 1) if SEED_RADIUS == 1 else None
-        for click in clicks:
-            marker = np.zeros(shape, bool)
-            centre = tuple(p - o for p, o in zip(click.position, self.box[0]))
-            marker[centre] = True
-            seeds[ndimage.binary_dilation(marker, ball, iterations=SEED_RADIUS)] = 1 if click.positive else 2
-        return seeds
+        return seed_map(tuple(h - l for l, h in zip(*self.box)), clicks, self.box[0])
 
 
 class GrowFromSeedsMethod(SeedMethod):
@@ -188,7 +181,7 @@ class RandomWalkerMethod(SeedMethod):
 
     name = "random-walker"
 
-    def __init__(self, beta: float = 130.0):
+    def __init__(self, beta: float = RANDOM_WALKER_BETA):
         self.beta = beta
 
     def start(self, image: Volume, box) -> None:
@@ -196,15 +189,7 @@ class RandomWalkerMethod(SeedMethod):
         self.image_norm = normalize_image(image.array[self.region])
 
     def refine(self, clicks: list[Click]) -> np.ndarray:
-        from skimage.segmentation import random_walker
-
-        seeds = self.seeds(clicks)
-        if not (seeds == 1).any():
-            return np.zeros(seeds.shape, np.float32)
-        spacing = np.asarray(self.image.spacing[::-1]) / min(self.image.spacing)
-        probability = random_walker(self.image_norm, seeds, beta=self.beta, mode="cg_j", tol=1e-3,
-                                    return_full_prob=True, spacing=spacing, channel_axis=None)
-        return probability[0].astype(np.float32)
+        return random_walker_probability(self.image_norm, self.seeds(clicks), self.image.spacing[::-1], self.beta)
 
 
 def method_for_model(model: MeccaModel, name: str | None = None) -> InteractiveMethod:
@@ -273,14 +258,16 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds: int = 5, clicks_per_round: int = 3,
              seed: int = 0, box=None, with_assd: bool = False, keep_masks: bool = False,
-             on_round: Callable[[InteractiveMethod, list[Click], float], None] | None = None) -> SimulatedRun:
-    """Run ``rounds`` rounds of the seeded simulated user on one case with one method.
+             on_round: Callable[[InteractiveMethod, list[Click], float], None] | None = None,
+             user: str = "edge") -> SimulatedRun:
+    """Run ``rounds`` rounds of the seeded simulated user (click style ``user``, see
+    hints.SimulatedUser) on one case with one method.
 
     ``on_round(method, new_clicks, dice)`` is called after each round (progress, figures).
     """
     label = label > 0
     method.start(image, box or label_box(label))
-    user = SimulatedUser(label, seed=seed)
+    user = SimulatedUser(label, seed=seed, style=user)
     region = method.region
     roi_label = label[region]
     mask = np.zeros(label.shape, bool)
@@ -331,7 +318,8 @@ def _summary(values: list[list[float]]) -> tuple[list[float], list[float]]:
 
 
 def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], InteractiveMethod]], labels=None,
-                   rounds: int = 5, clicks_per_round: int = 3, seed: int = 0, progress: bool = True):
+                   rounds: int = 5, clicks_per_round: int = 3, seed: int = 0, progress: bool = True,
+                   user: str = "edge"):
     """Run every method on every case; returns (per-method summary, failures, figure case).
 
     A case that cannot be read, or fails for a method, is reported in ``failures`` and skipped
@@ -356,7 +344,8 @@ def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], Interactiv
         case_name = case.name
         for name, factory in methods.items():
             try:
-                run = simulate(factory(), image, label, rounds, clicks_per_round, seed, with_assd=True, keep_masks=keep)
+                run = simulate(factory(), image, label, rounds, clicks_per_round, seed, with_assd=True, keep_masks=keep,
+                               user=user)
             except Exception as error:  # noqa: BLE001 - one bad case must not end the evaluation
                 failures.append({"case": case_name, "method": name, "error": f"{type(error).__name__}: {error}"})
                 continue
@@ -390,3 +379,20 @@ def evaluate_cases(cases: list[Case], methods: dict[str, Callable[[], Interactiv
                         "simulated_label_foreground_recall_per_round", "confidence_auc_per_round"):
                 summary[name][key] = _summary([c[key] for c in per_case])[0]
     return summary, failures, figure
+
+
+def tune_random_walker_beta(cases: list[Case], labels=None, rounds: int = 5, clicks_per_round: int = 3,
+                            seed: int = 0, user: str = "edge", betas=RANDOM_WALKER_BETAS,
+                            progress: bool = True) -> tuple[float, dict[float, float]]:
+    """The random walker's beta with the best mean Dice over ``rounds`` on ``cases`` (training cases:
+    never the ones it is then compared on), under the same user and clicks; returns (beta, mean Dice
+    over cases and rounds for each beta tried). scikit-image's default of 130 suits an image whose
+    edges are a fraction of its spread; on some scans a larger beta finds the edges much better."""
+    scores = {}
+    for beta in betas:
+        summary, _, _ = evaluate_cases(cases, {"random-walker": lambda b=beta: RandomWalkerMethod(b)}, labels, rounds,
+                                       clicks_per_round, seed, progress, user)
+        per_round = summary["random-walker"].get("dice_mean_per_round")
+        scores[beta] = round(float(np.mean(per_round)), 5) if per_round else float("nan")
+    best = max(scores, key=lambda b: -1.0 if np.isnan(scores[b]) else scores[b])
+    return best, scores

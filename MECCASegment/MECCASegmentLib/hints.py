@@ -104,35 +104,49 @@ def _signed_bumps(shape, clicks: list[Click], offset, radius: int, bump) -> np.n
     return positive - negative
 
 
-class SimulatedUser:
-    """Seeded stand-in for a clinician (training and evaluation).
+USER_STYLES = ("edge", "interior", "random")
 
-    Each round it clicks k misclassified voxels within 2 voxels of the ground-truth surface,
-    spread at least ``min_separation`` voxels apart, signed + for missed foreground and - for
-    false positives. With no such voxel it clicks the deepest point of the largest error region
-    (the point farthest from its border, as RITM and DeepEdit do). The same seed, label and
-    prediction always give the same clicks.
+
+class SimulatedUser:
+    """Seeded stand-in for a clinician (training and evaluation), in one of three click styles.
+
+    - ``edge`` (the paper's, method.md): misclassified voxels within 2 voxels of the true surface,
+      spread at least ``min_separation`` voxels apart; with no such voxel, an interior click.
+    - ``interior`` (as a person clicks, and RITM/DeepEdit simulate): the deepest point of the
+      largest error region (farthest from its border); for a further click in the same round the
+      ball of that depth around the previous click is set aside and the next largest region's
+      deepest point is taken, so a round's clicks go to different errors.
+    - ``random``: misclassified voxels anywhere, spread ``min_separation`` apart.
+
+    Clicks are signed + on missed foreground and - on false positives. The same seed, style,
+    label and prediction always give the same clicks.
     """
 
-    def __init__(self, label: np.ndarray, seed: int = 0, min_separation: float = 3.0):
+    def __init__(self, label: np.ndarray, seed: int = 0, min_separation: float = 3.0, style: str = "edge"):
+        if style not in USER_STYLES:
+            raise ValueError(f"the simulated user's style must be one of {', '.join(USER_STYLES)}, got {style!r}")
         self.label = label > 0
         self.seed = seed
+        self.style = style
         self.min_separation = min_separation
-        inside = ndimage.distance_transform_edt(self.label)
-        outside = ndimage.distance_transform_edt(~self.label)
-        self.band = (self.label & (inside <= SURFACE_BAND)) | (~self.label & (outside <= SURFACE_BAND))
+        if style == "edge":
+            inside = ndimage.distance_transform_edt(self.label)
+            outside = ndimage.distance_transform_edt(~self.label)
+            self.band = (self.label & (inside <= SURFACE_BAND)) | (~self.label & (outside <= SURFACE_BAND))
 
     def clicks(self, prediction: np.ndarray, count: int, round_index: int) -> list[Click]:
         if count <= 0:
             return []
-        rng = np.random.default_rng([self.seed, round_index])
         false_negative = self.label & ~prediction
         errors = false_negative | (~self.label & prediction)
         if not errors.any():
             return []
-        candidates = np.flatnonzero(errors & self.band)
+        if self.style == "interior":
+            return interior_clicks(errors, false_negative, count)
+        candidates = np.flatnonzero(errors & self.band if self.style == "edge" else errors)
         if candidates.size == 0:
-            return [self._deepest_error_click(errors, false_negative)]
+            return interior_clicks(errors, false_negative, 1)
+        rng = np.random.default_rng([self.seed, round_index])
         chosen: list[np.ndarray] = []
         for flat in rng.permutation(candidates):
             point = np.array(np.unravel_index(flat, errors.shape))
@@ -142,15 +156,31 @@ class SimulatedUser:
                     break
         return [Click(tuple(int(v) for v in p), bool(false_negative[tuple(p)])) for p in chosen]
 
-    @staticmethod
-    def _deepest_error_click(errors: np.ndarray, false_negative: np.ndarray) -> Click:
-        components, n = ndimage.label(errors)
-        sizes = np.bincount(components.ravel(), minlength=n + 1)
-        sizes[0] = 0
-        largest = components == int(np.argmax(sizes))
-        depth = ndimage.distance_transform_edt(np.pad(largest, 1))[1:-1, 1:-1, 1:-1]
-        point = np.unravel_index(int(np.argmax(depth)), errors.shape)
-        return Click(tuple(int(v) for v in point), bool(false_negative[point]))
+
+def interior_clicks(errors: np.ndarray, false_negative: np.ndarray, count: int) -> list[Click]:
+    """Up to ``count`` clicks at the deepest points of the largest error regions (see
+    ``SimulatedUser``): each click sets aside the ball of its depth, then the largest remaining
+    region gives the next. Deterministic; depth counts the array's border as a region border."""
+    remaining = errors.copy()
+    clicks: list[Click] = []
+    for _ in range(count):
+        components, n = ndimage.label(remaining)
+        if n == 0:
+            break
+        largest = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+        box = ndimage.find_objects(components, max_label=largest)[largest - 1]
+        region = components[box] == largest
+        depth = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1, 1:-1]
+        local = np.unravel_index(int(np.argmax(depth)), region.shape)
+        point = tuple(int(s.start + v) for s, v in zip(box, local))
+        clicks.append(Click(point, bool(false_negative[point])))
+        radius = float(depth[local])
+        lo = [max(p - int(radius), 0) for p in point]
+        hi = [min(p + int(radius) + 1, s) for p, s in zip(point, errors.shape)]
+        grids = np.ogrid[tuple(slice(low, high) for low, high in zip(lo, hi))]
+        ball = sum((g - p) ** 2 for g, p in zip(grids, point)) <= radius * radius
+        remaining[tuple(slice(low, high) for low, high in zip(lo, hi))] &= ~ball
+    return clicks
 
 
 def read_clicks(path: str | Path, image) -> tuple[dict[int, list[tuple[np.ndarray, bool]]], tuple | None]:
@@ -167,16 +197,25 @@ def read_clicks(path: str | Path, image) -> tuple[dict[int, list[tuple[np.ndarra
         raise InputError(f"{path}: clicks file not found") from error
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: the clicks file is a JSON object, {{\"coordinate_system\": \"RAS\", \"clicks\": "
+                         f"[...]}}, not a {type(spec).__name__}; put a list of clicks under \"clicks\"")
     system = str(spec.get("coordinate_system", "")).upper()
     if system not in ("RAS", "LPS"):
         raise InputError(f"{path}: 'coordinate_system' must be \"RAS\" (Slicer) or \"LPS\" (ITK/DICOM)")
     flip = np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3)
 
-    def to_index(point, what):
+    def to_index(point, what, inside=False):
         values = np.asarray(point, dtype=float)
         if values.shape != (3,) or not np.all(np.isfinite(values)):
             raise InputError(f"{path}: {what} must be three finite numbers, got {point!r}")
-        return image.world_to_index(values * flip)
+        index = image.world_to_index(values * flip)
+        voxel = np.rint(index).astype(int)
+        if inside and (np.any(voxel < 0) or np.any(voxel >= image.shape[::-1])):
+            raise InputError(f"{path}: {what} at {system} ({', '.join(f'{v:g}' for v in values)}) mm is voxel (i, j, k) "
+                             f"{tuple(voxel.tolist())}, outside the image (size {image.shape[::-1]}); check the "
+                             "coordinate system and that the clicks belong to this image")
+        return index
 
     rounds: dict[int, list] = {}
     clicks = spec.get("clicks")
@@ -188,7 +227,7 @@ def read_clicks(path: str | Path, image) -> tuple[dict[int, list[tuple[np.ndarra
         round_ = int(click.get("round", 1))
         if round_ < 1:
             raise InputError(f"{path}: click {n} has round {round_}; rounds start at 1")
-        rounds.setdefault(round_, []).append((to_index(click["point"], f"click {n}"), click["positive"]))
+        rounds.setdefault(round_, []).append((to_index(click["point"], f"click {n}", inside=True), click["positive"]))
     roi = None
     if spec.get("roi"):
         corners = np.array([to_index(spec["roi"]["min"], "roi min"), to_index(spec["roi"]["max"], "roi max")])

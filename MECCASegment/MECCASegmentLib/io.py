@@ -128,6 +128,11 @@ def validate_image(array: np.ndarray, spacing=(1.0, 1.0, 1.0), name: str = "imag
             if max(-low, high) > FLOAT32_MAX:
                 raise InputError(f"{name}: voxel values reach {low:.3g} .. {high:.3g}, beyond the +/-{FLOAT32_MAX:.3g} "
                                  "that 32-bit floats hold; rescale the image (e.g. to its physical units)")
+    values = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array
+    if values.min() == values.max():
+        raise InputError(f"{name}: every voxel is {values.flat[0]:g}: a constant image holds nothing to segment "
+                         "(ITK reads the NaN voxels of a NIfTI file as 0, so an all-NaN NIfTI image reads so); check "
+                         "the file or the conversion that made it")
 
 
 def _has_supported_suffix(path: Path) -> bool:
@@ -324,6 +329,11 @@ class MSDDataset:
         held_out = split_validation([c.name for c in self.cases], fraction)
         return sorted((c for c in self.cases if c.name in held_out), key=lambda c: c.name)
 
+    def training_cases(self, fraction: float) -> list[Case]:
+        """The cases `mecca train` trains on with this validation fraction, by name."""
+        held_out = split_validation([c.name for c in self.cases], fraction)
+        return sorted((c for c in self.cases if c.name not in held_out), key=lambda c: c.name)
+
 
 def check_dataset(dataset: MSDDataset, foreground_labels: tuple[int, ...] | None = None,
                   require_labels: bool = True) -> tuple[list[Case], list[str]]:
@@ -355,26 +365,16 @@ def _case_problem(case: Case, foreground_labels: tuple[int, ...] | None, require
     try:
         image = read_volume(case.image)
         validate_image(image.array, image.spacing, name=f"image {case.image.name}")
-        if image.array.min() == image.array.max():
-            return (f"image is constant (every voxel {image.array.flat[0]}): it holds no image data (NIfTI NaN "
-                    "voxels read as 0); check the file or remove the case")
         if case.label is not None:
             label = read_volume(case.label)
             return _geometry_mismatch(image, label) or _label_values_problem(label.array, foreground_labels)
-        return _clicks_problem(case.clicks, image) if case.clicks is not None else None
+        if case.clicks is not None:
+            from .hints import read_clicks
+
+            read_clicks(case.clicks, image)  # parses, and every click lies inside its image
+        return None
     except InputError as error:
         return str(error)
-
-
-def _clicks_problem(path: Path, image: Volume) -> str | None:
-    """Recorded clicks must parse and at least one must fall inside the image they were given on."""
-    from .hints import read_clicks
-
-    rounds, _ = read_clicks(path, image)
-    points = np.rint([ijk for clicks in rounds.values() for ijk, _ in clicks])
-    if np.any(np.all((points >= 0) & (points < np.array(image.shape[::-1])), axis=1)):
-        return None
-    return f"no click of {path.name} lies inside the image; check that the clicks file belongs to this image"
 
 
 def split_validation(names: list[str], fraction: float, seed: int = 0) -> set[str]:

@@ -39,10 +39,12 @@ from .environment import (
 from .hints import Click, encode_hints
 from .io import InputError, Volume, validate_image
 from .networks import MeccaModel
+from .seeded import random_walker_probability, seed_map
 from .working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
 
 DEFAULT_ROI_MARGIN_MM = 30.0
 AUTO_STEPS = "auto"
+START_ESTIMATES = ("none", "random-walker")
 # Automatic steps per round: as many policy steps as keep steps x working voxels within the time of
 # three steps at 80^3 (about 0.2 s on a 2-core laptop CPU, under the 96^3 round's 0.25 s target),
 # at most MAX_AUTO_STEPS (more gain nothing: docs/results.md, "Steps per round"). Why more than one:
@@ -105,6 +107,7 @@ class Round:
     def summary(self) -> dict:
         changed = int(np.count_nonzero(self.p_before != self.p_after))
         return {"round": self.index, "clicks": len(self.clicks), "policy_steps": self.steps,
+                "mean_confidence": round(float(self.confidence.mean()), 4),
                 "lean_correction": self.lean_correction, "seconds": self.seconds,
                 "changed_voxels": changed, "foreground_voxels_in_roi": int(np.count_nonzero(self.p_after > 5)),
                 "roi_lo_ijk": list(_ijk(self.box[0])), "roi_hi_ijk": list(_ijk(self.box[1])),
@@ -148,19 +151,29 @@ class InteractiveSession:
 
     ``lean_correction``: lowers the policy's "up" scores by this much in every round after the
     first (``LEAN_CORRECTION``; 0: the policy's own decisions in every round); settable between rounds.
+
+    ``start_estimate``: "none" (p = 0.5 in the ROI before the first round, the paper's start) or
+    "random-walker": the first round starts from the random walker's mask on its clicks (seed
+    balls and the ROI's border as background, seeded.py), p = 0.9 inside and 0.1 outside, which the
+    policy then refines: a start that knows nothing of any structure, for objects the model was
+    not trained on (docs/results.md, "A structure-agnostic start"). Ignored when the session
+    starts from an existing segment.
     """
 
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
                  advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS,
                  steps_per_round: int | str = AUTO_STEPS, flip_average: bool = False,
-                 lean_correction: float = LEAN_CORRECTION):
+                 lean_correction: float = LEAN_CORRECTION, start_estimate: str = "none"):
         if not isinstance(image, Volume):
             raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
         if model.config.model != "mecca" or model.confidence is None:
             raise InputError(f"this is a {model.config.model} model (a baseline for `mecca evaluate`), not a MECCA "
                              "model; choose a MECCA model file for interactive segmentation")
         validate_image(image.array, image.spacing, name=image.name or "image")
+        if start_estimate not in START_ESTIMATES:
+            raise InputError(f"the start estimate must be one of {', '.join(START_ESTIMATES)}, got {start_estimate!r}")
+        self.start_estimate = start_estimate if initial_mask is None else "none"
         self.steps_per_round = steps_per_round
         self.flip_average = flip_average
         self.lean_correction = lean_correction
@@ -338,10 +351,18 @@ class InteractiveSession:
 
             steps = automatic_steps(grid.shape) if self.steps_per_round == AUTO_STEPS else self.steps_per_round
             up_bias = self.lean_correction if self._rounds else 0.0
-            p_last_step, p_after, confidence = self._act(grid, image, p_before, hint, steps, up_bias, timings)
+            p_start = p_before
+            if not self._rounds and self.start_estimate == "random-walker":
+                t = time.perf_counter()
+                estimate = random_walker_probability(image_norm, seed_map(image_norm.shape, self.clicks, box[0]),
+                                                     self.image.spacing[::-1]) > 0.5
+                p_start = np.where(estimate, MASK_TENTHS[1], MASK_TENTHS[0]).astype(np.uint8)
+                timings["start_estimate_s"] = time.perf_counter() - t
+            p_last_step, p_after, confidence = self._act(grid, image, p_start, hint, steps, up_bias, timings)
             self._p[region] = p_after
+            judged_from = p_last_step if steps > 1 or p_start is not p_before else None  # p before the judged step
             round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence, steps,
-                           lean_correction=up_bias, p_before_last_step=p_last_step if steps > 1 else None,
+                           lean_correction=up_bias, p_before_last_step=judged_from,
                            timings=timings, working_shape=None if grid.is_native else grid.shape)
             self._rounds.append(round_)
             self._pending.clear()
@@ -420,6 +441,12 @@ class InteractiveSession:
     @property
     def history(self) -> list[dict]:
         return [r.summary() for r in self._rounds]
+
+    @property
+    def clicks_not_followed(self) -> int:
+        """Clicks in effect whose voxel the segment leaves on the wrong side (a + click outside it, a -
+        click inside): a sign, needing no reference, that the model does not follow the user."""
+        return sum(int((self._p[c.position] > 5) != c.positive) for r in self._rounds for c in r.clicks)
 
     @property
     def probability_tenths(self) -> np.ndarray:

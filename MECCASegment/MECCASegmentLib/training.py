@@ -18,6 +18,7 @@ resumed from its last state file reaches the same weights as an uninterrupted ru
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -46,14 +47,16 @@ from .environment import (
     confidence_targets,
     cross_entropy,
     normalize_image,
+    oracle_actions,
     shaped_reward,
     simulated_labels,
     transition,
 )
 from .evaluation import label_box, method_for_model, simulate
-from .hints import Click, SimulatedUser, encode_hints, read_clicks
+from .hints import USER_STYLES, Click, SimulatedUser, encode_hints, read_clicks
 from .io import InputError, MSDDataset, Volume, check_dataset, resample_to_shape, split_validation
-from .networks import NUM_ACTIONS, MeccaModel, NetworkConfig
+from .networks import MeccaModel, NetworkConfig, native_bfloat16
+from .synthetic import synthetic_object, thick_slices
 from .working_grid import working_grid
 
 
@@ -69,8 +72,12 @@ class TrainingConfig:
     learning_rate: float = 1e-4
     entropy_weight: float = 0.01
     confidence_reward: bool = True  # False = IteR-MRL ablation (c = 1 in the reward)
-    clicks_per_round: tuple[int, int] = (1, 9)  # drawn per episode, inclusive
+    clicks_per_round: tuple[int, int] = (1, 5)  # drawn per episode, inclusive
+    user_styles: tuple[str, ...] = USER_STYLES  # the simulated user's click style, drawn per case and episode
     steps_per_round: tuple[int, int] = (1, 1)  # policy steps between two rounds of clicks, drawn per episode
+    backward_steps: int = 2  # steps of each rollout that get a gradient (drawn per optimiser step)
+    warm_start_epochs: float = 0.0  # first epochs: imitation of the oracle step only, no policy-gradient term
+    bfloat16: bool = True  # rollouts in bfloat16 and gradients under bfloat16 autocast, where the device is native
     batch_size: int = 2  # cases per optimiser step and process ...
     cases_per_pass: int = 2  # ... run this many at a time, their gradients added up (memory is that of one pass)
     margin_range: tuple[int, int] = (-4, 24)  # voxels around the object, per side
@@ -78,6 +85,8 @@ class TrainingConfig:
     mask_start_fraction: float = 0.2  # episodes starting from a perturbed existing segment
     invert_fraction: float = 0.2  # episodes with inverted image contrast (modality robustness)
     intensity_augmentation: float = 0.0  # episodes with a random gamma, bias field, blur and noise (augment_intensity)
+    synthetic_fraction: float = 0.0  # labelled episodes on an object drawn from the scan (synthetic.py), not the label
+    thick_slice_fraction: float = 0.0  # episodes whose crop looks as if made of 2-5x thicker slices (synthetic.thick_slices)
     unlabeled_delta: float = 0.8
     class_balance_epochs: float = 6.0  # foreground up-weighting fades from balanced ...
     class_balance_floor: float = 0.5  # ... to this strength (0 = plain mean; see class_weights)
@@ -91,9 +100,27 @@ class TrainingConfig:
     validation_cases_per_epoch: int = 12  # per dataset, for the per-epoch curve
     seed: int = 0
 
+    def __post_init__(self):
+        if not self.user_styles or set(self.user_styles) - set(USER_STYLES):
+            raise ValueError(f"user_styles must name some of {', '.join(USER_STYLES)}, got {self.user_styles!r}")
+        if self.backward_steps < 1:
+            raise ValueError(f"backward_steps must be at least 1, got {self.backward_steps}")
+        for name in ("synthetic_fraction", "thick_slice_fraction", "intensity_augmentation", "mask_start_fraction",
+                     "invert_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a fraction between 0 and 1, got {getattr(self, name)}")
+
     @classmethod
     def from_dict(cls, data: dict) -> TrainingConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# The schedule of a new model, and that of a fine-tuning (--init), which must not restart the
+# from-scratch schedule: a high rate, balanced foreground weights and a strong imitation term
+# undid the bundled model's training on a few cases of a new structure (docs/results.md,
+# "Fine-tuning on a few cases").
+NEW_MODEL = {"learning_rate": 5e-4, "class_balance_epochs": 6.0, "imitation_weight": 1.0, "imitation_epochs": 10.0}
+FINE_TUNING = {"learning_rate": 1e-4, "class_balance_epochs": 0.0, "imitation_weight": 0.3, "imitation_epochs": 1000.0}
 
 
 @dataclass
@@ -212,16 +239,17 @@ class EpisodeBatch:
     start: torch.Tensor  # (B, D, H, W) uint8 starting probability in tenths
     labeled: bool
     user_seeds: list[int] = field(default_factory=list)
+    user_styles: list[str] = field(default_factory=list)
     recorded_clicks: list[dict[int, list[Click]] | None] = field(default_factory=list)  # in crop coordinates
 
 
-def _object_box(case: TrainingCase):
+def _object_box(label: np.ndarray, recorded_clicks: dict[int, list[Click]] | None):
     """The object's box: from the label, or from the recorded clicks of an unlabelled case."""
-    points = np.argwhere(case.label > 0)
-    if points.size == 0 and case.recorded_clicks:
-        points = np.array([c.position for clicks in case.recorded_clicks.values() for c in clicks])
+    points = np.argwhere(label > 0)
+    if points.size == 0 and recorded_clicks:
+        points = np.array([c.position for clicks in recorded_clicks.values() for c in clicks])
     if points.size == 0:
-        centre = np.array(case.label.shape) // 2
+        centre = np.array(label.shape) // 2
         return centre, centre + 1
     return points.min(0), points.max(0) + 1
 
@@ -297,12 +325,20 @@ def make_batch(cases: list[TrainingCase], config: TrainingConfig, rngs: list[np.
     """One random ROI crop per case (object box + random margins), transposed and flipped at
     random, padded to one shape.
 
+    A labelled case's object is, in ``config.synthetic_fraction`` of the episodes, one drawn from
+    its scan (synthetic.synthetic_object) instead of its label.
+
     Each case draws only from its own generator, so a case's episode does not depend on which
     other cases share its batch (what makes 2 processes x 2 cases equal 1 process x 4 cases).
     """
-    plans = []
+    plans, objects = [], []
     for case, rng in zip(cases, rngs):
-        lo, hi = _object_box(case)
+        label = case.label
+        if config.synthetic_fraction and case.labeled and rng.random() < config.synthetic_fraction:
+            label = synthetic_object(normalize_image(case.image.array), case.label,
+                                     np.random.default_rng(int(rng.integers(2**62)))).astype(np.uint8)
+        objects.append(label)
+        lo, hi = _object_box(label, case.recorded_clicks)
         lo = lo - rng.integers(config.margin_range[0], config.margin_range[1] + 1, 3)
         hi = hi + rng.integers(config.margin_range[0], config.margin_range[1] + 1, 3)
         lo, hi = np.maximum(lo, 0), np.minimum(hi, case.label.shape)
@@ -313,7 +349,7 @@ def make_batch(cases: list[TrainingCase], config: TrainingConfig, rngs: list[np.
         plans.append((lo, size, order, flips))
     shape = np.max([size[order] for _, size, order, _ in plans], axis=0)  # common shape after transposing
     images, labels, valids, starts, recorded = [], [], [], [], []
-    for case, rng, (lo, size, order, flips) in zip(cases, rngs, plans):
+    for case, object_label, rng, (lo, size, order, flips) in zip(cases, objects, rngs, plans):
         need = shape[np.argsort(order)]  # the crop size that transposes to the common shape
         lo = lo - rng.integers(0, need - size + 1)  # more real context rather than padding where possible
         lo = np.clip(lo, np.minimum(case.label.shape - need, 0), np.maximum(case.label.shape - need, 0))
@@ -322,13 +358,15 @@ def make_batch(cases: list[TrainingCase], config: TrainingConfig, rngs: list[np.
         raw = _crop(case.image.array, lo, hi, 0)
         image = np.zeros(need, np.float32)
         image[valid] = normalize_image(raw[valid])
-        label = _crop(case.label, lo, hi, 0)
+        label = _crop(object_label, lo, hi, 0)
         if case.labeled and rng.random() < config.mask_start_fraction:
             start = np.where(_perturbed_mask(label, rng) & valid, MASK_TENTHS[1], MASK_TENTHS[0]).astype(np.uint8)
         else:
             start = np.full(need, START_TENTHS, np.uint8)
         if config.intensity_augmentation and rng.random() < config.intensity_augmentation:
             image = augment_intensity(image, valid, rng)
+        if config.thick_slice_fraction and rng.random() < config.thick_slice_fraction:
+            image = thick_slices(image, valid, rng)
         if rng.random() < config.invert_fraction:
             image = -image
         image = image * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
@@ -338,7 +376,8 @@ def make_batch(cases: list[TrainingCase], config: TrainingConfig, rngs: list[np.
         recorded.append(_clicks_in_crop(case.recorded_clicks, lo, need, order, flips))
     arrays = [np.ascontiguousarray(np.stack(a)) for a in (images, labels, valids, starts)]
     return EpisodeBatch(*(torch.from_numpy(a) for a in arrays), labeled=cases[0].labeled,
-                        user_seeds=[int(rng.integers(0, 2**31)) for rng in rngs], recorded_clicks=recorded)
+                        user_seeds=[int(rng.integers(0, 2**31)) for rng in rngs],
+                        user_styles=[str(rng.choice(config.user_styles)) for rng in rngs], recorded_clicks=recorded)
 
 
 # -- one episode ---------------------------------------------------------------------------------
@@ -370,8 +409,8 @@ def class_weights(mask: torch.Tensor, label: torch.Tensor, strength: float) -> t
 
 
 def _users_and_clicks(batch: EpisodeBatch):
-    users = [SimulatedUser(batch.label[b].numpy() & batch.valid[b].numpy(), seed=s)
-             for b, s in enumerate(batch.user_seeds)]
+    users = [SimulatedUser(batch.label[b].numpy() & batch.valid[b].numpy(), seed=s, style=style)
+             for b, (s, style) in enumerate(zip(batch.user_seeds, batch.user_styles))]
     return users, [[] for _ in users]
 
 
@@ -395,88 +434,152 @@ def _gumbel(shape, generators: list[torch.Generator], device) -> torch.Tensor:
     return (-torch.log(-torch.log(uniform))).to(device)
 
 
-def run_episode(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clicks_per_round: int,
-                generators: list[torch.Generator], balance: float = 0.0,
-                imitation: float = 0.0, steps_per_round: int = 1) -> tuple[torch.Tensor, dict]:
-    """Play T rounds with sampled actions; return the total loss (with graph) and statistics.
+@dataclass
+class StepRecord:
+    """One policy step of a rollout, kept to recompute its forward pass with gradients."""
 
-    Each round takes ``steps_per_round`` policy steps with the round's clicks, as a session with
-    that setting does; returns and losses run over all T x steps_per_round steps.
+    index: int  # step within the episode
+    p: torch.Tensor  # (B, D, H, W) uint8 tenths before the step
+    hint: torch.Tensor  # (B, D, H, W)
+    action: torch.Tensor  # (B, D, H, W) index into A, sampled
+    returns: torch.Tensor  # (B, D, H, W) discounted return from this step on
+    target: torch.Tensor  # (B, D, H, W) the label, or eq. 6's simulated label for an unlabelled case
+    reward_mask: torch.Tensor  # (B, D, H, W) voxels that count (inside the image; confident enough, eq. 6)
 
-    ``imitation`` > 0 adds, for labelled cases, a cross-entropy of the policy towards the largest
-    step to the label (+0.4 on foreground, -0.4 on background): an imitation warm start (as in
-    DQfD or AlphaStar's supervised regulariser) that teaches the policy to segment from the image
-    in the first round; the schedule fades it out so the actor-critic objective decides at the end.
+
+@dataclass
+class Rollout:
+    batch: EpisodeBatch
+    steps: list[StepRecord]  # the steps chosen for a gradient
+    stats: dict
+
+
+def _inference_copy(model: MeccaModel, bfloat16: bool) -> MeccaModel:
+    """The networks as a rollout runs them: a bfloat16 copy where the device computes bfloat16
+    natively (2-3x faster than float32 on such CPUs; autocast does not reach the oneDNN kernels
+    that no-grad convolutions use), else the model itself."""
+    if not bfloat16 or not native_bfloat16(model.device):
+        return model
+    twin = copy.deepcopy(model)
+    for net in twin.networks.values():
+        net.to(dtype=torch.bfloat16)
+    return twin
+
+
+@torch.no_grad()
+def rollout(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clicks_per_round: int,
+            generators: list[torch.Generator], steps_per_round: int = 1, chosen: list[int] | None = None,
+            reinforce: bool = True) -> Rollout:
+    """Play T rounds of ``steps_per_round`` policy steps with sampled actions and no gradients;
+    keep the ``chosen`` steps (default: all) with their discounted per-voxel returns (eq. 2).
+
+    The seeded simulated user clicks before every round, from the mask as it stands. Rewards are
+    eqs. 4-5 (c = 1 without ``reinforce`` or for IteR-MRL, so C is not run); for an unlabelled case
+    the target is eq. 6's simulated label, only where C is confident beyond delta. Keeping only
+    the chosen steps and recomputing their forward pass with gradients (``step_loss``) bounds the
+    memory to one step's activations, whatever the episode's length.
     """
-    device = next(model.policy.parameters()).device
+    device = model.device
+    fast = _inference_copy(model, config.bfloat16)
+    dtype = next(fast.policy.parameters()).dtype
     label = batch.label.to(device).bool()
     valid = batch.valid.to(device).float()
     image = batch.image.to(device)
     users, clicks = _users_and_clicks(batch)
     hints = _hint_encoder(model, batch)
     p = batch.start.to(device)
-    log_probs, entropies, values, rewards, weights = [], [], [], [], []
-    confidence_loss = imitation_loss = torch.zeros((), device=device)
-    towards_label = torch.where(label, NUM_ACTIONS - 1, 0)  # index of +0.4 / -0.4
-    agreement = []
     steps = config.rounds * steps_per_round
+    chosen = set(range(steps) if chosen is None else chosen)
+    kept, rewards = [], []
+    shaped = reinforce and config.confidence_reward
     for t in range(steps):
         if t % steps_per_round == 0:
             _add_round_clicks(batch, users, clicks, ((p > 5) & (valid > 0)).cpu().numpy(), clicks_per_round,
                               t // steps_per_round)
             hint = hints(clicks).to(device)
-        state = build_state(image, p, hint).contiguous(memory_format=torch.channels_last_3d)
-        logits, value = model.policy(state)
-        log_pi = F.log_softmax(logits, dim=1)
-        action = (logits.detach() + _gumbel(logits.shape, generators, device)).argmax(dim=1)
+        state = build_state(image, p, hint).to(dtype).contiguous(memory_format=torch.channels_last_3d)
+        logits, _ = fast.policy(state, with_value=False)
+        action = (logits.float() + _gumbel(logits.shape, generators, device)).argmax(dim=1)
         step = action_tenths(action)
-        step_values = step.float() / 10.0
-        both = model.confidence(torch.cat([state, state]), torch.cat([step_values, -step_values]))
-        conf_logit, conf_logit_flipped = both[: len(step)], both[len(step):]
-        confidence = torch.sigmoid(conf_logit.detach())
+        confidence = None
+        if shaped or not batch.labeled:
+            confidence = torch.sigmoid(fast.confidence(state, (step.float() / 10.0).to(dtype)).float())
         if batch.labeled:
-            target = confidence_targets(step, label)
-            # a plain voxel mean by default; foreground weighting makes C vouch for upward steps (eq. 6
-            # then yields foreground labels) but ranked right and wrong steps worse (docs/results.md)
-            confidence_loss = confidence_loss + _masked_mean(
-                F.binary_cross_entropy_with_logits(conf_logit, target, reduction="none")
-                + F.binary_cross_entropy_with_logits(conf_logit_flipped, 1.0 - target, reduction="none"),
-                class_weights(valid, label, config.confidence_class_balance))
-            agreement.append(_masked_mean(((confidence > 0.5).float() == target).float(), valid).item())
-            y, reward_mask = label.float(), valid
-            if imitation > 0:
-                imitation_loss = imitation_loss + _masked_mean(
-                    -log_pi.gather(1, towards_label.unsqueeze(1)).squeeze(1), class_weights(valid, y, balance))
+            target, reward_mask = label.float(), valid
         else:
-            y, trusted = simulated_labels(step, confidence, config.unlabeled_delta)
+            target, trusted = simulated_labels(step, confidence, config.unlabeled_delta)
             reward_mask = trusted.float() * valid
         p_next = transition(p, step)
-        reward = shaped_reward(cross_entropy(p.float() / 10, y), cross_entropy(p_next.float() / 10, y),
-                               confidence if config.confidence_reward else None, config.alpha, config.beta)
-        log_probs.append(log_pi.gather(1, action.unsqueeze(1)).squeeze(1))
-        entropies.append(-(log_pi.exp() * log_pi).sum(dim=1))
-        values.append(value.squeeze(1))
+        reward = shaped_reward(cross_entropy(p.float() / 10, target), cross_entropy(p_next.float() / 10, target),
+                               confidence if shaped else None, config.alpha, config.beta)
         rewards.append(reward * reward_mask)
-        weights.append(class_weights(reward_mask, y, balance))
+        if t in chosen:
+            kept.append(StepRecord(t, p, hint, action, None, target, reward_mask))
         p = p_next
-    policy_loss = value_loss = torch.zeros(())
-    ret = torch.zeros_like(rewards[0])
+    returns, ret = {}, torch.zeros_like(rewards[0])
     for t in reversed(range(steps)):
         ret = rewards[t] + config.gamma * ret
-        advantage = ret - values[t]
-        policy_loss = policy_loss + _masked_mean(-log_probs[t] * advantage.detach()
-                                                 - config.entropy_weight * entropies[t], weights[t])
-        value_loss = value_loss + _masked_mean(0.5 * advantage.pow(2), weights[t])
-    total = (policy_loss + value_loss + confidence_loss + imitation * imitation_loss) / steps
+        if t in chosen:
+            returns[t] = ret
+    for record in kept:
+        record.returns = returns[record.index]
     final = (p > 5) & (valid > 0)
-    stats = {"loss": total.item(), "policy_loss": policy_loss.item() / steps,
-             "value_loss": value_loss.item() / steps,
-             "confidence_loss": confidence_loss.item() / steps,
-             "imitation_loss": imitation_loss.item() / steps,
-             "reward": float(sum(_masked_mean(r, m).item() for r, m in zip(rewards, weights))),
+    stats = {"reward": float(sum(_masked_mean(r, valid).item() for r in rewards)),
              "dice": _batch_dice(final, label & (valid > 0))}
-    if agreement:
-        stats["confidence_accuracy"] = float(np.mean(agreement))
+    return Rollout(batch, kept, stats)
+
+
+def step_loss(model: MeccaModel, run: Rollout, record: StepRecord, config: TrainingConfig, balance: float = 0.0,
+              imitation: float = 0.0, reinforce: bool = True) -> tuple[torch.Tensor, dict]:
+    """One kept step's loss, with gradients: the actor-critic terms (eqs. 2-5: -log pi(a|s) A - 0.01
+    entropy + 0.5 (R - V)^2, A = R - V; the policy term only with ``reinforce``), C's symmetric loss
+    (eq. 3, labelled cases), and ``imitation`` x the cross-entropy towards the oracle step
+    (environment.oracle_actions), weighted by ``class_weights`` of strength ``balance``.
+
+    The imitation term is the warm start (as in DQfD or AlphaStar's supervised regulariser): it
+    teaches the policy to segment from the image and to follow clicks on the states its own
+    rollouts reach (as DAgger does), one supervised pass per kept step.
+    """
+    batch, device = run.batch, model.device
+    label = batch.label.to(device).bool()
+    valid = batch.valid.to(device).float()
+    p = record.p.to(device)
+    state = build_state(batch.image.to(device), p, record.hint.to(device)).contiguous(memory_format=torch.channels_last_3d)
+    action = record.action.to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=config.bfloat16 and native_bfloat16(device))
+    with autocast:
+        logits, value = model.policy(state)
+    log_pi = F.log_softmax(logits.float(), dim=1)
+    weights = class_weights(record.reward_mask.to(device), record.target.to(device), balance)
+    advantage = record.returns.to(device) - value.float().squeeze(1)
+    value_loss = _masked_mean(0.5 * advantage.pow(2), weights)
+    entropy = -(log_pi.exp() * log_pi).sum(dim=1)
+    policy_loss = _masked_mean(-log_pi.gather(1, action.unsqueeze(1)).squeeze(1) * advantage.detach()
+                               - config.entropy_weight * entropy, weights) if reinforce else torch.zeros((), device=device)
+    confidence_loss = imitation_loss = torch.zeros((), device=device)
+    stats = {}
+    if batch.labeled:
+        step_values = action_tenths(action).float() / 10.0
+        with autocast:
+            both = model.confidence(torch.cat([state, state]), torch.cat([step_values, -step_values]))
+        conf_logit, conf_logit_flipped = both.float()[: len(action)], both.float()[len(action):]
+        target = confidence_targets(action_tenths(action), label)
+        # a plain voxel mean by default; foreground weighting makes C vouch for upward steps (eq. 6
+        # then yields foreground labels) but ranked right and wrong steps worse (docs/results.md)
+        confidence_loss = _masked_mean(
+            F.binary_cross_entropy_with_logits(conf_logit, target, reduction="none")
+            + F.binary_cross_entropy_with_logits(conf_logit_flipped, 1.0 - target, reduction="none"),
+            class_weights(valid, label, config.confidence_class_balance))
+        stats["confidence_accuracy"] = _masked_mean(((conf_logit > 0).float() == target).float(), valid).item()
+        if imitation > 0:
+            oracle = oracle_actions(p, label)
+            imitation_loss = _masked_mean(-log_pi.gather(1, oracle.unsqueeze(1)).squeeze(1),
+                                          class_weights(valid, label.float(), balance))
+            stats["oracle_agreement"] = _masked_mean((logits.detach().argmax(dim=1) == oracle).float(), valid).item()
+    total = policy_loss + value_loss + confidence_loss + imitation * imitation_loss
+    stats.update({"loss": total.item(), "policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
+                  "confidence_loss": confidence_loss.item(), "imitation_loss": imitation_loss.item()})
     return total, stats
 
 
@@ -553,19 +656,19 @@ def _validation_subset(validation: list[TrainingCase], per_dataset: int) -> list
 
 
 class Episode(nn.Module):
-    """One training step's forward pass (all T rounds of a batch) as a module, so that
-    DistributedDataParallel sees one forward and one backward per step."""
+    """The loss of one kept rollout step (or of a click-CNN episode) as a module, so that
+    DistributedDataParallel sees each forward with its backward."""
 
     def __init__(self, model: MeccaModel):
         super().__init__()
         self.model = model
         self.policy, self.confidence = model.policy, model.confidence  # registered: DDP syncs their gradients
 
-    def forward(self, batch: EpisodeBatch, config: TrainingConfig, clicks: int, steps: int, generators,
-                balance: float, imitation: float):
-        if self.model.config.model == "click-cnn":
-            return run_supervised_episode(self.model, batch, config, clicks, balance)
-        return run_episode(self.model, batch, config, clicks, generators, balance, imitation, steps)
+    def forward(self, work, config: TrainingConfig, clicks: int, balance: float, imitation: float, reinforce: bool):
+        if isinstance(work, EpisodeBatch):
+            return run_supervised_episode(self.model, work, config, clicks, balance)
+        run, record = work
+        return step_loss(self.model, run, record, config, balance, imitation, reinforce)
 
 
 def distributed_context() -> tuple[int, int]:
@@ -680,12 +783,16 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
 
-    def schedule(self, epoch: int) -> tuple[float, float]:
-        """(class-balance strength, imitation weight) of an epoch."""
+    def schedule(self, epoch: int) -> tuple[float, float, bool]:
+        """(class-balance strength, imitation weight, whether the policy-gradient term is on) of an
+        epoch: during the warm start the policy imitates the oracle step alone (weight 1)."""
         c = self.config
         fade = max(0.0, 1.0 - epoch / c.class_balance_epochs) if c.class_balance_epochs else 0.0
+        balance = c.class_balance_floor + (1.0 - c.class_balance_floor) * fade
+        if epoch < c.warm_start_epochs:
+            return balance, 1.0, False
         imitation = c.imitation_weight * max(0.0, 1.0 - epoch / c.imitation_epochs) if c.imitation_epochs else 0.0
-        return c.class_balance_floor + (1.0 - c.class_balance_floor) * fade, imitation
+        return balance, imitation, True
 
     def learning_rate(self, epoch: int) -> float:
         """Cosine decay from the configured rate to final_lr_fraction of it over the run."""
@@ -699,11 +806,18 @@ class Trainer:
             print(json.dumps({"event": event, **fields}), flush=True)
 
     def train_step(self, batch_cases: list[int]) -> tuple[dict, bool]:
-        """One optimiser step on this process's share of a step's cases; (statistics, labelled)."""
+        """One optimiser step on this process's share of a step's cases; (statistics, labelled).
+
+        Each pass of cases plays its rollout without gradients, then each kept step's loss is
+        backpropagated on its own (memory: one step of one pass); the gradients add up, and
+        DistributedDataParallel averages them across processes at the step's last backward."""
         config = self.config
         step_rng = np.random.default_rng([config.seed, self.epoch, self.step])
         clicks = int(step_rng.integers(config.clicks_per_round[0], config.clicks_per_round[1] + 1))
         steps = int(step_rng.integers(config.steps_per_round[0], config.steps_per_round[1] + 1))
+        episode_steps = config.rounds * steps
+        chosen = sorted(step_rng.choice(episode_steps, min(config.backward_steps, episode_steps), replace=False).tolist())
+        balance, imitation, reinforce = self.schedule(self.epoch)
         mine = list(DistributedSampler(batch_cases, num_replicas=self.world, rank=self.rank, shuffle=False))
         passes = [mine[i:i + config.cases_per_pass] for i in range(0, len(mine), config.cases_per_pass)]
         self.optimizer.zero_grad(set_to_none=True)
@@ -716,10 +830,18 @@ class Trainer:
                 [config.seed, self.epoch, self.step, position, 1]).integers(2**62))) for position in positions]
             batch = make_batch([self.train[batch_cases[position]] for position in positions], config, rngs)
             share = len(positions) / len(mine)
-            last = index == len(passes) - 1
-            with self.episode.no_sync() if self.world > 1 and not last else contextlib.nullcontext():
-                loss, stats = self.episode(batch, config, clicks, steps, generators, *self.schedule(self.epoch))
-                (loss * share).backward()
+            if self.model.config.model == "click-cnn":
+                work, stats = [batch], {}
+            else:
+                run = rollout(self.model, batch, config, clicks, generators, steps, chosen, reinforce)
+                work, stats = [(run, record) for record in run.steps], dict(run.stats)
+            for number, item in enumerate(work):
+                last = index == len(passes) - 1 and number == len(work) - 1
+                with self.episode.no_sync() if self.world > 1 and not last else contextlib.nullcontext():
+                    loss, step_stats = self.episode(item, config, clicks, balance, imitation, reinforce)
+                    (loss * share / len(work)).backward()
+                for key, value in step_stats.items():
+                    stats[key] = stats.get(key, 0.0) + value / len(work)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + share * value
         torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), config.grad_clip)
@@ -755,7 +877,8 @@ class Trainer:
                                steps=len(batches), elapsed_s=round(spent, 1),
                                eta_s=round((spent - seconds_before) / max(done - steps_before, 1)
                                            * (config.epochs * len(batches) - done), 1),
-                               loss=round(stats["loss"], 5), dice=round(stats["dice"], 4))
+                               loss=round(stats["loss"], 5), dice=round(stats["dice"], 4),
+                               peak_memory_mb=peak_memory_mb())
                 if time.monotonic() - last_save > save_every_s:
                     self.elapsed += time.monotonic() - started
                     started = time.monotonic()
@@ -775,9 +898,10 @@ class Trainer:
         self.model.eval()
         metrics = validate(self.model, monitor) if monitor else {}
         self.model.train()
-        balance, imitation = self.schedule(self.epoch)
+        balance, imitation, reinforce = self.schedule(self.epoch)
         entry = {"epoch": self.epoch + 1, "elapsed_s": round(self.elapsed, 1),
                  "learning_rate": self.learning_rate(self.epoch), "class_balance": balance, "imitation": imitation,
+                 "policy_gradient": reinforce,
                  **{k: round(float(np.mean(v)), 5) for k, v in totals.items()}, "validation": metrics}
         self.history.append(entry)
         with open(self.log_path, "a") as log:
@@ -801,6 +925,16 @@ class Trainer:
         path = save_model(self.model.to("cpu"), self.out, self._record(metrics, "every held-out case"))
         self._emit("done", model=str(path), validation=metrics)
         return path
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory so far (MB; None where the system does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2  # Linux reports KiB, macOS bytes
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1)
 
 
 def command_line() -> str:
