@@ -11,7 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "MECCASegment"), str(ROOT / "Testing")]
+sys.path[:0] = [str(ROOT / "MECCASegment"), str(ROOT / "Testing"), str(ROOT)]  # engine + Slicer module, helpers, research
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DATA = Path(os.environ.get("MECCA_DATA", ROOT.parent / "shared" / "data"))
@@ -38,7 +38,7 @@ def left_atrium_dir() -> Path:
 @pytest.fixture(scope="session")
 def hippocampus_case(hippocampus_dir):
     """A real hippocampus MRI (validation split of the bundled model) and its binary label."""
-    from MECCASegmentLib.io import MSDDataset
+    from mecca.io import MSDDataset
 
     dataset = MSDDataset.open(hippocampus_dir)
     case = next(c for c in dataset.cases if c.name == "hippocampus_014")
@@ -48,8 +48,8 @@ def hippocampus_case(hippocampus_dir):
 @pytest.fixture(scope="session")
 def bundled_model_float32():
     """The bundled model in float32 (the same numbers on every CPU); skips while it is absent."""
-    from MECCASegmentLib.checkpoint import load_model
-    from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
+    from mecca.checkpoint import load_model
+    from mecca.resources import DEFAULT_MODEL, resource_path
 
     try:
         path = resource_path(*DEFAULT_MODEL)
@@ -60,7 +60,7 @@ def bundled_model_float32():
 
 @pytest.fixture
 def untrained_model():
-    from MECCASegmentLib.networks import MeccaModel, NetworkConfig
+    from mecca.networks import MeccaModel, NetworkConfig
 
     return MeccaModel.create(NetworkConfig(width=8, confidence_width=8), seed=0).eval()
 
@@ -68,7 +68,7 @@ def untrained_model():
 @pytest.fixture
 def blob_volume():
     """A synthetic bright ellipsoid in noise with anisotropic spacing and an oblique direction."""
-    from MECCASegmentLib.io import Volume
+    from mecca.io import Volume
 
     rng = np.random.default_rng(0)
     k, j, i = np.mgrid[:24, :40, :36]

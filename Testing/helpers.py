@@ -31,7 +31,7 @@ def train_episode(model, batch, config, clicks, generators, balance=0.0, imitati
                   chosen=None, reinforce=True):
     """One rollout and each kept step's loss backpropagated on its own, as the Trainer does in one
     process; returns the rollout's statistics with the steps' mean statistics."""
-    from MECCASegmentLib.training import rollout, step_loss
+    from mecca.episodes import rollout, step_loss
 
     run = rollout(model, batch, config, clicks, generators, steps_per_round, chosen, reinforce)
     totals = dict(run.stats)

@@ -41,14 +41,14 @@ def data_dir(dataset: str = "Task04_Hippocampus") -> Path:
 
 def regression_cases(dataset: str):
     """The first held-out (validation) cases of a shared dataset, by name."""
-    from MECCASegmentLib.io import MSDDataset
+    from mecca.io import MSDDataset
 
     return MSDDataset.open(data_dir(dataset)).validation_cases(0.2)[: REGRESSION_CASES[dataset]]
 
 
 def regression_dice(model) -> dict:
     """Dice per round of the simulated user (5 rounds x 3 clicks) on the regression cases."""
-    from MECCASegmentLib.evaluation import simulate_mecca
+    from mecca.harness import simulate_mecca
 
     result = {}
     for dataset in REGRESSION_CASES:
@@ -62,8 +62,8 @@ def regression_dice(model) -> dict:
 def make_click_script(image, label: np.ndarray) -> dict:
     """Three rounds of simulated clicks (model-independent, see the module docstring) in world RAS,
     and the ROI the engine's evaluation uses (object box + 8 voxels) as RAS voxel-centre corners."""
-    from MECCASegmentLib.evaluation import label_box
-    from MECCASegmentLib.hints import SimulatedUser
+    from mecca.harness import label_box
+    from mecca.users import SimulatedUser
     from scipy import ndimage
 
     user = SimulatedUser(label, seed=0)
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("what", choices=["clicks", "reference", "dice"])
     args = parser.parse_args(argv)
     sys.path[:0] = [str(ROOT / "MECCASegment"), str(TESTING)]
-    from MECCASegmentLib.io import MSDDataset, write_json, write_volume
+    from mecca.io import MSDDataset, write_json, write_volume
 
     case = next(c for c in MSDDataset.open(data_dir()).cases if c.name == CASE)
     image, label = case.load()
@@ -118,8 +118,8 @@ def main(argv=None) -> int:
         print(f"wrote {CLICK_SCRIPT}")
         return 0
     if args.what == "dice":
-        from MECCASegmentLib.checkpoint import load_model
-        from MECCASegmentLib.resources import DEFAULT_MODEL, resource_path
+        from mecca.checkpoint import load_model
+        from mecca.resources import DEFAULT_MODEL, resource_path
 
         dice = regression_dice(load_model(resource_path(*DEFAULT_MODEL), precision="float32"))
         write_json({"note": "made by Testing/make_reference.py dice (float32); checked by test_regression.py",

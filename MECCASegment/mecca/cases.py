@@ -1,0 +1,123 @@
+"""The cases a run trains and validates on: MSD folders read into memory, each training case on
+the grid the session shows the networks (working_grid.py)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from .clicks import Click, read_clicks
+from .errors import InputError
+from .harness import label_box
+from .io import MSDDataset, Volume, check_dataset, resample_to_shape, split_validation
+from .working_grid import working_grid
+
+
+@dataclass
+class TrainingCase:
+    name: str
+    dataset: str
+    image: Volume
+    label: np.ndarray  # uint8; for unlabelled cases only the simulated user reads it (all 0 if unknown)
+    labeled: bool = True
+    recorded_clicks: dict[int, list[Click]] | None = None  # a user's clicks by round (1-based), replayed
+
+
+def _recorded_clicks(path, image: Volume) -> dict[int, list[Click]]:
+    """A clicks file (the format of ``mecca segment``) as array-index clicks by round."""
+    rounds, _ = read_clicks(path, image)
+    out: dict[int, list[Click]] = {}
+    for round_, clicks in rounds.items():
+        for ijk, positive in clicks:
+            index = tuple(int(v) for v in np.rint(ijk)[::-1])
+            if all(0 <= v < s for v, s in zip(index, image.shape)):
+                out.setdefault(round_, []).append(Click(index, positive))
+    if not out:
+        raise InputError(f"{path}: no click lies inside its image")
+    return out
+
+
+def load_cases(dataset_dirs: list[str], labels: tuple[int, ...] | None, validation_fraction: float,
+               unlabeled_dirs: list[str] = (), labeled_fraction: float = 1.0, progress: bool = True,
+               skip_bad: bool = False, rest_unlabeled: bool = False, min_working_voxels: int | None = None):
+    """Read datasets into memory; returns (train, validation, record of what was used).
+
+    Training cases are put on the grid the session shows the networks (``_on_training_grid``, with
+    the model's ``min_working_voxels``); validation cases stay as they are, since the session they
+    are scored through resamples them itself, and their Dice is on the scan's own voxels.
+
+    ``labeled_fraction`` keeps the labels of that fraction of each labelled dataset's training
+    cases; the others are left out, or with ``rest_unlabeled`` take part as unlabelled cases (their
+    label is then read only by the simulated user, to click).
+
+    Every case is checked first: bad cases are reported together, and training stops unless
+    ``skip_bad`` asks to go on with the good ones.
+    """
+    train, validation, record = [], [], {"datasets": []}
+    for root, labeled_source in [(d, True) for d in dataset_dirs] + [(d, False) for d in unlabeled_dirs]:
+        dataset = MSDDataset.open(root, require_labels=False)
+        good, problems = check_dataset(dataset, labels, require_labels=labeled_source)
+        if problems:
+            report = f"{dataset.name}: {len(problems)} unusable case(s):\n  " + "\n  ".join(problems)
+            if not skip_bad:
+                raise InputError(report + "\nFix them, or pass --skip-bad to train on the other cases.")
+            warnings.warn(report + "\nThese cases are skipped (--skip-bad).", stacklevel=2)
+        names = [c.name for c in dataset.cases]  # the split ignores which cases are bad: it stays stable
+        held_out = split_validation(names, validation_fraction) if labeled_source else set()
+        kept_labels = _labeled_subset(sorted(set(names) - held_out), labeled_fraction) if labeled_source else set()
+        for case in tqdm(good, desc=f"loading {dataset.name}", disable=not progress, leave=False):
+            image, label = case.load(labels)
+            label = np.zeros(image.shape, np.uint8) if label is None else label
+            if case.name in held_out:
+                validation.append(TrainingCase(case.name, dataset.name, image, label))
+                continue
+            image, label = _on_training_grid(image, label, min_working_voxels)
+            recorded = _recorded_clicks(case.clicks, image) if case.clicks else None
+            item = TrainingCase(case.name, dataset.name, image, label, recorded_clicks=recorded)
+            item.labeled = labeled_source and case.name in kept_labels
+            if item.labeled or not labeled_source or rest_unlabeled:
+                train.append(item)
+        record["datasets"].append({"name": dataset.name, "path": str(root), "cases": len(names),
+                                   "skipped": problems,
+                                   "validation": sorted(held_out), "labeled_source": labeled_source,
+                                   "labeled_train": len(kept_labels),
+                                   "unlabeled_train": (len(names) - len(held_out) - len(kept_labels))
+                                   if (rest_unlabeled or not labeled_source) else 0})
+    if not any(c.labeled for c in train):
+        raise InputError("no labelled training case: give at least one --dataset with labels")
+    return train, validation, record
+
+
+TRAINING_MAX_VOXELS = 64 * 1024**2  # per case held in memory
+
+
+def _on_training_grid(image: Volume, label: np.ndarray,
+                      min_working_voxels: int | None = None) -> tuple[Volume, np.ndarray]:
+    """A training case on the grid the session would show the networks (working_grid.py): thick
+    slices on near-isotropic voxels, and a case whose ROI (object box + margin, as a user draws
+    it) holds fewer than ``min_working_voxels`` enlarged by the factor the session would use.
+    Other cases stay as they are, bit for bit."""
+    spacing = image.spacing[::-1]
+    shape = np.array(working_grid(image.shape, spacing, TRAINING_MAX_VOXELS).shape)
+    if min_working_voxels is not None and label.any():
+        lo, hi = label_box(label)
+        roi = (np.array(hi) - np.array(lo))[::-1]
+        enlarged = (np.array(working_grid(roi, spacing, None, min_working_voxels).shape)
+                    / np.array(working_grid(roi, spacing, None).shape))
+        if np.prod(shape * enlarged) <= TRAINING_MAX_VOXELS:
+            shape = np.rint(shape * enlarged).astype(int)
+    if tuple(shape) == image.shape:
+        return image, label
+    shape = tuple(int(v) for v in shape)
+    return resample_to_shape(image, shape), resample_to_shape(image.with_array(label), shape, nearest=True).array
+
+
+def _labeled_subset(names: list[str], fraction: float) -> set[str]:
+    """The first ``fraction`` of a seeded order of the training cases keep their labels."""
+    if fraction >= 1.0:
+        return set(names)
+    count = max(1, int(round(len(names) * fraction)))
+    return set(np.random.default_rng(1).permutation(names)[:count].tolist())

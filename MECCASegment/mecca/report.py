@@ -1,0 +1,256 @@
+"""Figures and cards: the per-round montage (image + contours, confidence, numbered advice regions), the
+evaluation figure (Dice per round per method, one case), the Markdown model card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .clicks import Click  # noqa: E402
+from .io import atomic_path  # noqa: E402
+from .session import InteractiveSession  # noqa: E402
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Save a figure atomically: a failed save leaves the previous figure in place."""
+    path = Path(path)
+    try:
+        with atomic_path(path, ".png") as tmp:
+            figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    finally:
+        plt.close(figure)
+    return path
+
+
+ADVICE_COLOURS = ("#e41a1c", "#ff7f00", "#984ea3", "#377eb8", "#a65628")  # ranks 1-5, told apart at a glance
+SHOWN_SLICES = 2  # clicks within this many slices of the one shown are drawn on it
+
+
+@dataclass
+class RoundSnapshot:
+    """One axial slice of a round's result (2D arrays, so long sessions stay light)."""
+
+    round_index: int
+    slice_k: int
+    mask: np.ndarray
+    confidence: np.ndarray
+    advice: np.ndarray  # advice ranks (1-5) on this slice, 0 elsewhere
+    advice_ranks: list[int]  # every rank the round suggested (some may lie on other slices)
+    clicks: list[Click]
+    dice: float | None = None
+
+
+def snapshot(session: InteractiveSession, slice_k: int, new_clicks: list[Click], dice: float | None) -> RoundSnapshot:
+    return RoundSnapshot(session.rounds, slice_k, session.mask[slice_k].copy(), session.confidence_map()[slice_k].copy(),
+                         session.advice_map()[slice_k].copy(), [r.rank for r in session.advice_regions],
+                         list(new_clicks), dice)
+
+
+def _contour(axis, mask: np.ndarray, color: str) -> None:
+    if mask.any() and mask.min() != mask.max():
+        axis.contour(mask.astype(float), levels=[0.5], colors=color, linewidths=1.2)
+
+
+def _label_positions(advice: np.ndarray, min_distance: float = 3.0) -> dict[int, tuple[float, float]]:
+    """Where to write each rank shown: inside its region on the slice (the region's voxel nearest its
+    centroid), moved along the region when another label is closer than ``min_distance`` pixels."""
+    placed: dict[int, tuple[float, float]] = {}
+    for rank in sorted(r for r in np.unique(advice) if r):
+        points = np.argwhere(advice == rank).astype(float)
+        order = np.argsort(((points - points.mean(0)) ** 2).sum(1))
+        for point in points[order]:
+            if all(np.hypot(*(point - np.array(other))) >= min_distance for other in placed.values()):
+                placed[rank] = (float(point[0]), float(point[1]))
+                break
+        else:
+            placed[rank] = tuple(points[order[0]])
+    return placed
+
+
+def write_montage(path: str | Path, image_slice: np.ndarray, snapshots: list[RoundSnapshot],
+                  label_slice: np.ndarray | None = None, crop=None, title: str = "") -> Path:
+    """Rows = rounds; columns = segmentation with the round's clicks, confidence of the round's
+    actions, the five "click here next" regions on this slice. ``crop`` = (rows, cols) slices.
+    Every panel says what its colours are, so the figure reads without the README."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    crop = crop or (slice(None), slice(None))
+    image = image_slice[crop]
+    low, high = np.percentile(image, (1, 99))
+    rows = len(snapshots)
+    figure, axes = plt.subplots(rows, 3, figsize=(8.2, 2.9 * rows + 1.2), squeeze=False, layout="constrained")
+    for row, snap in zip(axes, snapshots):
+        for axis in row:
+            axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+            axis.set_xticks([]), axis.set_yticks([])
+        if label_slice is not None:
+            _contour(row[0], label_slice[crop], "lime")
+        _contour(row[0], snap.mask[crop], "yellow")
+        shown = 0
+        for click in snap.clicks:
+            k, j, i = click.position
+            if abs(k - snap.slice_k) > SHOWN_SLICES:
+                continue  # clicks on far slices would mislead on this one
+            shown += 1
+            r, c = j - (crop[0].start or 0), i - (crop[1].start or 0)
+            row[0].plot(c, r, marker="P" if click.positive else "X", color="cyan" if click.positive else "red",
+                        markersize=8, markeredgecolor="black", linestyle="none")
+        positive = sum(c.positive for c in snap.clicks)
+        dice = f", Dice {snap.dice:.3f}" if snap.dice is not None else ""
+        row[0].set_title(f"Round {snap.round_index}{dice}\n{positive} + and {len(snap.clicks) - positive} - clicks, "
+                         f"{shown} near this slice", fontsize=8)
+        confidence = row[1].imshow(snap.confidence[crop], cmap="RdYlGn", vmin=0, vmax=1, alpha=0.6,
+                                   interpolation="nearest")
+        _contour(row[1], snap.mask[crop], "black")
+        row[1].set_title("Confidence of the round's moves", fontsize=8)
+        advice = snap.advice[crop]
+        for rank in range(1, 6):
+            region = advice == rank
+            if region.any():
+                colour = ADVICE_COLOURS[rank - 1]
+                row[2].imshow(np.ma.masked_where(~region, np.ones(region.shape)), cmap=matplotlib.colors.ListedColormap([colour]),
+                              alpha=0.35, interpolation="nearest")
+                _contour(row[2], region, colour)
+        _contour(row[2], snap.mask[crop], "yellow")
+        for rank, (r, c) in _label_positions(advice).items():
+            row[2].text(c, r, str(rank), color="white", fontsize=9, ha="center", va="center", weight="bold",
+                        bbox={"boxstyle": "circle,pad=0.12", "fc": ADVICE_COLOURS[rank - 1], "ec": "black"})
+        elsewhere = sorted(set(snap.advice_ranks) - set(np.unique(advice)))
+        note = (f"\n(rank {elsewhere[0]} lies on another slice)" if len(elsewhere) == 1 else
+                f"\n(ranks {', '.join(map(str, elsewhere))} lie on other slices)" if elsewhere else "")
+        row[2].set_title("Click here next: regions on this slice" + note, fontsize=8)
+    bar = figure.colorbar(confidence, ax=axes[:, 1].tolist(), fraction=0.05, pad=0.01, shrink=0.6)
+    bar.set_label("confidence (red = doubtful, green = sure)", fontsize=8)
+    handles = [Line2D([], [], color="yellow", label="MECCA segment"),
+               *([Line2D([], [], color="lime", label="reference")] if label_slice is not None else []),
+               Line2D([], [], marker="P", color="cyan", markeredgecolor="black", linestyle="none", label="+ click (grow)"),
+               Line2D([], [], marker="X", color="red", markeredgecolor="black", linestyle="none", label="- click (shrink)"),
+               *[Patch(facecolor=c, edgecolor=c, alpha=0.6, label=f"advice {rank}" + (" (least confident)" if rank == 1 else ""))
+                 for rank, c in enumerate(ADVICE_COLOURS, start=1)]]
+    figure.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+METHOD_COLOURS = {"mecca": "tab:red", "iter-mrl": "tab:orange", "click-cnn": "tab:blue",
+                  "grow-from-seeds": "tab:green", "random-walker": "tab:purple"}
+
+
+def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict | None, title: str = "") -> Path:
+    """Left: mean Dice per round per method (+/- sd), as the paper's Figure 6 left. Right: one case,
+    reference contour (green) against each method's round-5 contour (yellow), as Figure 6 right."""
+    methods = [m for m in summary if summary[m].get("cases")]
+    panels = len(figure_case["masks"]) if figure_case else 0
+    figure = plt.figure(figsize=(5.5 + 2.4 * panels, 4.2))
+    grid = figure.add_gridspec(1, 1 + panels, width_ratios=[2.2] + [1] * panels)
+    curve = figure.add_subplot(grid[0, 0])
+    for name in methods:
+        mean = np.asarray(summary[name]["dice_mean_per_round"])
+        sd = np.asarray(summary[name]["dice_sd_per_round"])
+        rounds = np.arange(1, len(mean) + 1)
+        colour = METHOD_COLOURS.get(name)
+        curve.plot(rounds, mean, marker="o", label=f"{name} (n={summary[name]['cases']})", color=colour)
+        curve.fill_between(rounds, mean - sd, mean + sd, alpha=0.12, color=colour)
+    curve.set_xlabel("interaction round")
+    curve.set_ylabel("Dice")
+    curve.set_ylim(0, 1)
+    curve.grid(alpha=0.3)
+    curve.legend(fontsize=7, loc="lower right")
+    curve.set_title("Dice per round (mean +/- sd)", fontsize=9)
+    if figure_case:
+        label = figure_case["label"] > 0
+        slice_k = int(np.argmax(label.reshape(label.shape[0], -1).sum(axis=1)))
+        points = np.argwhere(label[slice_k])
+        lo = np.maximum(points.min(0) - 6, 0)
+        hi = np.minimum(points.max(0) + 7, label.shape[1:])
+        crop = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+        image = figure_case["image"].array[slice_k][crop].astype(np.float32)
+        low, high = np.percentile(image, (1, 99))
+        for n, (name, mask) in enumerate(figure_case["masks"].items()):
+            axis = figure.add_subplot(grid[0, 1 + n])
+            axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+            _contour(axis, label[slice_k][crop], "lime")
+            _contour(axis, mask[slice_k][crop] > 0, "yellow")
+            axis.set_title(name, fontsize=8)
+            axis.set_xticks([]), axis.set_yticks([])
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color="lime", label="reference (expert label)"),
+                   Line2D([], [], color="yellow", label="method after the last round")]
+        figure.legend(handles=handles, loc="lower right", ncol=2, fontsize=7, frameon=False,
+                      title=f"case {figure_case['case']}, slice {slice_k}", title_fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def model_card(path: str | Path, metadata: dict, network: dict) -> str:
+    """A Markdown model card from a model file's own record (what it was trained on, how, how long,
+    and what it measured), so a fine-tuned model documents itself like the bundled one."""
+    training = metadata.get("training", {})
+    config = training.get("config", {})
+    data = training.get("data", {})
+    lines = [f"# Model card: `{Path(path).name}`", ""]
+    kind = ("MECCA policy + action-confidence network" if config.get("confidence_reward", True)
+            else "IteR-MRL ablation (MECCA without confidence-shaped reward)")
+    lines += [f"- Kind: {kind}", f"- Architecture: {json.dumps(network)}",
+              f"- Command: `{training.get('command', '?')}`",
+              f"- Machine: {training.get('machine', '?')}, device {training.get('device', '?')}, "
+              f"{training.get('processes', 1)} process(es)",
+              f"- Wall time{' of the last stage' if metadata.get('lineage') else ''}: "
+              f"{training.get('wall_time_s', 0) / 3600:.2f} h over {config.get('epochs', '?')} epochs",
+              f"- Training settings: {json.dumps(config)}", ""]
+    lines += ["## Data", "", "| dataset | cases | validation (held out) | labelled training | unlabelled training |",
+              "|---|---|---|---|---|"]
+    for d in data.get("datasets", []):
+        lines.append(f"| {d['name']} (`{d['path']}`) | {d['cases']} | {len(d['validation'])} | {d['labeled_train']} "
+                     f"| {d['unlabeled_train']} |")
+    lineage = metadata.get("lineage", [])
+    if data.get("init"):
+        lines.append(f"\nFine-tuned from {'the model of ' + data['init'] + ' (below)' if lineage else '`' + data['init'] + '`'}.")
+    metrics = metadata.get("metrics", {})
+    evaluations = metrics.get("evaluations", [])
+    if evaluations:
+        lines += ["", "## Evaluated (held-out cases, `mecca evaluate`)", "",
+                  "| dataset | simulated user | cases | clicks per round | Dice round 1 | 2 | 3 | 4 | 5 | command |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for e in evaluations:
+            means = " | ".join(f"{v:.3f}" for v in e["dice_mean_per_round"])
+            lines.append(f"| {e['dataset']} | {e['user']} | {e['cases']} ({e['split']}) | {e['clicks_per_round']} | "
+                         f"{means} | `{e['command']}` |")
+    lines += ["", "## Validation at the end of training", "", f"Protocol: {metrics.get('protocol', '?')}.", "",
+              "| dataset | cases | Dice round 1 | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|---|---|"]
+    for name, m in metrics.get("validation", {}).items():
+        means = " | ".join(f"{v:.3f}" for v in m["dice_mean_per_round"])
+        lines.append(f"| {name} | {m['cases']} | {means} |")
+    if lineage:
+        hours = sum(stage.get("wall_time_s") or 0 for stage in lineage) + training.get("wall_time_s", 0)
+        lines += ["", f"## How this model was made ({len(lineage) + 1} stages, {hours / 3600:.2f} h in all)", "",
+                  "| stage | epochs | wall h | command | machine |", "|---|---|---|---|---|"]
+        for number, stage in enumerate([*lineage, {"command": training.get("command"), "epochs": config.get("epochs"),
+                                                   "wall_time_s": training.get("wall_time_s"),
+                                                   "machine": training.get("machine")}], start=1):
+            lines.append(f"| {number} | {stage.get('epochs', '?')} | {(stage.get('wall_time_s') or 0) / 3600:.2f} | "
+                         f"`{stage.get('command') or '?'}` | {stage.get('machine') or '?'} |")
+    history = training.get("history", [])
+    if history:
+        lines += ["", "## Training curve (validation subset per epoch, Dice after round 5)", "",
+                  "| epoch | elapsed h | " + " | ".join(history[-1]["validation"]) + " |",
+                  "|---|---|" + "---|" * len(history[-1]["validation"])]
+        for entry in history:
+            values = " | ".join(f"{m['dice_mean_per_round'][-1]:.3f}" for m in entry["validation"].values())
+            lines.append(f"| {entry['epoch']} | {entry['elapsed_s'] / 3600:.2f} | {values} |")
+    lines += ["", "## Intended use and limits", "",
+              "Interactive segmentation of one structure per session in 3D CT/MRI, with a human checking every "
+              "result. Trained on the data above only: other structures, modalities and voxel sizes work through "
+              "the clicks but less well; not a diagnostic device."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,372 @@
+"""Training MECCA: runs of episodes (episodes.py) with Adam, resumable, on one or several
+processes (torchrun), validated each epoch through the session a user gets.
+
+Every random draw of a step derives from (seed, epoch, step), so a run killed at any point and
+resumed from its last state file reaches the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from .cases import TrainingCase
+from .checkpoint import load_model, load_training_state, save_model, save_training_state
+from .episodes import make_batch, rollout, step_loss
+from .errors import InputError
+from .harness import MeccaMethod, simulate
+from .networks import MeccaModel, NetworkConfig
+from .progress import event_line
+from .recipe import TrainingConfig
+
+
+def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int) -> list[list[int]]:
+    """This epoch's batches: same-dataset groups of case indices in a seeded order. With unlabelled
+    cases, each labelled batch is followed by one unlabelled batch (Algorithm 1), the unlabelled
+    cases taking turns from epoch to epoch."""
+    rng = np.random.default_rng([config.seed, epoch, 7])
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for index, case in enumerate(train):
+        groups.setdefault((case.dataset, case.labeled), []).append(index)
+    labeled, unlabeled = [], []
+    for (_, is_labeled), indices in sorted(groups.items()):
+        shuffled = rng.permutation(indices).tolist()
+        chunks = [shuffled[i:i + config.batch_size] for i in range(0, len(shuffled), config.batch_size)]
+        (labeled if is_labeled else unlabeled).extend(chunks)
+    labeled = [labeled[i] for i in rng.permutation(len(labeled))]
+    if not unlabeled:
+        return labeled
+    unlabeled = [unlabeled[i] for i in rng.permutation(len(unlabeled))]
+    return [batch for pair in zip(labeled, unlabeled * (len(labeled) // len(unlabeled) + 1)) for batch in pair]
+
+
+def validate(model: MeccaModel, cases: list[TrainingCase], rounds: int = 5, clicks_per_round: int = 3,
+             progress: bool = False) -> dict:
+    """Mean Dice per round per dataset under the simulated user, through InteractiveSession with its
+    default (automatic) steps per round: what a user of the model gets."""
+    per_dataset: dict[str, list[list[float]]] = {}
+    for case in tqdm(cases, desc="validation", disable=not progress, leave=False):
+        run = simulate(MeccaMethod(model), case.image, case.label, rounds, clicks_per_round, seed=0)
+        per_dataset.setdefault(case.dataset, []).append(run.dice)
+    return {name: {"cases": len(d), "dice_mean_per_round": np.mean(d, axis=0).round(4).tolist(),
+                   "dice_sd_per_round": np.std(d, axis=0).round(4).tolist()} for name, d in per_dataset.items()}
+
+
+def _validation_subset(validation: list[TrainingCase], per_dataset: int) -> list[TrainingCase]:
+    chosen, seen = [], {}
+    for case in sorted(validation, key=lambda c: (c.dataset, c.name)):
+        if seen.get(case.dataset, 0) < per_dataset:
+            chosen.append(case)
+            seen[case.dataset] = seen.get(case.dataset, 0) + 1
+    return chosen
+
+
+class Episode(nn.Module):
+    """The loss of one kept rollout step as a module, so that DistributedDataParallel sees each
+    forward with its backward."""
+
+    def __init__(self, model: MeccaModel):
+        super().__init__()
+        self.model = model
+        self.policy, self.confidence = model.policy, model.confidence  # registered: DDP syncs their gradients
+
+    def forward(self, run, record, config: TrainingConfig, balance: float, imitation: float, reinforce: bool):
+        return step_loss(self.model, run, record, config, balance, imitation, reinforce)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by torchrun (NCCL on GPU, gloo on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Trainer:
+    """Runs (or resumes) a training run; state and log live in ``<out>.run/`` beside the output.
+
+    Under torchrun each process takes its share of every step's batch (DistributedSampler over
+    the batch's cases); DistributedDataParallel averages the gradients, so N processes with
+    ``batch_size`` cases each train like one process with N x ``batch_size``. Rank 0 alone logs,
+    validates and writes files.
+    """
+
+    def __init__(self, out: str | os.PathLike, config: TrainingConfig, train: list[TrainingCase],
+                 validation: list[TrainingCase], record: dict, network: NetworkConfig | None = None,
+                 init: str | None = None, device: str = "cpu", command: str = "", progress: bool = True,
+                 json_progress: bool = False, inference: dict | None = None):
+        self.out = Path(out)
+        self.run_dir = self.out.with_name(self.out.name.split(".")[0] + ".run")
+        self.config, self.train, self.validation, self.record = config, train, validation, record
+        self.rank, self.world = distributed_context()
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.json_progress = json_progress and self.rank == 0  # one JSON line per step on stdout
+        self.progress = progress and not json_progress and self.rank == 0
+        self.command = command
+        self.inference = inference  # the model's session defaults (None: the --init model's, else the defaults)
+        if init:
+            self.model = load_model(init)
+            self.record["init"] = str(init)
+            self.lineage = lineage_of(self.model.metadata)
+            if network is not None:  # the working grid and hints may change when fine-tuning; the weights fit either way
+                self.model.config = replace(self.model.config, min_working_voxels=network.min_working_voxels,
+                                            hint_encoding=network.hint_encoding)
+                if network.fusion_out_channels != self.model.config.fusion_out_channels:
+                    self.model = self.model.with_fusion_width(network.fusion_out_channels, config.seed)
+        else:
+            self.model = MeccaModel.create(network or NetworkConfig(), seed=config.seed)
+            self.lineage = []
+        self.model.to(self.device, memory_format=torch.channels_last_3d).train()
+        if config.confidence_only:
+            if init is None:
+                raise InputError("training the confidence network alone needs an existing MECCA model (--init)")
+            self.model.policy.requires_grad_(False)  # before DDP: it reduces only trained parameters
+        self.episode = Episode(self.model)
+        if self.world > 1:
+            unused = any(not c.labeled for c in train)  # unlabelled steps do not train C
+            self.episode = nn.parallel.DistributedDataParallel(
+                self.episode, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused)
+        trained = [q for q in self.model.parameters() if q.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self._resumed_at = (0, 0.0)  # steps and seconds done before this process started (for the ETA)
+        self.history: list[dict] = []
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "last.safetensors"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.jsonl"
+
+    def epoch_model_path(self, epoch: int) -> Path:
+        """The inference model as it was after ``epoch`` (1-based), with that epoch's validation."""
+        return self.run_dir / f"epoch-{epoch}.safetensors"
+
+    def _record(self, metrics: dict, cases: str) -> dict:
+        """A model file's record: the run so far and its validation ``metrics`` on ``cases``."""
+        meta = self._metadata()
+        meta["training"]["wall_time_s"] = round(self.elapsed, 1)
+        meta["metrics"] = {"validation": metrics, "protocol": f"{cases}; simulated user, 3 clicks per round, 5 rounds, "
+                                                              "automatic policy steps per round (the session's "
+                                                              "default), ROI = object box + 8 voxels"}
+        return meta
+
+    def _metadata(self) -> dict:
+        return {"inference": self.inference or self.model.inference, "lineage": self.lineage,
+                "training": {"config": asdict(self.config), "data": self.record, "command": self.command,
+                             "machine": f"{platform.node()} {platform.machine()} {platform.processor()} "
+                                        f"torch {torch.__version__} threads {torch.get_num_threads()}",
+                             "device": str(self.device), "processes": self.world, "history": self.history}}
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's steps: each holds batch_size cases per process."""
+        return epoch_batches(self.train, replace(self.config, batch_size=self.config.batch_size * self.world), epoch)
+
+    def resume(self) -> bool:
+        """Continue from ``<out>.run/last.safetensors`` when it exists; True if it did."""
+        if not self.state_path.exists():
+            return False
+        meta = load_training_state(self.state_path, self.model, self.optimizer)
+        saved = TrainingConfig.from_dict(meta["training"]["config"])
+        if replace(saved, epochs=self.config.epochs) != self.config:
+            raise InputError(f"{self.state_path}: the saved run used other settings; give the same options "
+                             "(only --epochs may change), or another --out to start a new run")
+        progress = meta["training_state"]["progress"]
+        self.epoch, self.step, self.elapsed = progress["epoch"], progress["step"], progress["elapsed"]
+        self.history = meta["training"].get("history", [])
+        self._resumed_at = (self.epoch * len(self.batches(self.epoch)) + self.step, self.elapsed)
+        return True
+
+    def _save_state(self) -> None:
+        if self.rank == 0:
+            save_training_state(self.state_path, self.model, self.optimizer,
+                                {"epoch": self.epoch, "step": self.step, "elapsed": self.elapsed}, self._metadata())
+        if self.world > 1:
+            dist.barrier()
+
+    def schedule(self, epoch: int) -> tuple[float, float, bool]:
+        """(class-balance strength, imitation weight, whether the policy-gradient term is on) of an
+        epoch: during the warm start the policy imitates the oracle step alone (weight 1)."""
+        c = self.config
+        fade = max(0.0, 1.0 - epoch / c.class_balance_epochs) if c.class_balance_epochs else 0.0
+        balance = c.class_balance_floor + (1.0 - c.class_balance_floor) * fade
+        if epoch < c.warm_start_epochs:
+            return balance, 1.0, False
+        imitation = c.imitation_weight * max(0.0, 1.0 - epoch / c.imitation_epochs) if c.imitation_epochs else 0.0
+        return balance, imitation, True
+
+    def learning_rate(self, epoch: int) -> float:
+        """Cosine decay from the configured rate to final_lr_fraction of it over the run."""
+        c = self.config
+        progress = epoch / max(c.epochs - 1, 1)
+        return c.learning_rate * (c.final_lr_fraction
+                                  + (1 - c.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def _emit(self, event: str, **fields) -> None:
+        if self.json_progress:
+            print(event_line(event, **fields), flush=True)
+
+    def train_step(self, batch_cases: list[int]) -> tuple[dict, bool]:
+        """One optimiser step on this process's share of a step's cases; (statistics, labelled).
+
+        Each pass of cases plays its rollout without gradients, then each kept step's loss is
+        backpropagated on its own (memory: one step of one pass); the gradients add up, and
+        DistributedDataParallel averages them across processes at the step's last backward."""
+        config = self.config
+        step_rng = np.random.default_rng([config.seed, self.epoch, self.step])
+        clicks = int(step_rng.integers(config.clicks_per_round[0], config.clicks_per_round[1] + 1))
+        steps = int(step_rng.integers(config.steps_per_round[0], config.steps_per_round[1] + 1))
+        episode_steps = config.rounds * steps
+        chosen = sorted(step_rng.choice(episode_steps, min(config.backward_steps, episode_steps), replace=False).tolist())
+        balance, imitation, reinforce = self.schedule(self.epoch)
+        mine = list(DistributedSampler(batch_cases, num_replicas=self.world, rank=self.rank, shuffle=False))
+        passes = [mine[i:i + config.cases_per_pass] for i in range(0, len(mine), config.cases_per_pass)]
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for index, positions in enumerate(passes):
+            # each case's crop, clicks and sampled actions come from its own seeds, so a step is the same
+            # cases and episodes however its passes split them; each pass weighs by its share of the cases
+            rngs = [np.random.default_rng([config.seed, self.epoch, self.step, position]) for position in positions]
+            generators = [torch.Generator().manual_seed(int(np.random.default_rng(
+                [config.seed, self.epoch, self.step, position, 1]).integers(2**62))) for position in positions]
+            batch = make_batch([self.train[batch_cases[position]] for position in positions], config, rngs)
+            share = len(positions) / len(mine)
+            run = rollout(self.model, batch, config, clicks, generators, steps, chosen, reinforce)
+            stats = dict(run.stats)
+            for number, record in enumerate(run.steps):
+                last = index == len(passes) - 1 and number == len(run.steps) - 1
+                with self.episode.no_sync() if self.world > 1 and not last else contextlib.nullcontext():
+                    loss, step_stats = self.episode(run, record, config, balance, imitation, reinforce)
+                    (loss * share / len(run.steps)).backward()
+                for key, value in step_stats.items():
+                    stats[key] = stats.get(key, 0.0) + value / len(run.steps)
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + share * value
+        torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), config.grad_clip)
+        self.optimizer.step()
+        return totals, batch.labeled
+
+    def fit(self, save_every_s: float = 300.0) -> Path:
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        monitor = _validation_subset(self.validation, config.validation_cases_per_epoch)
+        last_save = time.monotonic()
+        while self.epoch < config.epochs:
+            batches = self.batches(self.epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(self.epoch)
+            totals: dict[str, list[float]] = {}
+            started = time.monotonic()
+            bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
+                       disable=not self.progress, dynamic_ncols=True)
+            while self.step < len(batches):
+                stats, labeled = self.train_step(batches[self.step])
+                for key, value in stats.items():
+                    totals.setdefault(f"{'labeled' if labeled else 'unlabeled'}_{key}", []).append(value)
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", dice=f"{stats['dice']:.3f}", refresh=False)
+                if self.json_progress:
+                    done = self.epoch * len(batches) + self.step
+                    spent = self.elapsed + time.monotonic() - started
+                    steps_before, seconds_before = self._resumed_at
+                    self._emit("step", epoch=self.epoch + 1, epochs=config.epochs, step=self.step,
+                               steps=len(batches), elapsed_s=round(spent, 1),
+                               eta_s=round((spent - seconds_before) / max(done - steps_before, 1)
+                                           * (config.epochs * len(batches) - done), 1),
+                               loss=round(stats["loss"], 5), dice=round(stats["dice"], 4),
+                               peak_memory_mb=peak_memory_mb())
+                if time.monotonic() - last_save > save_every_s:
+                    self.elapsed += time.monotonic() - started
+                    started = time.monotonic()
+                    self._save_state()
+                    last_save = time.monotonic()
+            bar.close()
+            self.elapsed += time.monotonic() - started
+            if self.rank == 0:
+                self._end_epoch(monitor, totals)
+            self.epoch += 1
+            self.step = 0
+            self._save_state()
+            last_save = time.monotonic()
+        return self.finish()
+
+    def _end_epoch(self, monitor: list[TrainingCase], totals: dict[str, list[float]]) -> None:
+        self.model.eval()
+        metrics = validate(self.model, monitor) if monitor else {}
+        self.model.train()
+        balance, imitation, reinforce = self.schedule(self.epoch)
+        entry = {"epoch": self.epoch + 1, "elapsed_s": round(self.elapsed, 1),
+                 "learning_rate": self.learning_rate(self.epoch), "class_balance": balance, "imitation": imitation,
+                 "policy_gradient": reinforce,
+                 **{k: round(float(np.mean(v)), 5) for k, v in totals.items()}, "validation": metrics}
+        self.history.append(entry)
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+        # every epoch's model is kept (about 2 MB each): the per-epoch curve of an RL run is noisy and its
+        # best epoch is not always the last (research/NOTEBOOK.md, "Rounds of several steps in training")
+        save_model(self.model, self.epoch_model_path(self.epoch + 1),
+                   self._record(metrics, f"first {self.config.validation_cases_per_epoch} held-out cases per dataset"))
+        if self.progress:
+            summary = ", ".join(f"{n} dice/round {m['dice_mean_per_round']}" for n, m in metrics.items())
+            tqdm.write(f"epoch {self.epoch + 1}: {summary}")
+        self._emit("epoch", **entry)
+
+    def finish(self) -> Path:
+        """Write the inference model with its record (full validation of the held-out split); rank 0."""
+        if self.rank != 0:
+            return self.out
+        self.model.eval()
+        metrics = validate(self.model, self.validation, progress=self.progress) if self.validation else {}
+        self.model.to(memory_format=torch.contiguous_format)
+        path = save_model(self.model.to("cpu"), self.out, self._record(metrics, "every held-out case"))
+        self._emit("done", model=str(path), validation=metrics)
+        return path
+
+
+def lineage_of(metadata: dict) -> list[dict]:
+    """The training stages behind a model file, oldest first: its own ``lineage`` and the run that
+    wrote it, each with its command, machine, wall time and validation (what a fine-tuned model's
+    card lists, so a model documents everything that made it)."""
+    training = metadata.get("training")
+    if not training:
+        return list(metadata.get("lineage", []))
+    stage = {"command": training.get("command"), "machine": training.get("machine"), "device": training.get("device"),
+             "epochs": training.get("config", {}).get("epochs"), "wall_time_s": training.get("wall_time_s"),
+             "init": training.get("data", {}).get("init"), "validation": metadata.get("metrics", {}).get("validation")}
+    return [*metadata.get("lineage", []), stage]
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory so far (MB; None where the system does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2  # Linux reports KiB, macOS bytes
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1)
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])

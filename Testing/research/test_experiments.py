@@ -1,0 +1,104 @@
+"""The README's commands are the ones CI runs, and the experiment scripts behind its figures do what
+research/NOTEBOOK.md says."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _commands(text: str) -> list[str]:
+    blocks = text.split("```")[1::2]
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("python3 -m venv")]
+
+
+def _results_script(name: str):
+    """A script of research/experiments/ (a package: it imports its neighbours, e.g. held_out)."""
+    import importlib
+
+    return importlib.import_module(f"research.experiments.{name}")
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = _commands((ROOT / "README.md").read_text())
+    assert len(commands) == 2 and commands[0].endswith("mecca demo") and commands[1].endswith("python -m pytest -q")
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_intensity_changes_behind_the_readme_figures_are_what_results_md_says():
+    """research/experiments/intensity_changes.py on the bundled (real) scan: inverted = 1 - u, gamma 2 = u²,
+    the bias field spans 0.3-1.7 times u, the noise repeats with its seed, unknown names are refused."""
+    import numpy as np
+    import pytest
+    from mecca.io import read_volume
+    from mecca.resources import SAMPLE_IMAGE, resource_path
+
+    module = _results_script("intensity_changes")
+    array = read_volume(str(resource_path(*SAMPLE_IMAGE))).array
+    low, high = np.percentile(array, [0.5, 99.5])
+    unit = np.clip((array - low) / (high - low), 0, 1)
+    assert np.allclose(module.changed(array, "none", 0), array)
+    assert np.allclose(module.changed(array, "inverted", 0), 1 - unit, atol=1e-6)
+    assert np.allclose(module.changed(array, "gamma 2", 0), unit**2, atol=1e-6)
+    ratio = module.changed(array, "bias field", 0)[unit > 0.1] / unit[unit > 0.1]
+    assert 0.3 - 1e-5 <= ratio.min() < 0.5 and 1.5 < ratio.max() <= 1.7 + 1e-5
+    noisy = module.changed(array, "noise", 3)
+    assert np.array_equal(noisy, module.changed(array, "noise", 3)) and abs(float((noisy - unit).std()) - 0.1) < 0.01
+    with pytest.raises(ValueError, match="unknown change"):
+        module.changed(array, "blur", 0)
+
+
+def test_the_weight_average_in_results_md_is_the_mean_of_the_models_weights(tmp_path):
+    """research/experiments/weight_average.py: each weight the mean of the models' (two seeds here), the record
+    names the models averaged, and models of another architecture are refused."""
+    from dataclasses import replace
+
+    import pytest
+    import torch
+    from mecca.checkpoint import load_model, save_model
+    from mecca.networks import MeccaModel, NetworkConfig
+
+    module = _results_script("weight_average")
+    paths = [str(save_model(MeccaModel.create(seed=seed), tmp_path / f"seed{seed}.safetensors")) for seed in (0, 1)]
+    averaged = module.average(paths)
+    first, second = (load_model(path).state_dict() for path in paths)
+    assert not torch.equal(first["policy.trunk.stem.weight"], second["policy.trunk.stem.weight"])
+    for name, value in averaged.state_dict().items():
+        assert torch.allclose(value, (first[name] + second[name]) / 2, atol=1e-7), name
+    assert averaged.metadata["weight_average_of"] == paths
+    wider = save_model(MeccaModel.create(replace(NetworkConfig(), width=8)), tmp_path / "width8.safetensors")
+    with pytest.raises(ValueError, match="another architecture"):
+        module.average([paths[0], str(wider)])
+
+
+def test_the_click_locality_in_results_md_keeps_voxels_far_from_the_rounds_clicks(monkeypatch):
+    """research/experiments/click_locality.py on the bundled (real) scan: round 2 changes voxels near its
+    click only; round 1 is the plain session's."""
+    import numpy as np
+    from mecca.checkpoint import load_model
+    from mecca.io import read_volume
+    from mecca.resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+    from mecca.session import InteractiveSession
+    from scipy import ndimage
+
+    module = _results_script("click_locality")
+    image = read_volume(str(resource_path(*SAMPLE_IMAGE)))
+    label = read_volume(str(resource_path(*SAMPLE_LABEL))).array > 0
+    centre = tuple(int(v) for v in np.argwhere(label).mean(axis=0))
+    inside_edge = tuple(int(v) for v in np.argwhere(label & ~ndimage.binary_erosion(label))[0])
+    model = load_model(resource_path(*DEFAULT_MODEL))
+    plain = InteractiveSession(image, model)
+    plain.add_click(centre[::-1], True)
+    plain.step()
+    monkeypatch.setattr(InteractiveSession, "step", module.keeping_far_voxels(4.0))
+    local = InteractiveSession(image, model)
+    local.add_click(centre[::-1], True)
+    local.step()
+    assert np.array_equal(local.probability_tenths, plain.probability_tenths)
+    before = local.probability_tenths.copy()
+    local.add_click(inside_edge[::-1], False)
+    local.step()
+    changed = local.probability_tenths != before
+    away = np.ones(label.shape, bool)
+    away[inside_edge] = False
+    near = ndimage.distance_transform_edt(away, sampling=image.spacing[::-1]) <= 4.0
+    assert changed.any() and not (changed & ~near).any()

@@ -1,0 +1,184 @@
+"""The click-CNN baseline (InterCNN / DeepIGeoS style) on MECCA's backbone: the state (image,
+previous probability, hint) in, the foreground logit out, trained with cross-entropy and iterated
+round after round (each round's prediction becomes the next round's probability channel).
+
+Its model files use the engine's file format (safetensors + JSON, never pickle) with their own
+kind, ``"model": "click-cnn"``, which the product refuses to load as a MECCA model.
+
+    python -m research.baselines.click_cnn --dataset DIR [--dataset DIR2] --out click-cnn.safetensors --epochs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mecca.cases import load_cases
+from mecca.checkpoint import finite_weights, read_model_file, write_model_file
+from mecca.clicks import Click
+from mecca.environment import build_state, normalize_image
+from mecca.episodes import EpisodeBatch, batch_dice, class_weights, make_batch, masked_mean
+from mecca.errors import CheckpointError
+from mecca.harness import InteractiveMethod, register_method, simulate
+from mecca.hints import encode_hints
+from mecca.io import Volume
+from mecca.networks import STATE_CHANNELS, DilatedBlock, Encoder, FusionHead, NetworkConfig
+from mecca.recipe import TrainingConfig
+from mecca.training import epoch_batches
+from mecca.users import SimulatedUser
+from mecca.working_grid import working_grid
+from torch import nn
+
+KIND = "click-cnn"
+
+
+class ClickCNN(nn.Module):
+    """MECCA's policy backbone with one foreground logit per voxel."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        c = config
+        self.trunk = Encoder(STATE_CHANNELS, c.width, c.stride, c.trunk_dilations)
+        self.blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
+        self.out = FusionHead(c.width, STATE_CHANNELS, 1, c.stride, c.fusion_channels, c.fusion_out_channels, False)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(self.trunk(state)), state).squeeze(1)
+
+
+def save_click_cnn(net: ClickCNN, config: NetworkConfig, path, metadata: dict | None = None) -> Path:
+    meta = {"format": "mecca-model", "format_version": 1, "network": {**config.to_dict(), "model": KIND},
+            **(metadata or {})}
+    return write_model_file({f"policy.{k}": v for k, v in net.state_dict().items()}, {"mecca": json.dumps(meta)},
+                            Path(path))
+
+
+def load_click_cnn(path) -> tuple[ClickCNN, NetworkConfig, dict]:
+    """A click-CNN model file -> (network in eval mode, its architecture, its metadata)."""
+    tensors, meta = read_model_file(Path(path))
+    network = dict(meta.get("network", {}))
+    if network.get("model") != KIND:
+        raise CheckpointError(f"{path}: a {network.get('model', '?')!r} model, not a click-CNN")
+    config = NetworkConfig.from_dict({**network, "model": "mecca"})  # the backbone's widths and dilations
+    net = ClickCNN(config)
+    net.load_state_dict({k.removeprefix("policy."): v for k, v in finite_weights(tensors, Path(path)).items()})
+    return net.eval(), config, {k: v for k, v in meta.items() if k not in ("format", "format_version", "network")}
+
+
+class ClickCNNMethod(InteractiveMethod):
+    """The click-CNN under the harness: each round's prediction becomes the next input."""
+
+    name = KIND
+
+    def __init__(self, model_path):
+        self.net, self.config, _ = load_click_cnn(model_path)
+
+    def start(self, image: Volume, box) -> None:
+        super().start(image, box)
+        image_norm = normalize_image(image.array[self.region])
+        # the grid MECCA's session uses, with this model's own minimum
+        self.grid = working_grid(image_norm.shape, image.spacing[::-1], min_voxels=self.config.min_working_voxels)
+        self.image_norm = self.grid.to_working(torch.from_numpy(image_norm)[None])
+        self.probability = torch.full_like(self.image_norm, 0.5)
+
+    @torch.no_grad()
+    def refine(self, clicks: list[Click]) -> np.ndarray:
+        clicks, offset = self.grid.clicks(clicks, self.box[0])
+        hint = torch.from_numpy(encode_hints(self.config.hint_encoding, self.image_norm[0].numpy(), clicks, offset))[None]
+        state = build_state(self.image_norm, self.probability, hint).contiguous(memory_format=torch.channels_last_3d)
+        self.probability = torch.sigmoid(self.net(state).float())
+        return self.grid.to_native(self.probability)[0].numpy()
+
+
+register_method(KIND, ClickCNNMethod)
+
+
+def supervised_episode(net: ClickCNN, config: NetworkConfig, batch: EpisodeBatch, rounds: int, clicks_per_round: int,
+                       balance: float) -> tuple[torch.Tensor, dict]:
+    """Rounds of the seeded simulated user; cross-entropy on each round's prediction."""
+    label, valid = batch.label.bool(), batch.valid.float()
+    users = [SimulatedUser(batch.label[b].numpy() & batch.valid[b].numpy(), seed=s, style=style)
+             for b, (s, style) in enumerate(zip(batch.user_seeds, batch.user_styles))]
+    clicks: list[list[Click]] = [[] for _ in users]
+    probability = batch.start.float() / 10.0
+    weights = class_weights(valid, label.float(), balance)
+    loss = torch.zeros(())
+    for t in range(rounds):
+        prediction = ((probability > 0.5) & (valid > 0)).numpy()
+        for b, user in enumerate(users):
+            clicks[b].extend(user.clicks(prediction[b], clicks_per_round, t))
+        hint = torch.from_numpy(np.stack([encode_hints(config.hint_encoding, image, c)
+                                          for image, c in zip(batch.image.numpy(), clicks)]))
+        state = build_state(batch.image, probability, hint).contiguous(memory_format=torch.channels_last_3d)
+        logit = net(state)
+        loss = loss + masked_mean(F.binary_cross_entropy_with_logits(logit, label.float(), reduction="none"), weights)
+        probability = torch.sigmoid(logit.detach())
+    total = loss / rounds
+    return total, {"loss": total.item(), "dice": batch_dice((probability > 0.5) & (valid > 0), label & (valid > 0))}
+
+
+def train(dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4, seed: int = 0,
+          network: NetworkConfig | None = None, recipe: TrainingConfig | None = None) -> Path:
+    """Train a click-CNN with the engine's episodes (crops, users, schedule of the class weights);
+    writes ``out`` and ``<out>.epoch-N.safetensors`` after every epoch, each with its validation."""
+    recipe = replace(recipe or TrainingConfig(), epochs=epochs, seed=seed, learning_rate=learning_rate)
+    network = network or NetworkConfig()
+    train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
+                                                 min_working_voxels=network.min_working_voxels)
+    torch.manual_seed(seed)
+    net = ClickCNN(network).to(memory_format=torch.channels_last_3d).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
+    history, started, out = [], time.monotonic(), Path(out)
+    for epoch in range(epochs):
+        balance = recipe.class_balance_floor + (1 - recipe.class_balance_floor) * max(0.0, 1 - epoch / recipe.class_balance_epochs)
+        losses = []
+        for step, cases in enumerate(epoch_batches(train_cases, recipe, epoch)):
+            rngs = [np.random.default_rng([seed, epoch, step, position]) for position in range(len(cases))]
+            batch = make_batch([train_cases[i] for i in cases], recipe, rngs)
+            clicks = int(np.random.default_rng([seed, epoch, step]).integers(*recipe.clicks_per_round, endpoint=True))
+            optimizer.zero_grad(set_to_none=True)
+            loss, stats = supervised_episode(net, network, batch, recipe.rounds, clicks, balance)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
+            optimizer.step()
+            losses.append(stats["loss"])
+        net.eval()
+        dice = [simulate(_InMemory(net, network), case.image, case.label).dice for case in validation[:12]]
+        net.train()
+        history.append({"epoch": epoch + 1, "elapsed_s": round(time.monotonic() - started, 1),
+                        "loss": round(float(np.mean(losses)), 5),
+                        "validation_dice_mean_per_round": np.mean(dice, axis=0).round(4).tolist() if dice else []})
+        print(json.dumps(history[-1]), flush=True)
+        metadata = {"training": {"config": asdict(recipe), "data": record, "history": history}}
+        save_click_cnn(net, network, out.with_name(f"{out.stem}.epoch-{epoch + 1}{out.suffix}"), metadata)
+    return save_click_cnn(net.eval(), network, out, metadata)
+
+
+class _InMemory(ClickCNNMethod):
+    """ClickCNNMethod on a network in memory (validation during training)."""
+
+    def __init__(self, net: ClickCNN, config: NetworkConfig):
+        self.net, self.config = net, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m research.baselines.click_cnn", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", action="append", required=True, help="MSD folder (repeatable)")
+    parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(f"wrote {train(args.dataset, args.out, args.epochs, args.lr, args.seed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

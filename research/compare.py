@@ -1,0 +1,110 @@
+"""MECCA beside the methods it is compared with, under the same seeded simulated user and the same
+click points (the paper's Table 1 shape): MECCA and IteR-MRL model files, the click-CNN, Slicer's
+Grow from seeds and scikit-image's random walker (its beta chosen on training cases).
+
+    python -m research.compare --dataset ../shared/data/Task04_Hippocampus --user interior --json out.json
+
+The options of ``mecca evaluate`` apply (``mecca.cli.add_evaluation_options``); the models default to
+the bundled MECCA model and research/models/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mecca.checkpoint import load_model
+from mecca.cli import add_evaluation_options, evaluation_cases, evaluation_report, parse_labels, resolve_device
+from mecca.errors import CheckpointError, InputError
+from mecca.harness import MeccaMethod
+from mecca.resources import DEFAULT_MODEL, resource_path
+
+from .baselines.click_cnn import ClickCNNMethod
+from .baselines.seeded_tools import RANDOM_WALKER_BETAS, GrowFromSeedsMethod, RandomWalkerMethod, tune_random_walker_beta
+
+MODELS = Path(__file__).resolve().parent / "models"
+NAMES = ("mecca", "iter-mrl", "click-cnn", "grow-from-seeds", "random-walker")
+
+
+def _beta(text: str) -> float | str:
+    if text == "tune":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'tune', got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m research.compare", description=__doc__.split("\n\n")[0])
+    add_evaluation_options(parser)
+    parser.add_argument("--methods", default=",".join(NAMES), help=f"comma-separated, any of: {', '.join(NAMES)} "
+                        "(default: all)")
+    parser.add_argument("--model", help="MECCA model (default: bundled)")
+    parser.add_argument("--iter-mrl-model", default=str(MODELS / "iter-mrl.safetensors"),
+                        help="IteR-MRL model (default: research/models/iter-mrl.safetensors)")
+    parser.add_argument("--click-cnn-model", default=str(MODELS / "click-cnn.safetensors"),
+                        help="click-CNN model (default: research/models/click-cnn.safetensors)")
+    parser.add_argument("--random-walker-beta", type=_beta, default="tune",
+                        help="the random walker's edge sensitivity, or 'tune' to choose it from "
+                             f"{', '.join(f'{b:g}' for b in RANDOM_WALKER_BETAS)} on training cases (default: tune)")
+    parser.add_argument("--tuning-cases", type=int, default=8,
+                        help="training cases (first N by name) on which --random-walker-beta tune chooses (default: 8)")
+    return parser
+
+
+def run(args) -> dict:
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(names) - set(NAMES)
+    if unknown:
+        raise InputError(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(NAMES)}")
+    dataset, cases = evaluation_cases(args)
+    factories, used_models = {}, {}
+    for name in names:
+        if name in ("mecca", "iter-mrl"):
+            path = (args.model or resource_path(*DEFAULT_MODEL)) if name == "mecca" else args.iter_mrl_model
+            model = load_model(path, device=resolve_device(args.device), precision=args.precision)
+            used_models[name] = str(path)
+            factories[name] = lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
+                                                                   args.lean_correction, args.start)
+        elif name == "click-cnn":
+            used_models[name] = args.click_cnn_model
+            ClickCNNMethod(args.click_cnn_model)  # a missing or wrong file is reported before the run
+            factories[name] = lambda path=args.click_cnn_model: ClickCNNMethod(path)
+        elif name == "grow-from-seeds":
+            try:
+                GrowFromSeedsMethod()
+            except RuntimeError as error:
+                print(f"skipping grow-from-seeds: {error}", flush=True)
+                continue
+            factories[name] = GrowFromSeedsMethod
+        else:
+            beta, beta_scores = args.random_walker_beta, None
+            if beta == "tune":
+                tuning = dataset.training_cases(args.validation_fraction)[: args.tuning_cases]
+                print(f"choosing the random walker's beta on {len(tuning)} training cases ({args.user} clicks)", flush=True)
+                beta, beta_scores = tune_random_walker_beta(tuning, parse_labels(args.labels), args.rounds,
+                                                            args.clicks_per_round, args.seed, args.user)
+                print(f"random walker beta {beta:g} (mean Dice over rounds: "
+                      + ", ".join(f"{b:g}: {d:.3f}" for b, d in beta_scores.items()) + ")", flush=True)
+            used_models["random-walker"] = {"beta": beta, "tuning_mean_dice": beta_scores}
+            factories[name] = lambda b=beta: RandomWalkerMethod(b)
+    return evaluation_report(args, dataset, cases, factories, used_models)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (InputError, CheckpointError, FileNotFoundError) as error:
+        print(f"research.compare: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
