@@ -607,6 +607,7 @@ class MECCASegmentTest(ScriptedLoadableModuleTest):
     modelPath = None  # None: the bundled model (pytest runs this test with a small untrained one)
 
     def test_MECCASegment_session(self):
+        from mecca.geometry import ijk_from_kji
         from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 
         self.delayDisplay("Loading the bundled sample")
@@ -620,7 +621,7 @@ class MECCASegmentTest(ScriptedLoadableModuleTest):
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
         logic = MECCASegmentLogic(modelPath=self.modelPath)
         session = logic.startSession(volumeNode, segmentationNode)
-        session.addClick(ijkToWorld(volumeNode, centre[::-1]), positive=True)
+        session.addClick(ijkToWorld(volumeNode, ijk_from_kji(centre)), positive=True)
         stats = session.refine()
         segment = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, session.segmentId, volumeNode)
         self.assertEqual(stats["round"], 1)
@@ -639,7 +640,7 @@ class MECCASegmentTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Accept keeps the result")
         session = logic.startSession(volumeNode, segmentationNode)
-        session.addClick(ijkToWorld(volumeNode, centre[::-1]), positive=True)
+        session.addClick(ijkToWorld(volumeNode, ijk_from_kji(centre)), positive=True)
         session.refine()
         session.accept()
         self.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), 1)

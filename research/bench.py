@@ -120,7 +120,7 @@ def bench_levers(model: MeccaModel, image: Volume, size: int, repeats: int) -> l
     image_norm = normalize_image(volume.array)
     confidence = np.random.default_rng(0).random(image_norm.shape).astype(np.float32)
     start = time.perf_counter()
-    regions = supervoxels(image_norm, segments_for_round(1), volume.spacing[::-1])
+    regions = supervoxels(image_norm, segments_for_round(1), volume.spacing_kji)
     slic_seconds = time.perf_counter() - start
     start = time.perf_counter()
     rank_regions(regions, confidence)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 import vtk
-from mecca.geometry import box_slices, ijk_from_kji
+from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk
 from slicer.util import VTKObservationMixin
 
 from .mrml import boxUnion, engineVolume, ijkToRasMatrix, ijkToWorld, labelmapImage, maskBox, worldToIjk
@@ -298,7 +298,7 @@ class MECCASession(VTKObservationMixin):
         Only the round's region is read from the engine and written to the nodes: a large volume
         costs what its ROI costs.
         """
-        box = (tuple(reversed(summary["roi_lo_ijk"])), tuple(reversed(summary["roi_hi_ijk"])))
+        box = (kji_from_ijk(summary["roi_lo_ijk"]), kji_from_ijk(summary["roi_hi_ijk"]))
         changed = self._writeSegment(self._engine.mask_region(box_slices(box)) > 0, box)
         self._updateConfidence()
         if self._adviceVisible:

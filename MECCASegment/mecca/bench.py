@@ -210,7 +210,7 @@ def _big_volume_child(model_path, precision, queue) -> None:
     summary = session.step()
     first_round = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"volume": list(shape[::-1]), "session_open_s": round(opened, 4), "first_round_s": round(first_round, 4),
+    queue.put({"volume": list(ijk_from_kji(shape)), "session_open_s": round(opened, 4), "first_round_s": round(first_round, 4),
                "auto_roi": [summary["roi_lo_ijk"], summary["roi_hi_ijk"]], "peak_rss_mb": round(peak_kb / 1024, 1)})
 
 

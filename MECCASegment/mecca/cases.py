@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from .clicks import Click, read_clicks
 from .errors import InputError
+from .geometry import kji_from_ijk
 from .harness import label_box
 from .io import MSDDataset, Volume, check_dataset, resample_to_shape, split_validation
 from .working_grid import working_grid
@@ -32,7 +33,7 @@ def _recorded_clicks(path, image: Volume) -> dict[int, list[Click]]:
     out: dict[int, list[Click]] = {}
     for round_, clicks in rounds.items():
         for ijk, positive in clicks:
-            index = tuple(int(v) for v in np.rint(ijk)[::-1])
+            index = kji_from_ijk(np.rint(ijk))
             if all(0 <= v < s for v, s in zip(index, image.shape)):
                 out.setdefault(round_, []).append(Click(index, positive))
     if not out:
@@ -100,11 +101,11 @@ def _on_training_grid(image: Volume, label: np.ndarray,
     slices on near-isotropic voxels, and a case whose ROI (object box + margin, as a user draws
     it) holds fewer than ``min_working_voxels`` enlarged by the factor the session would use.
     Other cases stay as they are, bit for bit."""
-    spacing = image.spacing[::-1]
+    spacing = image.spacing_kji
     shape = np.array(working_grid(image.shape, spacing, TRAINING_MAX_VOXELS).shape)
     if min_working_voxels is not None and label.any():
         lo, hi = label_box(label)
-        roi = (np.array(hi) - np.array(lo))[::-1]
+        roi = np.subtract(kji_from_ijk(hi), kji_from_ijk(lo))
         enlarged = (np.array(working_grid(roi, spacing, None, min_working_voxels).shape)
                     / np.array(working_grid(roi, spacing, None).shape))
         if np.prod(shape * enlarged) <= TRAINING_MAX_VOXELS:

@@ -95,7 +95,7 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
     label = binary_label(read_volume(resource_path(*SAMPLE_LABEL)).array)
     slice_k = _focus_slice(label)
     snapshots = []
-    _print(f"MECCA demo: {image.name} {image.shape[::-1]} voxels, {_plural(rounds, 'round')} x "
+    _print(f"MECCA demo: {image.name} {image.size_ijk} voxels, {_plural(rounds, 'round')} x "
            f"{_plural(clicks_per_round, 'simulated click')}, model {model.metadata.get('name', 'bundled')}")
 
     def on_round(method, clicks, dice):
@@ -139,7 +139,7 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
     first = clicks_by_round[min(clicks_by_round)][0][0]
     slice_k = int(np.clip(round(first[2]), 0, image.shape[0] - 1))
     snapshots, dices, seconds = [], [], []
-    _print(f"MECCA segment: {image.name} {image.shape[::-1]} voxels, {_plural(rounds, 'round')}")
+    _print(f"MECCA segment: {image.name} {image.size_ijk} voxels, {_plural(rounds, 'round')}")
     for round_ in range(1, rounds + 1):
         added = [session.add_click(ijk, positive) for ijk, positive in clicks_by_round.get(round_, [])]
         summary = session.step()
@@ -269,8 +269,9 @@ def evaluation_report(args, dataset, cases, factories: dict, used_models: dict) 
     from .training import command_line
 
     _print(f"evaluating {', '.join(factories)} on {len(cases)} cases of {dataset.name} ({args.split} split), "
-           f"{args.rounds} rounds x {args.clicks_per_round} {args.user} clicks, {args.steps_per_round} policy "
-           "step(s) per round" + (", policy averaged over flips" if args.flip_average else ""))
+           f"{args.rounds} rounds x {args.clicks_per_round} {args.user} clicks, "
+           + (f"{args.steps_per_round} policy step(s) per round" if args.steps_per_round is not None
+              else "the model's policy steps per round") + (", policy averaged over flips" if args.flip_average else ""))
     summary, failures, figure_case = evaluate(cases, factories, parse_labels(args.labels), args.rounds,
                                               args.clicks_per_round, args.seed, user=args.user)
     result = {"dataset": dataset.name, "user": args.user, "start": args.start, "rounds": args.rounds,

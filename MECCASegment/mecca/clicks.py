@@ -48,9 +48,9 @@ def read_clicks(path: str | Path, image) -> tuple[dict[int, list[tuple[np.ndarra
             raise InputError(f"{path}: {what} must be three finite numbers, got {point!r}")
         index = image.world_to_index(values * flip)
         voxel = np.rint(index).astype(int)
-        if inside and (np.any(voxel < 0) or np.any(voxel >= image.shape[::-1])):
+        if inside and (np.any(voxel < 0) or np.any(voxel >= image.size_ijk)):
             raise InputError(f"{path}: {what} at {system} ({', '.join(f'{v:g}' for v in values)}) mm is voxel (i, j, k) "
-                             f"{tuple(voxel.tolist())}, outside the image (size {image.shape[::-1]}); check the "
+                             f"{tuple(voxel.tolist())}, outside the image (size {image.size_ijk}); check the "
                              "coordinate system and that the clicks belong to this image")
         return index
 

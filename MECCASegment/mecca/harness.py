@@ -176,7 +176,7 @@ def simulate(method: InteractiveMethod, image: Volume, label: np.ndarray, rounds
         mask[region] = probability > 0.5
         run.dice.append(round(dice(mask, label), 6))
         if with_assd:
-            run.assd_mm.append(assd(mask, label, image.spacing[::-1]))
+            run.assd_mm.append(assd(mask, label, image.spacing_kji))
         if keep_masks:
             run.masks.append(mask.copy())
         for key, value in method.round_report(roi_label).items():

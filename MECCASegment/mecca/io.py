@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .geometry import ijk_from_kji
 
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -41,7 +42,18 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Numpy (k, j, i) shape."""
         return self.array.shape
+
+    @property
+    def size_ijk(self) -> tuple[int, int, int]:
+        """ITK/Slicer (i, j, k) size, as messages to the user give it."""
+        return ijk_from_kji(self.array.shape)
+
+    @property
+    def spacing_kji(self) -> tuple[float, float, float]:
+        """Voxel spacing in numpy (k, j, i) order (``spacing`` is ITK's (i, j, k))."""
+        return tuple(reversed(self.spacing))
 
     def with_array(self, array: np.ndarray, name: str = "") -> Volume:
         """Same geometry, other voxels (a mask or a map computed on this image)."""
@@ -79,7 +91,7 @@ _WIDENED_FOR_ITK = {np.dtype(bool): np.uint8, np.dtype(np.float16): np.float32}
 def resample_to_shape(volume: Volume, shape_kji, nearest: bool = False) -> Volume:
     """The same physical box on a grid of ``shape_kji`` voxels (SimpleITK); a label needs ``nearest``."""
     image = volume.to_sitk()
-    size = [int(v) for v in shape_kji[::-1]]
+    size = list(ijk_from_kji(shape_kji))
     spacing = np.asarray(volume.spacing) * np.asarray(image.GetSize()) / np.asarray(size)
     direction = np.reshape(volume.direction, (3, 3))
     origin = np.asarray(volume.origin) + direction @ ((spacing - np.asarray(volume.spacing)) / 2)  # same outer edge
@@ -108,7 +120,7 @@ def validate_image(array: np.ndarray, spacing=(1.0, 1.0, 1.0), name: str = "imag
         raise InputError(f"{name}: a 3D scalar image is needed, got {array.ndim} dimensions {array.shape}"
                          + (f"; {hint}" if hint else ""))
     if min(array.shape) == 0:
-        raise InputError(f"{name}: the image is empty (size {array.shape[::-1]}); load it again or choose another")
+        raise InputError(f"{name}: the image is empty (size {ijk_from_kji(array.shape)}); load it again or choose another")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
             or array.dtype == bool):
         raise InputError(f"{name}: voxel type {array.dtype} is not a real scalar; convert to an integer or float image")
@@ -244,7 +256,7 @@ class Case:
 def _geometry_mismatch(image: Volume, label: Volume) -> str | None:
     """Why a label cannot be laid voxel for voxel on its image; None when it can."""
     if label.shape != image.shape:
-        return (f"label size {label.shape[::-1]} differs from image size {image.shape[::-1]}; resample the label "
+        return (f"label size {label.size_ijk} differs from image size {image.size_ijk}; resample the label "
                 "onto the image grid (nearest neighbour)")
     if not (np.allclose(label.spacing, image.spacing, rtol=1e-3)
             and np.allclose(label.origin, image.origin, atol=1e-2)

@@ -213,7 +213,7 @@ class InteractiveSession:
     def _start_from_mask(self, mask: np.ndarray) -> None:
         mask = np.asarray(mask)
         if mask.shape != self.image.shape:
-            raise InputError(f"starting segment has size {mask.shape[::-1]} but the image is {self.image.shape[::-1]}")
+            raise InputError(f"starting segment has size {ijk_from_kji(mask.shape)} but the image is {self.image.size_ijk}")
         inside = mask > 0
         self._p[...] = np.where(inside, MASK_TENTHS[1], MASK_TENTHS[0])
         if inside.any():
@@ -227,7 +227,7 @@ class InteractiveSession:
         lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
         if np.any(hi <= lo):
             raise InputError(f"ROI {tuple(lo_ijk)}-{tuple(hi_ijk)} does not overlap the image "
-                             f"(size {tuple(self.image.shape[::-1])} in i, j, k)")
+                             f"(size {self.image.size_ijk} in i, j, k)")
         for click in getattr(self, "_pending", []):
             if any(not low <= p < high for p, low, high in zip(click.position, lo, hi)):
                 raise InputError(f"the queued click at {ijk_from_kji(click.position)} lies outside the ROI "
@@ -247,7 +247,7 @@ class InteractiveSession:
         position = kji_from_ijk(np.rint(index).astype(int))
         if any(p < 0 or p >= s for p, s in zip(position, self.image.shape)):
             raise InputError(f"click {tuple(int(v) for v in np.rint(index))} lies outside the image "
-                             f"(size {self.image.shape[::-1]} in i, j, k)")
+                             f"(size {self.image.size_ijk} in i, j, k)")
         if self._user_box is not None and any(not lo <= p < hi for p, lo, hi in zip(position, *self._user_box)):
             raise InputError(f"click {ijk_from_kji(position)} lies outside the ROI {ijk_from_kji(self._user_box[0])}-"
                              f"{ijk_from_kji(self._user_box[1])}; enlarge the ROI or clear it")
@@ -284,7 +284,7 @@ class InteractiveSession:
         boxes = [b for b in (self._seed_box, *(r.box for r in self._rounds)) if b is not None]
         if not points and not boxes:
             raise SessionError("no ROI yet: add a click or set an ROI box first")
-        margin = np.ceil(self.roi_margin_mm / np.array(self.image.spacing[::-1])).astype(int)
+        margin = np.ceil(self.roi_margin_mm / np.array(self.image.spacing_kji)).astype(int)
         shape = np.array(self.image.shape)
         lows, highs = [], []
         if points:
@@ -309,7 +309,7 @@ class InteractiveSession:
     def _supervoxels_for(self, box: Box, image_norm: np.ndarray, n_segments: int) -> Supervoxels:
         key = (box, n_segments)
         if key not in self._supervoxels:
-            self._supervoxels[key] = supervoxels(image_norm, n_segments, self.image.spacing[::-1])
+            self._supervoxels[key] = supervoxels(image_norm, n_segments, self.image.spacing_kji)
         return self._supervoxels[key]
 
     # -- rounds --------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ class InteractiveSession:
             region = box_slices(box)
             image_norm = self._normalized_roi(box)  # cached while the ROI stays the same
             p_before = self._p[region].copy()
-            grid = working_grid(image_norm.shape, self.image.spacing[::-1], self.max_working_voxels,
+            grid = working_grid(image_norm.shape, self.image.spacing_kji, self.max_working_voxels,
                                 self.model.config.min_working_voxels)
             image = grid.to_working(torch.from_numpy(image_norm)[None])
             timings["prepare_s"] = time.perf_counter() - start
@@ -338,7 +338,7 @@ class InteractiveSession:
             if not self._rounds and self.start_estimate == "random-walker":
                 t = time.perf_counter()
                 estimate = random_walker_probability(image_norm, seed_map(image_norm.shape, self.clicks, box[0]),
-                                                     self.image.spacing[::-1]) > 0.5
+                                                     self.image.spacing_kji) > 0.5
                 p_start = np.where(estimate, MASK_TENTHS[1], MASK_TENTHS[0]).astype(np.uint8)
                 timings["start_estimate_s"] = time.perf_counter() - t
             p_last_step, p_after, device_confidence = self._act(grid, image, p_start, hint, steps, up_bias, timings)

@@ -369,4 +369,11 @@ def peak_memory_mb() -> float | None:
 
 
 def command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    """The command as typed: ``mecca ...``, or ``python -m module ...`` for a module run with -m."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = Path(sys.argv[0]).name
+    if spec is not None and spec.name not in ("mecca.cli", "mecca.__main__"):
+        program = f"python -m {spec.name.removesuffix('.__main__')}"
+    elif spec is not None:
+        program = "mecca"
+    return " ".join([program] + sys.argv[1:])

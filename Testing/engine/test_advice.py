@@ -59,7 +59,7 @@ def test_large_roi_regions_have_full_resolution_sizes_and_centres_inside_them():
     sample = read_volume(resource_path(*SAMPLE_IMAGE))
     roi = resample_to_shape(sample, tuple(2 * n for n in sample.shape))  # the real scan at twice its size
     assert roi.array.size > SLIC_MAX_VOXELS
-    regions = supervoxels(normalize_image(roi.array), 100, roi.spacing[::-1])
+    regions = supervoxels(normalize_image(roi.array), 100, roi.spacing_kji)
     labels = regions.labels
     np.testing.assert_array_equal(regions.sizes, np.bincount(labels.ravel()))
     exact = Supervoxels.from_labels(labels).centres  # the search at full resolution

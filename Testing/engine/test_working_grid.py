@@ -197,7 +197,7 @@ def test_small_roi_cases_train_enlarged_and_validation_cases_stay_as_they_are(tm
                                                                      "label": f"./labelsTr/{n}.nii.gz"} for n in names]}))
     lo, hi = label_box(label.array)  # the ROI a user draws: object box + margin, (i, j, k)
     roi = (np.array(hi) - np.array(lo))[::-1]
-    expected = working_grid(roi, label.spacing[::-1], None, 64**3)
+    expected = working_grid(roi, label.spacing_kji, None, 64**3)
     assert not expected.is_native  # the sample's box is small enough to be enlarged
     factor = np.array(expected.shape) / roi
     train, validation, _ = load_cases([str(tmp_path)], None, validation_fraction=0.2, progress=False,

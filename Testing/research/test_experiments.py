@@ -1,5 +1,5 @@
-"""The README's commands are the ones CI runs, and the experiment scripts behind its figures do what
-research/NOTEBOOK.md says."""
+"""The README's commands are the ones CI runs, its figures are the ones the model file records, and
+the experiment scripts behind its figures do what research/NOTEBOOK.md says."""
 
 from pathlib import Path
 
@@ -100,5 +100,43 @@ def test_the_click_locality_in_results_md_keeps_voxels_far_from_the_rounds_click
     changed = local.probability_tenths != before
     away = np.ones(label.shape, bool)
     away[inside_edge] = False
-    near = ndimage.distance_transform_edt(away, sampling=image.spacing[::-1]) <= 4.0
+    near = ndimage.distance_transform_edt(away, sampling=image.spacing_kji) <= 4.0
     assert changed.any() and not (changed & ~near).any()
+
+
+def _bundled_metadata() -> dict:
+    import pytest
+    from mecca.checkpoint import read_model_file
+    from mecca.resources import DEFAULT_MODEL, resource_path
+
+    try:
+        return read_model_file(resource_path(*DEFAULT_MODEL))[1]
+    except FileNotFoundError:
+        pytest.skip("the bundled model is not there")
+
+
+def test_the_model_card_is_the_one_mecca_info_prints_from_the_model_file():
+    from mecca.report import model_card
+    from mecca.resources import DEFAULT_MODEL, resource_path
+
+    metadata = _bundled_metadata()
+    card = (ROOT / "Resources" / "Models" / "MODEL_CARD.md").read_text()
+    assert card.startswith(model_card(resource_path(*DEFAULT_MODEL), metadata, metadata["network"]))
+    assert len(metadata["lineage"]) == 5 and metadata["training"]["data"]["init"] == "stage 5"
+
+
+def test_the_readme_and_results_quote_the_evaluations_recorded_in_the_model_file():
+    """One source for the figures: every round-5 Dice the model file records is what the README and
+    docs/results.md print, under both simulated users, and the results JSON agrees."""
+    import json
+
+    evaluations = _bundled_metadata()["metrics"]["evaluations"]
+    assert {(e["dataset"], e["user"]) for e in evaluations} == {(d, u) for d in ("Hippocampus", "LeftAtrium2018")
+                                                                 for u in ("edge", "interior")}
+    readme, results = (ROOT / "README.md").read_text(), (ROOT / "docs" / "results.md").read_text()
+    for e in evaluations:
+        figure = f"{e['dice_mean_per_round'][-1]:.3f}"
+        assert figure in readme and figure in results, (e["dataset"], e["user"], figure)
+        short = "hippocampus" if e["dataset"] == "Hippocampus" else "left-atrium"
+        stored = json.loads((ROOT / "research" / "results" / f"bundled-{short}-{e['user']}.json").read_text())
+        assert stored["methods"]["mecca"]["dice_mean_per_round"] == e["dice_mean_per_round"]

@@ -83,7 +83,7 @@ class ClickCNNMethod(InteractiveMethod):
         super().start(image, box)
         image_norm = normalize_image(image.array[self.region])
         # the grid MECCA's session uses, with this model's own minimum
-        self.grid = working_grid(image_norm.shape, image.spacing[::-1], min_voxels=self.config.min_working_voxels)
+        self.grid = working_grid(image_norm.shape, image.spacing_kji, min_voxels=self.config.min_working_voxels)
         self.image_norm = self.grid.to_working(torch.from_numpy(image_norm)[None])
         self.probability = torch.full_like(self.image_norm, 0.5)
 

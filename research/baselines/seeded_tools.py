@@ -68,7 +68,7 @@ class RandomWalkerMethod(SeedMethod):
         self.image_norm = normalize_image(image.array[self.region])
 
     def refine(self, clicks: list[Click]) -> np.ndarray:
-        return random_walker_probability(self.image_norm, self.seeds(clicks), self.image.spacing[::-1], self.beta)
+        return random_walker_probability(self.image_norm, self.seeds(clicks), self.image.spacing_kji, self.beta)
 
 
 def tune_random_walker_beta(cases, labels=None, rounds: int = 5, clicks_per_round: int = 3, seed: int = 0,

@@ -54,7 +54,7 @@ def keeping_far_voxels(radius_mm: float):
             away = np.ones(before.shape, bool)
             for click in new_clicks:
                 away[tuple(p - lo for p, lo in zip(click.position, box[0]))] = False
-            far = ndimage.distance_transform_edt(away, sampling=session.image.spacing[::-1]) > radius_mm
+            far = ndimage.distance_transform_edt(away, sampling=session.image.spacing_kji) > radius_mm
             session._p[region][far] = before[far]
         return summary
 

@@ -24,22 +24,23 @@ EVALUATION_FIELDS = ("dataset", "user", "split", "cases", "rounds", "clicks_per_
 
 
 def git_lineage(model: Path) -> list[dict]:
-    """The training stages of the earlier committed versions of ``model``, oldest first (each
-    version's own training record; a stage fine-tuned from the file itself names the stage before)."""
+    """The training stages of the committed versions of ``model`` before the one with its weights,
+    oldest first (each version's own training record; a stage fine-tuned from the file itself names
+    the stage before)."""
     relative = model.resolve().relative_to(ROOT)
     commits = subprocess.run(["git", "log", "--format=%h", "--reverse", "--", str(relative)], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
-    head = subprocess.run(["git", "log", "-1", "--format=%h", "--", str(relative)], cwd=ROOT,
-                          capture_output=True, text=True, check=True).stdout.strip()
+    weights = read_model_file(model)[0]
     stages = []
     with tempfile.TemporaryDirectory() as folder:
         for commit in commits:
-            if commit == head:  # the committed version of the file being recorded is its own last stage
-                continue
             path = Path(folder) / f"{commit}.safetensors"
             path.write_bytes(subprocess.run(["git", "show", f"{commit}:{relative}"], cwd=ROOT,
                                             capture_output=True, check=True).stdout)
-            stage = lineage_of(read_model_file(path)[1])[-1]
+            earlier, metadata = read_model_file(path)
+            if earlier.keys() == weights.keys() and all(torch.equal(earlier[k], weights[k]) for k in weights):
+                break  # the version being recorded: its own training record is the last stage
+            stage = lineage_of(metadata)[-1]
             if stage.get("init") and stages:
                 stage["init"] = f"stage {len(stages)}"
             stages.append({**stage, "commit": commit})

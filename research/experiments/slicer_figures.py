@@ -9,7 +9,7 @@ slicer-module-panel.png
     they are drawn by the nearest plain Qt widget; the values shown are those of the session of the
     second figure. It is a rendering of the .ui file, not a screenshot of Slicer.
 slicer-confidence-overlay.png
-    An axial slice of hippocampus_014 as Slicer's own slice pipeline (vtkMRMLSliceLogic of the
+    An axial slice of the bundled sample (hippocampus_001, shipped with the module) as Slicer's own slice pipeline (vtkMRMLSliceLogic of the
     slicer-core wheel) blends it with the confidence volume of a MECCA session run through the
     module's Logic (3 rounds of simulated clicks, ROI = object box + 8 voxels). The segment outline,
     the clicks and the numbered advice regions are drawn on top with matplotlib, because drawing
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "docs" / "images"
 
 UI_FILE = ROOT / "MECCASegment" / "Resources" / "UI" / "MECCASegment.ui"
-CASE = "hippocampus_014"
+CASE = "hippocampus_001 (bundled sample)"
 
 
 def run_session(model: str | None):
@@ -38,17 +38,18 @@ def run_session(model: str | None):
     sys.path[:0] = [str(ROOT / "MECCASegment"), str(ROOT / "Testing")]
     import slicer.util
     from headless_slicer import HeadlessSlicer
+    from mecca.geometry import ijk_from_kji
     from mecca.harness import label_box
-    from mecca.io import MSDDataset
+    from mecca.io import read_volume
+    from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
     from mecca.users import SimulatedUser
+    from MECCASegmentLib.mrml import ijkToWorld
 
-    from MECCASegment import MECCASegmentLogic, ijkToWorld
+    from MECCASegment import MECCASegmentLogic
 
     app = HeadlessSlicer().install_slicer_globals()
-    data = Path(os.environ.get("MECCA_DATA", ROOT.parent / "shared" / "data")) / "Task04_Hippocampus"
-    case = next(c for c in MSDDataset.open(data).cases if c.name == CASE)
-    _, label = case.load()
-    volumeNode = slicer.util.loadVolume(str(case.image))
+    label = read_volume(resource_path(*SAMPLE_LABEL)).array
+    volumeNode = slicer.util.loadVolume(str(resource_path(*SAMPLE_IMAGE)))
     lo, hi = label_box(label)
     corners = np.array([ijkToWorld(volumeNode, lo), ijkToWorld(volumeNode, np.subtract(hi, 1))])
     roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "ROI")
@@ -60,7 +61,7 @@ def run_session(model: str | None):
     for round_index in range(3):
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(session.segmentationNode, session.segmentId, volumeNode) > 0
         for click in user.clicks(mask, 3, round_index):
-            session.addClick(ijkToWorld(volumeNode, click.position[::-1]), click.positive)
+            session.addClick(ijkToWorld(volumeNode, ijk_from_kji(click.position)), click.positive)
             clicks.append(click)
         stats = session.refine()
     session.setConfidenceVisible(True, 0.45)
@@ -75,8 +76,10 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import vtk.util.numpy_support
-
-    from MECCASegment import ijkToWorld, worldToIjk
+    from matplotlib.lines import Line2D
+    from mecca.geometry import ijk_from_kji
+    from MECCASegmentLib.editing import CONFIDENT
+    from MECCASegmentLib.mrml import ijkToWorld, worldToIjk
 
     regions = session.adviceRegions
     k = int(np.argmax(segment.sum(axis=(1, 2)))) if segment.any() else segment.shape[0] // 2
@@ -107,11 +110,11 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
 
     fig, ax = plt.subplots(figsize=(5.2, 5.6), dpi=110)
     ax.imshow(rgba[..., :3], origin="lower")
-    ax.contour(resample(label), levels=[0.5], colors="white", linewidths=1.0, linestyles="dashed")
+    ax.contour(resample(label), levels=[0.5], colors="#00e5ff", linewidths=1.0, linestyles="dashed")
     ax.contour(resample(segment), levels=[0.5], colors="#ffd400", linewidths=1.6)
     for click in clicks:
         if abs(click.position[0] - k) <= 1:
-            x, y = to_xy(ijkToWorld(volumeNode, click.position[::-1]))
+            x, y = to_xy(ijkToWorld(volumeNode, ijk_from_kji(click.position)))
             ax.plot(x, y, "o", ms=7, mec="white", mfc="#2fbf4a" if click.positive else "#ff4d3d")
     for region in regions:
         if abs(region.centreIjk[2] - k) <= 2:
@@ -119,9 +122,20 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
             ax.text(x, y, str(region.rank), color="black", fontsize=9, fontweight="bold", ha="center", va="center",
                     bbox={"boxstyle": "circle,pad=0.2", "fc": "#ffd400", "ec": "none"})
     ax.set_axis_off()
-    ax.set_title(f"{CASE}, axial slice {k}: confidence overlay (Slicer slice logic)\n"
-                 "yellow: segment after 3 rounds, dashed: expert label,\n"
-                 "dots: + / - clicks, numbers: advice regions near this slice", fontsize=8)
+    ax.set_title(f"{CASE}, axial slice {k}, after 3 rounds", fontsize=9)
+    handles = [Line2D([], [], color="#ffd400", lw=1.6, label="MECCA segment"),
+               Line2D([], [], color="#00e5ff", lw=1.0, ls="--", label="expert label"),
+               Line2D([], [], ls="", marker="o", ms=7, mec="white", mfc="#2fbf4a", label="+ click"),
+               Line2D([], [], ls="", marker="o", ms=7, mec="white", mfc="#ff4d3d", label="- click"),
+               Line2D([], [], ls="", marker="o", ms=10, mfc="#ffd400", mec="none", label="advice region (rank)")]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7,
+              frameon=False)
+    table = session.confidenceVolumeNode.GetDisplayNode().GetColorNode().GetLookupTable()  # the overlay's own colours
+    overlay = matplotlib.colors.ListedColormap([table.GetTableValue(i)[:3] for i in range(table.GetNumberOfTableValues())])
+    colours = plt.cm.ScalarMappable(cmap=overlay, norm=matplotlib.colors.Normalize(0, 1))
+    bar = fig.colorbar(colours, ax=ax, orientation="vertical", fraction=0.04, pad=0.02)
+    bar.set_label(f"action confidence (overlay; transparent at {CONFIDENT} and above)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -130,6 +144,7 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
 def panel_figure(logic, session, volumeNode, stats, path: Path) -> None:
     """The .ui drawn by Qt with stand-ins for the Slicer/CTK widgets, filled with the session's values."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from mecca.session import START_ESTIMATES
     from PySide6.QtCore import Qt
     from PySide6.QtUiTools import QUiLoader
     from PySide6.QtWidgets import QApplication, QComboBox, QGroupBox, QLineEdit, QPushButton, QSlider, QTableWidgetItem, QWidget
@@ -159,6 +174,7 @@ def panel_figure(logic, session, volumeNode, stats, path: Path) -> None:
     panel.findChild(QComboBox, "segmentSelector").addItem(f"{session.segmentationNode.GetName()} / MECCA")
     panel.findChild(QComboBox, "roiSelector").addItem("ROI")
     panel.findChild(QComboBox, "deviceComboBox").addItems(["auto", "cpu", "cuda"])
+    panel.findChild(QComboBox, "startEstimateComboBox").addItems(list(START_ESTIMATES))  # as the parameter node fills it
     panel.findChild(QLineEdit, "modelPathLineEdit").setPlaceholderText("(bundled model)")
     slider = panel.findChild(QSlider, "confidenceOpacitySlider")
     slider.setOrientation(Qt.Horizontal)
