@@ -116,12 +116,14 @@ def _bundled_metadata() -> dict:
 
 
 def test_the_model_card_is_the_one_mecca_info_prints_from_the_model_file():
+    from mecca.checkpoint import load_model
     from mecca.report import model_card
     from mecca.resources import DEFAULT_MODEL, resource_path
 
     metadata = _bundled_metadata()
+    model = load_model(resource_path(*DEFAULT_MODEL))
     card = (ROOT / "Resources" / "Models" / "MODEL_CARD.md").read_text()
-    assert card.startswith(model_card(resource_path(*DEFAULT_MODEL), metadata, metadata["network"]))
+    assert card.startswith(model_card(resource_path(*DEFAULT_MODEL), model.metadata, model.config.to_dict()))
     assert len(metadata["lineage"]) == 5 and metadata["training"]["data"]["init"] == "stage 5"
 
 
