@@ -105,9 +105,35 @@ def _build(tensors: dict[str, torch.Tensor], meta: dict, path: Path) -> MeccaMod
     return model.eval()
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "float32") -> MeccaModel:
-    """Load a model (or the weights of a training state) for inference in ``precision`` (see
-    MeccaModel.prepare_for_inference). Raises CheckpointError with a clear reason."""
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               precision: str = "float32") -> MeccaModel:
+    """Load a model file (or the weights of a training state) for inference.
+
+    Parameters
+    ----------
+    path : path, optional
+        A ``.safetensors`` model file written by ``mecca train``; default: the bundled model.
+    device : str or torch.device
+        Where the networks run ("cpu", "cuda", ...).
+    precision : {"float32", "bfloat16", "auto"}
+        Inference precision (``MeccaModel.prepare_for_inference``; "auto" = bfloat16 where the
+        processor computes it natively).
+
+    Returns
+    -------
+    MeccaModel
+        The networks with the file's metadata (training record, lineage, session defaults).
+
+    Raises
+    ------
+    CheckpointError
+        A missing, pickled, truncated or foreign file, another format version, or non-finite
+        weights; the message says which. Loading never runs code from the file.
+    """
+    if path is None:
+        from .resources import DEFAULT_MODEL, resource_path
+
+        path = resource_path(*DEFAULT_MODEL)
     tensors, meta = read_model_file(Path(path))
     return _build(tensors, meta, Path(path)).to(device).prepare_for_inference(precision)
 

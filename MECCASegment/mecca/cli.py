@@ -170,30 +170,17 @@ def parse_labels(text: str | None) -> tuple[int, ...] | None:
 
 
 def run_train(args) -> Path:
-    from .cases import load_cases
     from .progress import event_line
-    from .recipe import read_recipe, resolve_recipe
-    from .training import Trainer, command_line
+    from .recipe import read_recipe
+    from .training import train
 
-    init = load_model(args.init) if args.init else None
-    config, network, inference = resolve_recipe(read_recipe(args.config) if args.config else {}, init, epochs=args.epochs,
-                                                learning_rate=args.lr, seed=args.seed,
-                                                validation_fraction=args.validation_fraction)
-    train, validation, record = load_cases(args.dataset, parse_labels(args.labels), config.validation_fraction,
-                                           args.unlabeled or [], config.labeled_fraction, skip_bad=args.skip_bad,
-                                           rest_unlabeled=config.rest_unlabeled,
-                                           min_working_voxels=network.min_working_voxels)
-    trainer = Trainer(args.out, config, train, validation, record, network=network, init=args.init,
-                      device=resolve_device(args.device), command=command_line(), json_progress=args.progress == "jsonl",
-                      inference=inference)
     say = (lambda text: print(event_line("info", message=text), flush=True)) if args.progress == "jsonl" else _print
-    if not args.restart and trainer.resume():
-        say(f"resuming {trainer.state_path} at epoch {trainer.epoch + 1}, step {trainer.step}")
-    say(f"training on {sum(c.labeled for c in train)} labelled + {sum(not c.labeled for c in train)} unlabelled "
-        f"cases, validating on {len(validation)}; state and log in {trainer.run_dir}/")
-    path = trainer.fit(save_every_s=args.save_every_s)
-    say(f"wrote {path}")
-    return path
+    return train(args.dataset, args.out, init=args.init, recipe=read_recipe(args.config) if args.config else None,
+                 epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
+                 validation_fraction=args.validation_fraction, labels=parse_labels(args.labels),
+                 unlabeled=args.unlabeled or [], device=resolve_device(args.device), restart=args.restart,
+                 skip_bad=args.skip_bad, save_every_s=args.save_every_s, json_progress=args.progress == "jsonl",
+                 say=say)
 
 
 # -- evaluate -----------------------------------------------------------------------------------

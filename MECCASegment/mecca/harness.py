@@ -203,11 +203,35 @@ def _summary(values: list[list[float]]) -> tuple[list[float], list[float]]:
 
 def evaluate(cases: list[Case], methods: dict[str, Callable[[], InteractiveMethod]], labels=None,
              rounds: int = 5, clicks_per_round: int = 3, seed: int = 0, progress: bool = True, user: str = "edge"):
-    """Run every method on every case; returns (per-method summary, failures, figure case).
+    """Run every method on every case under the same seeded simulated user (what ``mecca evaluate``
+    and ``python -m research.compare`` run).
 
-    A case that cannot be read, or fails for a method, is reported in ``failures`` and skipped
-    (for that method); the run goes on. The figure case is the first case, with every method's
-    last-round mask.
+    Parameters
+    ----------
+    cases : list of io.Case
+        Labelled cases (``MSDDataset.open(folder).cases``).
+    methods : dict of name -> callable
+        Each makes a fresh ``InteractiveMethod`` (``MeccaMethod``, or a registered baseline).
+    labels : tuple of int, optional
+        Label values that count as foreground (default: every non-zero value).
+    rounds, clicks_per_round : int
+        The protocol: ``rounds`` rounds of ``clicks_per_round`` clicks each.
+    seed : int
+        Seed of the simulated user: every method gets the same click points.
+    progress : bool
+        Show a progress bar.
+    user : {"edge", "interior", "random"}
+        The simulated user's click style (``users.SimulatedUser``).
+
+    Returns
+    -------
+    summary : dict
+        Per method: cases, Dice and ASSD mean and sd per round, misunderstanding rate per round,
+        seconds per round, and every case's figures.
+    failures : list of dict
+        Cases that could not be read or failed for a method (skipped for it; the run goes on).
+    figure_case : dict or None
+        The first case with every method's last-round mask, for the evaluation figure.
     """
     from tqdm import tqdm
 

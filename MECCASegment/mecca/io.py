@@ -165,7 +165,24 @@ def _check_scalar_3d(image: sitk.Image, path: Path) -> None:
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
-    """A 3D scalar image file as a Volume; InputError naming the problem for anything else."""
+    """Read a 3D scalar image with its geometry.
+
+    Parameters
+    ----------
+    path : path
+        A NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``,
+        ``.mhd``) file.
+
+    Returns
+    -------
+    Volume
+        The voxels (numpy (k, j, i) order) and the ITK geometry (spacing, origin, direction in LPS).
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, another format, or an image that is not 3D and scalar.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")

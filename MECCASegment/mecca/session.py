@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -71,6 +72,24 @@ def automatic_steps(working_shape) -> int:
 
 
 
+class RoundSummary(TypedDict):
+    """What ``InteractiveSession.step``, ``undo`` and ``redo`` return: one round, in plain values
+    (JSON-ready; voxel positions and sizes in ITK/Slicer (i, j, k) order)."""
+
+    round: int  # 1-based index of the round
+    clicks: int  # clicks the round was given
+    policy_steps: int
+    mean_confidence: float  # of the last policy step's actions over the ROI
+    lean_correction: float
+    seconds: float
+    changed_voxels: int  # in the ROI
+    foreground_voxels_in_roi: int
+    roi_lo_ijk: list[int]  # the ROI the networks saw, [lo, hi)
+    roi_hi_ijk: list[int]
+    working_size_ijk: list[int]  # the grid the networks worked on
+    timings: dict[str, float]
+
+
 @dataclass
 class Round:
     """What one round did, enough to undo and redo it exactly."""
@@ -96,7 +115,7 @@ class Round:
         before = self.p_before if self.p_before_last_step is None else self.p_before_last_step
         return self.p_after.astype(np.int16) - before.astype(np.int16)
 
-    def summary(self) -> dict:
+    def summary(self) -> RoundSummary:
         changed = int(np.count_nonzero(self.p_before != self.p_after))
         return {"round": self.index, "clicks": len(self.clicks), "policy_steps": self.steps,
                 "mean_confidence": round(float(self.confidence.mean()), 4),
@@ -114,35 +133,55 @@ def _synchronize(device: torch.device) -> None:
 
 
 class InteractiveSession:
-    """MECCA on one image. Typical use::
+    """MECCA on one image: clicks in, rounds of policy steps, a mask, its confidence and the regions
+    where a click would help most.
 
-        session = InteractiveSession(volume, model)
-        session.add_click((i, j, k), positive=True)
-        session.step()                      # one policy round
-        session.mask, session.confidence_map(), session.advice_regions
-        session.undo(); session.redo()
+    Parameters
+    ----------
+    image : Volume
+        The scan (any voxel type; its geometry maps clicks given in world coordinates).
+    model : MeccaModel
+        From ``load_model``; its file's session defaults fill the options left at None.
+    roi : Box, optional
+        ((k, j, i) lo, (k, j, i) hi) the networks see; without one, the clicks' box grown by
+        ``roi_margin_mm`` (``set_roi`` takes (i, j, k) corners).
+    initial_mask : ndarray, optional
+        An existing segment (numpy (k, j, i) order, the image's shape) to refine, never wiped.
+    roi_margin_mm : float
+        How far around the clicks the region grows when there is no ROI.
+    advice_count : int
+        How many "click here next" regions a round offers.
+    max_working_voxels : int, optional
+        The largest grid the networks see (larger ROIs are resampled to it).
+    steps_per_round : int or "auto", optional
+        Policy steps a round takes with the same clicks. One is the paper's round; more reach a
+        given Dice in fewer rounds (research/NOTEBOOK.md, "Steps per round") at that many times the
+        policy's time. "auto" takes as many as the ROI's working grid allows within the time
+        budget (``automatic_steps``): 3 up to 80^3 voxels, 1 from 96^3. Default: the model's.
+    flip_average : bool
+        Average each step's policy over the ROI and its three single-axis flips: about a Dice point
+        more at 4x the policy's time. Settable between rounds.
+    lean_correction : float, optional
+        Lower the policy's "up" scores by this much in every round after the first (0: the
+        policy's own decisions). Settable between rounds. Default: the model's.
+    start_estimate : {"none", "random-walker"}
+        What the first round starts from: p = 0.5 in the ROI (the paper's start), or the random
+        walker's mask on the first round's clicks (p = 0.9 inside, 0.1 outside), which the policy
+        then refines: a start that knows nothing of any structure, for objects the model was not
+        trained on. Ignored when the session starts from ``initial_mask``.
 
-    ``steps_per_round``: policy steps a round takes with the same clicks. One is the paper's round
-    (the bundled model was trained with rounds of 1 to 3); more reach a given Dice in fewer rounds
-    (research/NOTEBOOK.md, "Steps per round") at that many times the policy's time. ``"auto"`` (the
-    default) takes as many as the ROI's working grid allows within the time budget
-    (``automatic_steps``): 3 up to 80^3 voxels, 1 from 96^3.
+    Raises
+    ------
+    InputError
+        An image, mask or option that cannot be used; the message says which and why.
 
-    ``flip_average``: each step averages the policy over the ROI and its three single-axis flips
-    (``MeccaModel.action_scores``): about a Dice point more at 4x the policy's time, so off by
-    default (beyond the round's time budget on a laptop CPU); settable between rounds.
-
-    ``lean_correction``: lowers the policy's "up" scores by this much in every round after the
-    first (0: the policy's own decisions in every round); settable between rounds.
-
-    Both default to the model's own (``MeccaModel.inference``, recorded by its training run).
-
-    ``start_estimate``: "none" (p = 0.5 in the ROI before the first round, the paper's start) or
-    "random-walker": the first round starts from the random walker's mask on its clicks (seed
-    balls and the ROI's border as background, seeded.py), p = 0.9 inside and 0.1 outside, which the
-    policy then refines: a start that knows nothing of any structure, for objects the model was
-    not trained on (research/NOTEBOOK.md, "A structure-agnostic start"). Ignored when the session
-    starts from an existing segment.
+    Examples
+    --------
+    >>> session = InteractiveSession(read_volume("scan.nii.gz"), load_model())  # doctest: +SKIP
+    >>> session.add_click((40, 52, 17), positive=True)                          # doctest: +SKIP
+    >>> summary = session.step()        # one round: a RoundSummary             # doctest: +SKIP
+    >>> session.mask, session.confidence_map(), session.advice_regions          # doctest: +SKIP
+    >>> session.undo(); session.redo()                                           # doctest: +SKIP
     """
 
     def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
@@ -240,7 +279,25 @@ class InteractiveSession:
 
     # -- clicks --------------------------------------------------------------------------------
     def add_click(self, ijk, positive: bool) -> Click:
-        """Queue a click at voxel (i, j, k) for the next round; + extends, - retracts."""
+        """Queue a click for the next round.
+
+        Parameters
+        ----------
+        ijk : sequence of 3 numbers
+            The voxel in ITK/Slicer (i, j, k) order (rounded to the nearest voxel).
+        positive : bool
+            True: the segment should extend here; False: it should retract.
+
+        Returns
+        -------
+        Click
+            The click as the session keeps it (numpy (k, j, i) position).
+
+        Raises
+        ------
+        InputError
+            A click outside the image or outside the ROI set with ``set_roi``.
+        """
         index = np.asarray(ijk, dtype=float)
         if index.shape != (3,) or not np.all(np.isfinite(index)):
             raise InputError(f"a click needs three finite voxel indices (i, j, k), got {ijk!r}")
@@ -313,9 +370,20 @@ class InteractiveSession:
         return self._supervoxels[key]
 
     # -- rounds --------------------------------------------------------------------------------
-    def step(self) -> dict:
-        """Run one MECCA round (``steps_per_round`` policy steps) on the ROI with every click so far;
-        returns the round's summary."""
+    def step(self) -> RoundSummary:
+        """Run one MECCA round: ``steps_per_round`` policy steps on the ROI with every click so far.
+
+        Returns
+        -------
+        RoundSummary
+            What the round did (its ROI, steps, changed voxels, time); ``mask``,
+            ``confidence_map()`` and ``advice_regions`` hold its results.
+
+        Raises
+        ------
+        SessionError
+            Before the first click when there is no ROI.
+        """
         with self._lock:
             start = time.perf_counter()
             timings = {}
@@ -390,7 +458,7 @@ class InteractiveSession:
         timings["confidence_s"] = time.perf_counter() - t
         return p_last_step[0].cpu().numpy(), p[0].cpu().numpy(), confidence
 
-    def undo(self) -> dict:
+    def undo(self) -> RoundSummary:
         """Revert the last round (and drop clicks not yet run). Raises SessionError with no history."""
         with self._lock:
             if not self._rounds:
@@ -401,7 +469,7 @@ class InteractiveSession:
             self._redo.append(round_)
             return round_.summary()
 
-    def redo(self) -> dict:
+    def redo(self) -> RoundSummary:
         """Re-apply the last undone round. Raises SessionError when there is none."""
         with self._lock:
             if not self._redo:
@@ -425,7 +493,7 @@ class InteractiveSession:
         return len(self._rounds)
 
     @property
-    def history(self) -> list[dict]:
+    def history(self) -> list[RoundSummary]:
         return [r.summary() for r in self._rounds]
 
     @property

@@ -345,6 +345,76 @@ class Trainer:
         return path
 
 
+def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int | None = None,
+          learning_rate: float | None = None, seed: int | None = None, validation_fraction: float | None = None,
+          labels: tuple[int, ...] | None = None, unlabeled=(), device: str = "cpu", restart: bool = False,
+          skip_bad: bool = False, save_every_s: float = 300.0, json_progress: bool = False,
+          say=print) -> Path:
+    """Train a MECCA model, or fine-tune one, on MSD-layout datasets (what ``mecca train`` runs).
+
+    Parameters
+    ----------
+    datasets : list of path
+        MSD folders (``dataset.json``, ``imagesTr/``, ``labelsTr/``) with labelled cases.
+    out : path
+        The model file to write (``.safetensors``); the resumable state and the log go to
+        ``<out>.run/`` beside it.
+    init : path, optional
+        A model to fine-tune: the run keeps its network and session defaults and takes the gentler
+        fine-tuning schedule (``recipe.FINE_TUNING``) instead of a new model's.
+    recipe : dict, optional
+        Training settings (``recipe.TrainingConfig`` fields, ``"network"``, ``"inference"``), as a
+        ``--config`` file holds them.
+    epochs, learning_rate, seed, validation_fraction : optional
+        Override the recipe's and the schedule's values; None keeps them.
+    labels : tuple of int, optional
+        Label values that count as foreground (default: every non-zero value).
+    unlabeled : list of path
+        MSD folders of interactively segmented, never labelled cases (image + clicks; paper eq. 6).
+    device : {"cpu", "cuda"}
+    restart : bool
+        Ignore a saved state in ``<out>.run/`` and start over (otherwise the run resumes there).
+    skip_bad : bool
+        Train on the usable cases when some are bad (they are reported either way).
+    save_every_s : float
+        Seconds between training-state saves within an epoch.
+    json_progress : bool
+        One JSON object per line on stdout (``progress.event_line``) instead of a progress bar.
+    say : callable
+        Where the run's messages go.
+
+    Returns
+    -------
+    path : Path
+        The model file written, its metadata holding the data, command, machine, wall time,
+        validation Dice per round and lineage.
+
+    Raises
+    ------
+    InputError
+        A dataset, label set or setting that cannot be used; the message says which and why.
+    """
+    from .cases import load_cases
+    from .recipe import resolve_recipe
+
+    model = load_model(init) if init else None
+    config, network, inference = resolve_recipe(recipe or {}, model, epochs=epochs, learning_rate=learning_rate,
+                                                seed=seed, validation_fraction=validation_fraction)
+    train_cases, validation, record = load_cases(
+        [str(d) for d in datasets], labels, config.validation_fraction, [str(d) for d in unlabeled],
+        config.labeled_fraction, skip_bad=skip_bad, rest_unlabeled=config.rest_unlabeled,
+        min_working_voxels=network.min_working_voxels)
+    trainer = Trainer(out, config, train_cases, validation, record, network=network, init=init, device=device,
+                      command=command_line(), json_progress=json_progress, inference=inference)
+    if not restart and trainer.resume():
+        say(f"resuming {trainer.state_path} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    say(f"training on {sum(c.labeled for c in train_cases)} labelled + {sum(not c.labeled for c in train_cases)} "
+        f"unlabelled cases, validating on {len(validation)}; state and log in {trainer.run_dir}/")
+    path = trainer.fit(save_every_s=save_every_s)
+    say(f"wrote {path}")
+    return path
+
+
 def lineage_of(metadata: dict) -> list[dict]:
     """The training stages behind a model file, oldest first: its own ``lineage`` and the run that
     wrote it, each with its command, machine, wall time and validation (what a fine-tuned model's
