@@ -2,7 +2,7 @@
 
 A per-voxel reinforcement-learning policy nudges the foreground probability of every voxel of a
 region of interest after each round of clicks; an action-confidence network says where it doubts
-itself (confidence overlay) and which five regions a click would help most (advice).
+itself (confidence overlay) and in which five regions it doubts itself most (advice).
 
 The engine is the pure-Python ``mecca`` beside this file; this module moves data between
 MRML nodes and the engine. ``MECCASegmentLogic`` is also a scripting API (Python console, batch):
@@ -77,7 +77,7 @@ class MECCASegment(ScriptedLoadableModule):
         self.parent.helpText = _("""
 Interactive 3D segmentation with MECCA: place + clicks where the object should extend and - clicks where
 it should retract; each round of clicks refines the segment. The confidence overlay shows where the
-model doubts itself and the numbered advice regions where a click would help most.
+model doubts itself and the numbered advice regions where it doubts itself most.
 See <a href="https://github.com/meccasegment/SlicerMECCASegment/blob/main/docs/slicer.md">the documentation</a>.
 """)
         self.parent.acknowledgementText = _("""

@@ -14,10 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from mecca.checkpoint import load_model
 from mecca.cli import add_evaluation_options, evaluation_cases, evaluation_report, parse_labels, resolve_device
 from mecca.errors import CheckpointError, InputError
 from mecca.harness import MeccaMethod
+from mecca.io import write_json
 from mecca.resources import DEFAULT_MODEL, resource_path
 
 from .baselines.click_cnn import ClickCNNMethod
@@ -96,10 +98,37 @@ def run(args) -> dict:
     return evaluation_report(args, dataset, cases, factories, used_models)
 
 
+def paired_tests(result: dict, reference: str = "mecca") -> dict:
+    """Wilcoxon signed-rank test of each method's round-by-round Dice against ``reference``'s on the
+    same cases (paired by case): {method: {"round": [p-values]}}. Cases one of the two lacks are left out."""
+    from scipy.stats import wilcoxon
+
+    methods = result["methods"]
+    if reference not in methods or not methods[reference].get("cases"):
+        return {}
+    ours = {c["case"]: c["dice_per_round"] for c in methods[reference]["per_case"]}
+    tests = {}
+    for name, stats in methods.items():
+        theirs = {c["case"]: c["dice_per_round"] for c in stats.get("per_case", [])}
+        shared = sorted(set(ours) & set(theirs))
+        if name == reference or len(shared) < 2:
+            continue
+        a, b = np.array([ours[c] for c in shared]), np.array([theirs[c] for c in shared])
+        tests[name] = {"cases": len(shared), "p_per_round": [
+            float(wilcoxon(a[:, r], b[:, r]).pvalue) if np.any(a[:, r] != b[:, r]) else 1.0 for r in range(a.shape[1])]}
+    return tests
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        result = run(args)
+        result["wilcoxon_vs_mecca"] = paired_tests(result)
+        write_json(result, args.json)
+        for name, test in result["wilcoxon_vs_mecca"].items():
+            p = test["p_per_round"][-1]
+            print(f"{name:16s} vs mecca at round {args.rounds}: Wilcoxon p = {p:.2g}{' *' if p < 0.05 else ''} "
+                  f"({test['cases']} paired cases)", flush=True)
     except (InputError, CheckpointError, FileNotFoundError) as error:
         print(f"research.compare: error: {error}", file=sys.stderr)
         return 2

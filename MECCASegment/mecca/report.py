@@ -126,7 +126,7 @@ def write_montage(path: str | Path, image_slice: np.ndarray, snapshots: list[Rou
         elsewhere = sorted(set(snap.advice_ranks) - set(np.unique(advice)))
         note = (f"\n(rank {elsewhere[0]} lies on another slice)" if len(elsewhere) == 1 else
                 f"\n(ranks {', '.join(map(str, elsewhere))} lie on other slices)" if elsewhere else "")
-        row[2].set_title("Click here next: regions on this slice" + note, fontsize=8)
+        row[2].set_title("Advice: where the model doubts itself most" + note, fontsize=8)
     bar = figure.colorbar(confidence, ax=axes[:, 1].tolist(), fraction=0.05, pad=0.01, shrink=0.6)
     bar.set_label("confidence (red = doubtful, green = sure)", fontsize=8)
     handles = [Line2D([], [], color="yellow", label="MECCA segment"),

@@ -142,9 +142,9 @@ class InteractiveSession:
         The scan (any voxel type; its geometry maps clicks given in world coordinates).
     model : MeccaModel
         From ``load_model``; its file's session defaults fill the options left at None.
-    roi : Box, optional
-        ((k, j, i) lo, (k, j, i) hi) the networks see; without one, the clicks' box grown by
-        ``roi_margin_mm`` (``set_roi`` takes (i, j, k) corners).
+    roi : pair of (i, j, k) indices, optional
+        The box [lo, hi) the networks see, in ITK/Slicer (i, j, k) order (as ``set_roi``); without
+        one, the clicks' box grown by ``roi_margin_mm``.
     initial_mask : ndarray, optional
         An existing segment (numpy (k, j, i) order, the image's shape) to refine, never wiped.
     roi_margin_mm : float
@@ -184,7 +184,7 @@ class InteractiveSession:
     >>> session.undo(); session.redo()                                           # doctest: +SKIP
     """
 
-    def __init__(self, image: Volume, model: MeccaModel, roi: Box | None = None,
+    def __init__(self, image: Volume, model: MeccaModel, roi: tuple | None = None,
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
                  advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS,
                  steps_per_round: int | str | None = None, flip_average: bool = False,

@@ -146,3 +146,18 @@ def test_mecca_evaluate_scores_model_files_by_name(evaluation, tmp_path):
     result = json.loads(out.read_text())
     assert list(result["methods"]) == ["mecca", "mecca (2)"] and result["methods"]["mecca"]["cases"] == 2
     assert result["methods"]["mecca"]["dice_mean_per_round"] == result["methods"]["mecca (2)"]["dice_mean_per_round"]
+
+
+def test_the_paired_test_pairs_cases_by_name_and_finds_a_consistent_lead():
+    from research.compare import paired_tests
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.8, (12, 2))
+    cases = [f"case_{n}" for n in range(12)]
+    result = {"methods": {
+        "mecca": {"cases": 12, "per_case": [{"case": c, "dice_per_round": list(d + 0.05)} for c, d in zip(cases, base)]},
+        "other": {"cases": 12, "per_case": [{"case": c, "dice_per_round": list(d)} for c, d in zip(cases[::-1], base[::-1])]},
+        "same": {"cases": 12, "per_case": [{"case": c, "dice_per_round": list(d + 0.05)} for c, d in zip(cases, base)]}}}
+    tests = paired_tests(result)
+    assert tests["other"]["cases"] == 12 and all(p < 0.01 for p in tests["other"]["p_per_round"])
+    assert tests["same"]["p_per_round"] == [1.0, 1.0]

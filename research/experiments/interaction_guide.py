@@ -1,0 +1,82 @@
+"""Do the "click here next" regions help? (The paper's interaction guide, section 4.4 and Figure 5.)
+
+Two simulated users give MECCA one click per round on the held-out cases (ROI = object box + 8
+voxels, the bundled model or --model). Both give the same first click (the deepest point of the
+largest error). After that, the *whole-ROI* user clicks the deepest point of the largest error in
+the ROI; the *guided* user looks only inside the advice regions, in rank order, and clicks the
+deepest error voxel of the first region that holds an error (where none does, the whole-ROI click).
+Reported per user: mean Dice after each click and the clicks needed to reach --target Dice (cases
+that never reach it within --clicks count as --clicks + 1):
+
+    python -m research.experiments.interaction_guide ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 \\
+        --json research/results/interaction-guide.json
+"""
+
+import numpy as np
+from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk
+from mecca.harness import label_box
+from mecca.metrics import dice
+from mecca.session import InteractiveSession
+from mecca.users import interior_clicks
+
+from . import held_out
+
+
+def next_click(session: InteractiveSession, label: np.ndarray, box, guided: bool):
+    """(the click, its numpy (k, j, i) position in the image) of the user's next click, or None when
+    the ROI has no error left."""
+    region = box_slices(box)
+    truth, mask = label[region], session.mask[region] > 0
+    errors, false_negative = truth != mask, truth & ~mask
+    if not errors.any():
+        return None
+    if guided and session.rounds:
+        advice = session.advice_map()[region]
+        for rank in sorted(int(r) for r in np.unique(advice) if r):
+            inside = errors & (advice == rank)
+            if inside.any():
+                errors = inside
+                break
+    click = interior_clicks(errors, false_negative, 1)[0]
+    return click, tuple(int(p + lo) for p, lo in zip(click.position, box[0]))
+
+
+def case_curve(model, image, label, clicks: int, guided: bool, lean_correction: float) -> list[float]:
+    label = label > 0
+    lo_ijk, hi_ijk = label_box(label)
+    box = (kji_from_ijk(lo_ijk), kji_from_ijk(hi_ijk))
+    session = InteractiveSession(image, model, roi=(lo_ijk, hi_ijk), lean_correction=lean_correction)
+    curve = []
+    for _ in range(clicks):
+        chosen = next_click(session, label, box, guided)
+        if chosen is None:
+            curve.append(curve[-1] if curve else 1.0)
+            continue
+        click, position = chosen
+        session.add_click(ijk_from_kji(position), click.positive)
+        session.step()
+        curve.append(dice(session.mask > 0, label))
+    return curve
+
+
+def dataset_results(root, model, args) -> dict:
+    results = {}
+    cases = held_out.validation_cases(root)
+    for user, guided in (("whole ROI", False), ("guided by the advice regions", True)):
+        curves = np.array([case_curve(model, image, label, args.clicks, guided, args.lean_correction)
+                           for image, label in cases])
+        reached = [int(np.argmax(c >= args.target)) + 1 if (c >= args.target).any() else args.clicks + 1
+                   for c in curves]
+        results[user] = {"cases": len(cases), "dice_mean_per_click": np.round(curves.mean(0), 4).tolist(),
+                         "clicks_to_target_mean": round(float(np.mean(reached)), 2),
+                         "cases_reaching_target": int(np.sum(np.array(reached) <= args.clicks))}
+    return results
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--clicks", type=int, default=15, help="clicks per case, one per round (default 15)")
+    parser.add_argument("--target", type=float, default=0.85, help="the Dice to reach (default 0.85)")
+
+
+if __name__ == "__main__":
+    held_out.run(__doc__, dataset_results, add_arguments)
