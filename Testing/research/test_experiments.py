@@ -142,3 +142,13 @@ def test_the_readme_and_results_quote_the_evaluations_recorded_in_the_model_file
         short = "hippocampus" if e["dataset"] == "Hippocampus" else "left-atrium"
         stored = json.loads((ROOT / "research" / "results" / f"bundled-{short}-{e['user']}.json").read_text())
         assert stored["methods"]["mecca"]["dice_mean_per_round"] == e["dice_mean_per_round"]
+
+
+def test_every_research_recipe_is_a_valid_training_recipe():
+    from mecca.recipe import read_recipe, resolve_recipe
+
+    recipes = sorted((ROOT / "research" / "recipes").glob("*.json"))
+    assert recipes
+    for path in recipes:
+        config, network, inference = resolve_recipe(read_recipe(path))
+        assert config.epochs >= 1 and network.width >= 1, path.name
