@@ -152,3 +152,54 @@ def test_every_research_recipe_is_a_valid_training_recipe():
     for path in recipes:
         config, network, inference = resolve_recipe(read_recipe(path))
         assert config.epochs >= 1 and network.width >= 1, path.name
+
+
+def test_the_guided_user_clicks_inside_the_first_advice_region_that_holds_an_error():
+    """research.experiments.interaction_guide on the bundled sample with the bundled model: after a
+    round, the guided click lies in an advice region and on an error; the whole-ROI click on the
+    deepest error, not necessarily in a region; the curves are Dice per click."""
+    import numpy as np
+    import pytest
+    from mecca import load_model, read_volume
+    from mecca.geometry import ijk_from_kji, kji_from_ijk
+    from mecca.harness import label_box
+    from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+    from mecca.session import InteractiveSession
+
+    guide = _results_script("interaction_guide")
+    try:
+        model = load_model()
+    except FileNotFoundError:
+        pytest.skip("the bundled model is not there")
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    label = read_volume(resource_path(*SAMPLE_LABEL)).array > 0
+    lo, hi = label_box(label)
+    box = (kji_from_ijk(lo), kji_from_ijk(hi))
+    session = InteractiveSession(image, model, roi=(lo, hi))
+    click, position = guide.next_click(session, label, box, guided=True)  # no round yet: the whole ROI
+    session.add_click(ijk_from_kji(position), click.positive)
+    session.step()
+    advice = session.advice_map()
+    click, position = guide.next_click(session, label, box, guided=True)
+    assert advice[position] > 0 and label[position] != (session.mask[position] > 0)
+    assert click.positive == bool(label[position])
+    ranks_with_errors = [r for r in range(1, 6) if ((advice == r) & (label != (session.mask > 0))).any()]
+    assert advice[position] == ranks_with_errors[0]
+    curve = guide.case_curve(model, image, label, 3, True, 0.5)
+    assert len(curve) == 3 and all(0.0 <= d <= 1.0 for d in curve)
+    assert curve != guide.case_curve(model, image, label, 3, False, 0.5)
+    assert np.isfinite(curve).all()
+
+
+def test_a_result_records_the_command_as_typed(tmp_path):
+    """A module run with -m (as `python -m research.compare ...`) is recorded as such, not as the
+    file name python sees."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "probe.py").write_text("from mecca.training import command_line\nprint(command_line())\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "MECCASegment"), str(tmp_path)])}
+    out = subprocess.run([sys.executable, "-m", "probe", "--json", "out.json"], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "python -m probe --json out.json"
