@@ -169,8 +169,9 @@ def load_training_state(path: str | os.PathLike, model: MeccaModel, optimizer: t
     weights = finite_weights(tensors, path)
     params = dict(model.named_parameters())
     try:
-        moments = {params[name]: {"step": torch.tensor(step), "exp_avg": tensors[f"adam.exp_avg.{name}"].clone(),
-                                  "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"].clone()}
+        moments = {params[name]: {"step": torch.tensor(step),  # Adam keeps its step count on the CPU
+                                  "exp_avg": tensors[f"adam.exp_avg.{name}"].to(params[name].device, copy=True),
+                                  "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"].to(params[name].device, copy=True)}
                    for name, step in meta["training_state"]["adam_steps"].items()}
         model.load_state_dict(weights)
     except (KeyError, TypeError, AttributeError, RuntimeError) as error:

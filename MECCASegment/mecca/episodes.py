@@ -241,9 +241,14 @@ def _add_round_clicks(batch: EpisodeBatch, users, clicks, prediction: np.ndarray
 
 
 def _gumbel(shape, generators: list[torch.Generator], device) -> torch.Tensor:
-    """Gumbel noise, each volume from its own generator (sampling = argmax(logits + noise))."""
-    uniform = torch.stack([torch.rand(shape[1:], generator=g) for g in generators]).clamp_(1e-10, 1.0 - 1e-7)
-    return (-torch.log(-torch.log(uniform))).to(device)
+    """Gumbel noise, each volume from its own generator (sampling = argmax(logits + noise)), drawn
+    where the generators live (the training device) and transformed in place: drawing it on the
+    CPU and copying it over took most of a GPU step, and the out-of-place version 4 s of a CPU
+    step at a batch of 8 left-atrium crops (docs/performance.md)."""
+    noise = torch.empty(shape, device=device)
+    for volume, generator in zip(noise, generators):
+        volume.uniform_(generator=generator)
+    return noise.clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_().neg_()
 
 
 @dataclass
@@ -336,7 +341,7 @@ def rollout(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clic
     for record in kept:
         record.returns = returns[record.index]
     final = (p > 5) & (valid > 0)
-    stats = {"reward": float(sum(masked_mean(r, valid).item() for r in rewards)),
+    stats = {"reward": float(sum(masked_mean(r, valid) for r in rewards)),
              "dice": batch_dice(final, label & (valid > 0))}
     return Rollout(batch, kept, stats)
 
@@ -385,7 +390,7 @@ def step_loss(model: MeccaModel, run: Rollout, record: StepRecord, config: Train
             class_weights(valid, label, config.confidence_class_balance))
         stats["confidence_accuracy"] = masked_mean(((conf_logit > 0).float() == target).float(), valid).item()
         if imitation > 0:
-            oracle = oracle_actions(p, label)
+            oracle = oracle_actions(p, label, config.imitation_target)
             imitation_loss = masked_mean(-log_pi.gather(1, oracle.unsqueeze(1)).squeeze(1),
                                           class_weights(valid, label.float(), balance))
             stats["oracle_agreement"] = masked_mean((logits.detach().argmax(dim=1) == oracle).float(), valid).item()

@@ -14,14 +14,29 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from .errors import InputError
 from .geometry import ijk_from_kji
 
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
 SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _simpleitk():
+    """SimpleITK, imported where a file is read, written or resampled: the rest of the engine (a
+    session, training on cases already in memory) runs where it is not installed, as on a GPU
+    machine that has PyTorch alone."""
+    try:
+        import SimpleITK
+    except ImportError as error:
+        raise InputError("reading, writing or resampling image files needs SimpleITK: pip install SimpleITK") \
+            from error
+    return SimpleITK
 
 
 @dataclass
@@ -63,6 +78,7 @@ class Volume:
         array = self.array
         if array.dtype in _WIDENED_FOR_ITK:  # types ITK has no pixel type for, widened without loss
             array = array.astype(_WIDENED_FOR_ITK[array.dtype])
+        sitk = _simpleitk()
         image = sitk.GetImageFromArray(array)
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
@@ -71,7 +87,7 @@ class Volume:
 
     @classmethod
     def from_sitk(cls, image: sitk.Image, name: str = "") -> Volume:
-        return cls(sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), image.GetDirection(), name)
+        return cls(_simpleitk().GetArrayFromImage(image), image.GetSpacing(), image.GetOrigin(), image.GetDirection(), name)
 
     def index_to_world(self, ijk) -> np.ndarray:
         """ITK index (i, j, k), may be fractional -> LPS world point."""
@@ -90,6 +106,7 @@ _WIDENED_FOR_ITK = {np.dtype(bool): np.uint8, np.dtype(np.float16): np.float32}
 
 def resample_to_shape(volume: Volume, shape_kji, nearest: bool = False) -> Volume:
     """The same physical box on a grid of ``shape_kji`` voxels (SimpleITK); a label needs ``nearest``."""
+    sitk = _simpleitk()
     image = volume.to_sitk()
     size = list(ijk_from_kji(shape_kji))
     spacing = np.asarray(volume.spacing) * np.asarray(image.GetSize()) / np.asarray(size)
@@ -189,7 +206,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if not _has_supported_suffix(path):
         raise InputError(f"{path}: unsupported format; use one of {', '.join(SUPPORTED_SUFFIXES)}")
     try:
-        image = sitk.ReadImage(str(path))
+        image = _simpleitk().ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(f"{path}: cannot be read as an image ({str(error).strip().splitlines()[-1]})") from error
     _check_scalar_3d(image, path)
@@ -226,7 +243,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
         raise InputError(f"{path}: unsupported format; use one of {', '.join(SUPPORTED_SUFFIXES)}")
     suffix = next(s for s in SUPPORTED_SUFFIXES if path.name.lower().endswith(s))
     with atomic_path(path, suffix) as tmp:
-        sitk.WriteImage(volume.to_sitk(), tmp, compress)
+        _simpleitk().WriteImage(volume.to_sitk(), tmp, compress)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .environment import IMITATION_TARGETS
 from .errors import InputError, read_json_input
 from .networks import INFERENCE_DEFAULTS, MeccaModel, NetworkConfig
 from .users import USER_STYLES
@@ -48,6 +49,7 @@ class TrainingConfig:
     confidence_only: bool = False  # train C alone, the policy kept as it is (recalibrating an existing model)
     imitation_weight: float = 1.0  # auxiliary cross-entropy towards the step to the label (see run_episode) ...
     imitation_epochs: float = 10.0  # ... fading to 0 over these epochs
+    imitation_target: str = "fitting"  # the imitated step (environment.oracle_actions): "fitting" or "largest"
     final_lr_fraction: float = 0.1  # cosine decay of the learning rate to this fraction at the last epoch
     grad_clip: float = 5.0
     validation_fraction: float = 0.2
@@ -57,6 +59,9 @@ class TrainingConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.imitation_target not in IMITATION_TARGETS:
+            raise ValueError(f"imitation_target must be one of {', '.join(IMITATION_TARGETS)}, "
+                             f"got {self.imitation_target!r}")
         if not self.user_styles or set(self.user_styles) - set(USER_STYLES):
             raise ValueError(f"user_styles must name some of {', '.join(USER_STYLES)}, got {self.user_styles!r}")
         for name in ("epochs", "rounds", "batch_size", "cases_per_pass", "backward_steps"):

@@ -247,7 +247,7 @@ class Trainer:
             # each case's crop, clicks and sampled actions come from its own seeds, so a step is the same
             # cases and episodes however its passes split them; each pass weighs by its share of the cases
             rngs = [np.random.default_rng([config.seed, self.epoch, self.step, position]) for position in positions]
-            generators = [torch.Generator().manual_seed(int(np.random.default_rng(
+            generators = [torch.Generator(self.device).manual_seed(int(np.random.default_rng(
                 [config.seed, self.epoch, self.step, position, 1]).integers(2**62))) for position in positions]
             batch = make_batch([self.train[batch_cases[position]] for position in positions], config, rngs)
             share = len(positions) / len(mine)

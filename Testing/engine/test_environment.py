@@ -110,3 +110,13 @@ def test_the_oracle_step_goes_furthest_towards_the_label_without_overshooting():
     down = [ACTION_TENTHS[i] for i in oracle_actions(p, torch.zeros(11)).tolist()]
     assert up == [4, 4, 4, 4, 4, 4, 4, 2, 2, 1, 1]
     assert down == [-1, -1, -2, -2, -4, -4, -4, -4, -4, -4, -4]
+
+
+def test_the_largest_imitation_target_is_always_the_full_step_towards_the_label():
+    from mecca.environment import ACTION_TENTHS, oracle_actions
+
+    p = torch.arange(11, dtype=torch.uint8)
+    assert [ACTION_TENTHS[i] for i in oracle_actions(p, torch.ones(11), "largest").tolist()] == [4] * 11
+    assert [ACTION_TENTHS[i] for i in oracle_actions(p, torch.zeros(11), "largest").tolist()] == [-4] * 11
+    with pytest.raises(ValueError, match="fitting"):
+        oracle_actions(p, torch.ones(11), "nearest")

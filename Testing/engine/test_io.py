@@ -3,6 +3,8 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,3 +81,29 @@ def test_msd_dataset_with_label_choice(hippocampus_dir):
 def test_msd_dataset_without_manifest(tmp_path):
     with pytest.raises(InputError, match="no dataset.json"):
         MSDDataset.open(tmp_path)
+
+
+def test_the_engine_runs_a_session_without_simpleitk_and_says_what_reading_files_needs(tmp_path):
+    """A GPU machine may hold PyTorch alone: sessions and training on arrays in memory must not
+    need SimpleITK, and reading a file names the missing package."""
+    script = """
+import sys
+sys.modules["SimpleITK"] = None  # import SimpleITK now fails
+import numpy as np
+from mecca import InteractiveSession, MeccaModel, NetworkConfig, Volume, read_volume
+from mecca.errors import InputError
+image = Volume(np.random.default_rng(0).random((12, 16, 16)).astype(np.float32))
+session = InteractiveSession(image, MeccaModel.create(NetworkConfig(width=8, confidence_width=8)))
+session.add_click((8, 8, 6), positive=True)
+session.step()
+try:
+    read_volume(sys.argv[1])
+except InputError as error:
+    print(error)
+"""
+    path = tmp_path / "scan.nii.gz"
+    path.write_bytes(b"")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert "needs SimpleITK: pip install SimpleITK" in done.stdout

@@ -34,6 +34,14 @@ def test_a_fine_tuning_inherits_the_models_network_steps_and_session_defaults():
         resolve_recipe({"inference": {"lean": 1}}, init)
 
 
+def test_the_imitation_target_is_a_recipe_choice_checked_on_the_way_in():
+    assert resolve_recipe({})[0].imitation_target == "fitting"
+    assert resolve_recipe({}, _trained(training={"config": {}}))[0].imitation_target == "fitting"  # measured best
+    assert resolve_recipe({"imitation_target": "largest"})[0].imitation_target == "largest"
+    with pytest.raises(InputError, match="imitation_target"):
+        resolve_recipe({"imitation_target": "nearest"})
+
+
 def test_a_models_session_defaults_reach_its_sessions(blob_volume):
     from mecca.session import InteractiveSession
 

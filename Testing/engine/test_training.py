@@ -398,3 +398,36 @@ def test_a_training_recipe_file_sets_the_run_and_is_checked(tiny_dataset, tmp_pa
         recipe.write_text(json.dumps(content))
         assert main(common + ["--out", str(tmp_path / "n.safetensors"), "--config", str(recipe)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_each_volumes_action_noise_is_its_own_generators_gumbel_draw():
+    """Sampling is argmax(logits + Gumbel noise): a volume's noise comes from its generator alone
+    (so a batch's partners do not change an episode), drawn on the generator's device."""
+    from mecca.episodes import _gumbel
+
+    shape = (2, 6, 5, 4, 3)
+    noise = _gumbel(shape, [torch.Generator().manual_seed(seed) for seed in (1, 2)], torch.device("cpu"))
+    alone = _gumbel((1, *shape[1:]), [torch.Generator().manual_seed(2)], torch.device("cpu"))
+    assert torch.equal(noise[1], alone[0])
+    uniform = torch.rand(shape[1:], generator=torch.Generator().manual_seed(1)).clamp(1e-10, 1 - 1e-7)
+    assert torch.allclose(noise[0], -torch.log(-torch.log(uniform)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the device loop is checked where one is")
+def test_a_gpu_run_trains_and_resumes_there(tiny_dataset, tmp_path):
+    """Its action noise is drawn on the GPU, and a resumed run's Adam moments go back to the GPU
+    (they came back on the CPU, and the first step after a resume failed)."""
+    train, _, record = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+
+    def trainer():
+        return Trainer(tmp_path / "m.safetensors", TrainingConfig(epochs=1), train, [], record,
+                       network=SMALL, device="cuda", progress=False)
+
+    first = trainer()
+    stats, labeled = first.train_step([0, 1])
+    assert labeled and np.isfinite(stats["loss"]) and next(first.model.parameters()).is_cuda
+    first.run_dir.mkdir(parents=True)
+    first._save_state()
+    resumed = trainer()
+    assert resumed.resume()
+    assert np.isfinite(resumed.train_step([2, 3])[0]["loss"])

@@ -203,3 +203,29 @@ def test_a_result_records_the_command_as_typed(tmp_path):
     out = subprocess.run([sys.executable, "-m", "probe", "--json", "out.json"], env=env, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "python -m probe --json out.json"
+
+
+def test_packed_cases_are_the_training_split_as_training_sees_it(hippocampus_dir, tmp_path):
+    """What a GPU machine without SimpleITK trains on (research.experiments.packed): the cases
+    mecca train would hold, labels exact, images equal after the crop normalisation up to the
+    8-bit quantisation; held-out cases exactly as read."""
+    import numpy as np
+    from helpers import copy_msd_cases
+    from mecca.cases import load_cases
+    from mecca.environment import normalize_image
+    from mecca.networks import NetworkConfig
+
+    packed = _results_script("packed")
+    dataset = copy_msd_cases(hippocampus_dir, tmp_path / "msd", 5)
+    grid = NetworkConfig().min_working_voxels
+    path = packed.pack([str(dataset)], str(tmp_path / "cases.npz"), 0.4, grid, validation_cases=1)
+    train, validation, _ = load_cases([str(dataset)], None, 0.4, progress=False, min_working_voxels=grid)
+    cases, record = packed.unpack(str(path))
+    assert [c.name for c in cases] == [c.name for c in train] and record["validation_fraction"] == 0.4
+    for case, original in zip(cases, train):
+        assert np.array_equal(case.label, original.label) and case.image.spacing == original.image.spacing
+        assert np.abs(normalize_image(case.image.array) - normalize_image(original.image.array)).max() < 0.1
+    held_out = packed.unpack_validation(str(path))
+    assert [c.name for c in held_out] == [validation[0].name]
+    assert np.array_equal(held_out[0].image.array, validation[0].image.array)
+    assert packed.unpack(str(path), ["Hippocampus"])[0] and packed.unpack_sample(str(path))[1].any()
