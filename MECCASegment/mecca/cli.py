@@ -14,7 +14,7 @@ from .checkpoint import load_model
 from .errors import CheckpointError, InputError, SessionError
 from .geometry import ijk_from_kji
 from .io import binary_label, read_volume, write_json, write_volume
-from .recipe import FINE_TUNING, NEW_MODEL
+from .recipe import FINE_TUNING, KNOWN_STRUCTURE_DICE, NEW_MODEL, NEW_STRUCTURE_RATE
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from .session import AUTO_STEPS, START_ESTIMATES, InteractiveSession, checked_lean_correction
 from .users import USER_STYLES
@@ -446,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", help="start from this model (fine-tuning: its own gentler schedule, see --lr)")
     train.add_argument("--epochs", type=_whole_steps, default=30, help="passes over the training cases (default: 30)")
     train.add_argument("--lr", type=float, help=f"Adam learning rate, cosine decay to a tenth (default: "
-                       f"{NEW_MODEL['learning_rate']:g} for a new model, {FINE_TUNING['learning_rate']:g} with --init)")
+                       f"{NEW_MODEL['learning_rate']:g} for a new model; with --init {FINE_TUNING['learning_rate']:g} where the "
+                       f"model already segments the cases (Dice >= {KNOWN_STRUCTURE_DICE:g}), else {NEW_STRUCTURE_RATE:g})")
     train.add_argument("--validation-fraction", type=_fraction,
                        help="share of each labelled dataset held out and scored (default: 0.2)")
     train.add_argument("--config", help="research recipe: a JSON object of training settings (the fields of "

@@ -208,7 +208,11 @@ def model_card(path: str | Path, metadata: dict, network: dict) -> str:
               f"{training.get('processes', 1)} process(es)",
               f"- Wall time{' of the last stage' if metadata.get('lineage') else ''}: "
               f"{training.get('wall_time_s', 0) / 3600:.2f} h over {config.get('epochs', '?')} epochs",
-              f"- Training settings: {json.dumps(config)}", ""]
+              f"- Training settings: {json.dumps(config)}"]
+    if metadata.get("weight_average_of"):
+        lines.append(f"- Weights: the mean of the weights of {', '.join(f'`{p}`' for p in metadata['weight_average_of'])}; "
+                     "the training record above is the first one's")
+    lines.append("")
     lines += ["## Data", "", "| dataset | cases | validation (held out) | labelled training | unlabelled training |",
               "|---|---|---|---|---|"]
     for d in data.get("datasets", []):
@@ -227,11 +231,14 @@ def model_card(path: str | Path, metadata: dict, network: dict) -> str:
             means = " | ".join(f"{v:.3f}" for v in e["dice_mean_per_round"])
             lines.append(f"| {e['dataset']} | {e['user']} | {e['cases']} ({e['split']}) | {e['clicks_per_round']} | "
                          f"{means} | `{e['command']}` |")
-    lines += ["", "## Validation at the end of training", "", f"Protocol: {metrics.get('protocol', '?')}.", "",
-              "| dataset | cases | Dice round 1 | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|---|---|"]
-    for name, m in metrics.get("validation", {}).items():
-        means = " | ".join(f"{v:.3f}" for v in m["dice_mean_per_round"])
-        lines.append(f"| {name} | {m['cases']} | {means} |")
+    if metrics.get("validation"):
+        lines += ["", "## Validation at the end of training", "", f"Protocol: {metrics.get('protocol', '?')}.", "",
+                  "| dataset | cases | Dice round 1 | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|---|---|"]
+        for name, m in metrics["validation"].items():
+            means = " | ".join(f"{v:.3f}" for v in m["dice_mean_per_round"])
+            lines.append(f"| {name} | {m['cases']} | {means} |")
+    else:
+        lines += ["", "No validation at the end of training (the run held no cases back, or validated elsewhere)."]
     if lineage:
         hours = sum(stage.get("wall_time_s") or 0 for stage in lineage) + training.get("wall_time_s", 0)
         lines += ["", f"## How this model was made ({len(lineage) + 1} stages, {hours / 3600:.2f} h in all)", "",
@@ -242,7 +249,7 @@ def model_card(path: str | Path, metadata: dict, network: dict) -> str:
             lines.append(f"| {number} | {stage.get('epochs', '?')} | {(stage.get('wall_time_s') or 0) / 3600:.2f} | "
                          f"`{stage.get('command') or '?'}` | {stage.get('machine') or '?'} |")
     history = training.get("history", [])
-    if history:
+    if history and history[-1].get("validation"):
         lines += ["", "## Training curve (validation subset per epoch, Dice after round 5)", "",
                   "| epoch | elapsed h | " + " | ".join(history[-1]["validation"]) + " |",
                   "|---|---|" + "---|" * len(history[-1]["validation"])]

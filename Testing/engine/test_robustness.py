@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from helpers import FileCreatingPickle
-from mecca import checkpoint, io
+from mecca import checkpoint
 from mecca.checkpoint import load_model, load_training_state, save_model, save_training_state
 from mecca.cli import main
 from mecca.errors import CheckpointError, InputError
@@ -569,7 +569,7 @@ def _write_half_then_fail(_content, temporary_path, *args, **kwargs):
 
 
 WRITES = {
-    "segmentation (write_volume)": ("segmentation.nii.gz", (io.sitk, "WriteImage"),
+    "segmentation (write_volume)": ("segmentation.nii.gz", (sitk, "WriteImage"),
                                     lambda path, n: write_volume(Volume(np.full((2, 3, 4), n, np.uint8)), path)),
     "checkpoint (save_model)": ("model.safetensors", (checkpoint, "save_file"),
                                 lambda path, n: save_model(_small_model(), path, {"n": n})),

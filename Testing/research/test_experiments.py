@@ -124,7 +124,8 @@ def test_the_model_card_is_the_one_mecca_info_prints_from_the_model_file():
     model = load_model(resource_path(*DEFAULT_MODEL))
     card = (ROOT / "Resources" / "Models" / "MODEL_CARD.md").read_text()
     assert card.startswith(model_card(resource_path(*DEFAULT_MODEL), model.metadata, model.config.to_dict()))
-    assert len(metadata["lineage"]) == 5 and metadata["training"]["data"]["init"] == "stage 5"
+    assert len(metadata["lineage"]) == 6 and metadata["training"]["data"]["init"] == "stage 6"
+    assert len(metadata["weight_average_of"]) == 2 and "Weights: the mean of the weights" in card
 
 
 def test_the_readme_and_results_quote_the_evaluations_recorded_in_the_model_file():

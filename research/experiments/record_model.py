@@ -31,20 +31,27 @@ def git_lineage(model: Path) -> list[dict]:
     commits = subprocess.run(["git", "log", "--format=%h", "--reverse", "--", str(relative)], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
     weights = read_model_file(model)[0]
-    stages = []
+    stages, previous = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for commit in commits:
             path = Path(folder) / f"{commit}.safetensors"
             path.write_bytes(subprocess.run(["git", "show", f"{commit}:{relative}"], cwd=ROOT,
                                             capture_output=True, check=True).stdout)
             earlier, metadata = read_model_file(path)
-            if earlier.keys() == weights.keys() and all(torch.equal(earlier[k], weights[k]) for k in weights):
+            if _same_weights(earlier, weights):
                 break  # the version being recorded: its own training record is the last stage
+            if _same_weights(earlier, previous):
+                continue  # the same weights committed again with another record: not a stage
+            previous = earlier
             stage = lineage_of(metadata)[-1]
             if stage.get("init") and stages:
                 stage["init"] = f"stage {len(stages)}"
             stages.append({**stage, "commit": commit})
     return stages
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def evaluation_record(path: Path) -> dict:
