@@ -410,7 +410,9 @@ class InteractiveSession:
                 p_start = np.where(estimate, MASK_TENTHS[1], MASK_TENTHS[0]).astype(np.uint8)
                 timings["start_estimate_s"] = time.perf_counter() - t
             p_last_step, p_after, device_confidence = self._act(grid, image, p_start, hint, steps, up_bias, timings)
+            t = time.perf_counter()
             confidence = device_confidence.cpu().numpy()
+            timings["to_host_s"] += time.perf_counter() - t
             self._p[region] = p_after
             judged_from = p_last_step if steps > 1 or p_start is not p_before else None  # p before the judged step
             round_ = Round(len(self._rounds) + 1, list(self._pending), box, p_before, p_after, confidence, steps,
@@ -455,8 +457,12 @@ class InteractiveSession:
             t = time.perf_counter()
         confidence = torch.sigmoid(self.model.confidence(state, (actions.float() / 10.0).to(dtype)).float())
         confidence = grid.to_native(confidence)[0]
+        _synchronize(device)  # on a GPU the kernels run asynchronously: each part is timed to its end
         timings["confidence_s"] = time.perf_counter() - t
-        return p_last_step[0].cpu().numpy(), p[0].cpu().numpy(), confidence
+        t = time.perf_counter()
+        p_last_step, p = p_last_step[0].cpu().numpy(), p[0].cpu().numpy()
+        timings["to_host_s"] = time.perf_counter() - t
+        return p_last_step, p, confidence
 
     def undo(self) -> RoundSummary:
         """Revert the last round (and drop clicks not yet run). Raises SessionError with no history."""

@@ -341,3 +341,15 @@ def test_clicks_not_followed_counts_clicks_left_on_the_wrong_side(blob_volume, u
     assert session.clicks_not_followed == expected and expected > 0  # an untrained model ignores some
     session.undo()
     assert session.clicks_not_followed == 0
+
+
+def test_a_rounds_timed_parts_cover_the_work_and_fit_inside_the_round(blob_volume, untrained_model):
+    """The parts a benchmark reports (docs/performance.md) name every stage, including the copies
+    back to the host, and do not overlap: on a GPU each is timed to the end of its kernels."""
+    image, _ = blob_volume
+    session = InteractiveSession(image, untrained_model)
+    session.add_click((18, 20, 12), positive=True)
+    summary = session.step()
+    timings = session.history[0]["timings"]
+    assert {"prepare_s", "hint_s", "policy_s", "transition_s", "confidence_s", "to_host_s"} <= set(timings)
+    assert sum(timings.values()) <= summary["seconds"]
