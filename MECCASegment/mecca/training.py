@@ -349,7 +349,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
           learning_rate: float | None = None, seed: int | None = None, validation_fraction: float | None = None,
           labels: tuple[int, ...] | None = None, unlabeled=(), device: str = "cpu", restart: bool = False,
           skip_bad: bool = False, save_every_s: float = 300.0, json_progress: bool = False,
-          say=print) -> Path:
+          say=print, cases: tuple[list[TrainingCase], list[TrainingCase], dict] | None = None) -> Path:
     """Train a MECCA model, or fine-tune one, on MSD-layout datasets (what ``mecca train`` runs).
 
     Parameters
@@ -383,6 +383,9 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         One JSON object per line on stdout (``progress.event_line``) instead of a progress bar.
     say : callable
         Where the run's messages go.
+    cases : (train, validation, record), optional
+        Cases already in memory (``cases.load_cases``' result, e.g. a split packed for a machine
+        without SimpleITK) instead of reading ``datasets``.
 
     Returns
     -------
@@ -401,7 +404,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
     model = load_model(init) if init else None
     config, network, inference = resolve_recipe(recipe or {}, model, epochs=epochs, learning_rate=learning_rate,
                                                 seed=seed, validation_fraction=validation_fraction)
-    train_cases, validation, record = load_cases(
+    train_cases, validation, record = cases or load_cases(
         [str(d) for d in datasets], labels, config.validation_fraction, [str(d) for d in unlabeled],
         config.labeled_fraction, skip_bad=skip_bad, rest_unlabeled=config.rest_unlabeled,
         min_working_voxels=network.min_working_voxels)

@@ -136,3 +136,16 @@ def test_a_pickle_is_never_executed(tmp_path, name):
     with pytest.raises(CheckpointError):
         load_model(path)
     assert not marker.exists()
+
+
+def test_the_card_of_a_run_without_validation_has_no_empty_tables_and_names_an_average():
+    """A run that held no case back (fine-tuning, a packed split) prints no empty validation table
+    or curve; a weight average says whose weights it holds."""
+    from mecca.report import model_card
+
+    metadata = {"training": {"config": {"epochs": 2}, "history": [{"epoch": 1, "elapsed_s": 10, "validation": {}}]},
+                "metrics": {"validation": {}}, "weight_average_of": ["a.safetensors", "b.safetensors"]}
+    card = model_card("m.safetensors", metadata, {})
+    assert "No validation at the end of training" in card and "## Validation at the end" not in card
+    assert "## Training curve" not in card
+    assert "the mean of the weights of `a.safetensors`, `b.safetensors`" in card

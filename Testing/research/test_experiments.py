@@ -1,6 +1,7 @@
 """The README's commands are the ones CI runs, its figures are the ones the model file records, and
 the experiment scripts behind its figures do what research/NOTEBOOK.md says."""
 
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,3 +231,40 @@ def test_packed_cases_are_the_training_split_as_training_sees_it(hippocampus_dir
     assert [c.name for c in held_out] == [validation[0].name]
     assert np.array_equal(held_out[0].image.array, validation[0].image.array)
     assert packed.unpack(str(path), ["Hippocampus"])[0] and packed.unpack_sample(str(path))[1].any()
+
+
+def test_a_packed_split_trains_where_simpleitk_is_missing_and_scores_the_same_twice(hippocampus_dir, tmp_path):
+    """The GPU machine's path: ``packed train`` runs mecca train on the packed cases in a process
+    that cannot import SimpleITK and writes a model with its record; ``packed spread`` gives a
+    case's Dice per round under both users, the same on every run of one machine."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import copy_msd_cases
+    from mecca.checkpoint import load_model
+    from mecca.networks import NetworkConfig
+
+    packed = _results_script("packed")
+    dataset = copy_msd_cases(hippocampus_dir, tmp_path / "msd", 4)
+    cases = packed.pack([str(dataset)], str(tmp_path / "cases.npz"), 0.25, NetworkConfig().min_working_voxels,
+                        validation_cases=1)
+    recipe = tmp_path / "small.json"
+    recipe.write_text(json.dumps({"network": {"width": 8, "confidence_width": 8}}))
+    script = "import sys, runpy; sys.modules['SimpleITK'] = None; sys.argv = sys.argv[1:]; " \
+             "runpy.run_module('research.experiments.packed', run_name='__main__')"
+    out = tmp_path / "run" / "m.safetensors"
+    done = subprocess.run([sys.executable, "-c", script, "packed", "train", "--cases", str(cases), "--out", str(out),
+                           "--epochs", "1", "--config", str(recipe)], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = load_model(out).metadata["training"]
+    assert record["data"]["packed_from"] == str(cases) and record["history"][0]["epoch"] == 1
+
+    def spread(name):
+        packed.main(["spread", "--cases", str(cases), "--json", str(tmp_path / name), "--precision", "float32"])
+        return json.loads((tmp_path / name).read_text())["users"]
+
+    first = spread("a.json")
+    assert set(first) == {"edge", "interior"} and all(len(dice) == 5 for dice in first["edge"].values())
+    assert spread("b.json") == first

@@ -23,18 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mecca import training
 from mecca.cases import TrainingCase, load_cases
 from mecca.checkpoint import load_model
 from mecca.errors import InputError
 from mecca.io import Volume, binary_label, read_volume, write_json
 from mecca.networks import NetworkConfig
-from mecca.recipe import read_recipe, resolve_recipe
+from mecca.recipe import read_recipe
 from mecca.resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
-from mecca.training import Trainer, command_line
 
 GEOMETRY = ("spacing", "origin", "direction")
-
-
 QUANTILES = (0.05, 99.95)  # percent: the intensity range a packed image keeps, in 256 levels
 
 
@@ -56,11 +54,17 @@ def _volume_fields(prefix: str, volume: Volume, quantised: bool) -> dict:
 
 def _volume(data, prefix: str, name: str) -> Volume:
     if f"{prefix}/levels_delta" in data:
-        array = np.cumsum(data[f"{prefix}/levels_delta"], axis=-1, dtype=np.uint8).astype(np.float32)
+        array = np.cumsum(data[f"{prefix}/levels_delta"], axis=-1, dtype=np.uint8)
     else:
         array = data[f"{prefix}/array"]
     return Volume(array.astype(np.float32),
                   *(tuple(float(v) for v in data[f"{prefix}/{g}"]) for g in GEOMETRY), name)
+
+
+def _packed_cases(data, kind: str, entries: list[dict]) -> list[TrainingCase]:
+    """The packed cases of one kind ("case": training, "validation": held out), by their index entries."""
+    return [TrainingCase(entry["name"], entry["dataset"], _volume(data, f"{kind}{number}/image", entry["name"]),
+                         data[f"{kind}{number}/label"]) for number, entry in entries]
 
 
 def pack(datasets: list[str], out: str, validation_fraction: float, min_working_voxels: int,
@@ -97,9 +101,8 @@ def unpack(path: str, datasets: list[str] | None = None) -> tuple[list[TrainingC
     """The packed training cases (only those of the ``datasets`` named, when given) and their record."""
     with np.load(path) as data:  # plain arrays only: allow_pickle stays off
         index = json.loads(data["index"].tobytes())
-        cases = [TrainingCase(entry["name"], entry["dataset"], _volume(data, f"case{number}/image", entry["name"]),
-                              data[f"case{number}/label"])
-                 for number, entry in enumerate(index["cases"]) if not datasets or entry["dataset"] in datasets]
+        cases = _packed_cases(data, "case", [(number, entry) for number, entry in enumerate(index["cases"])
+                                             if not datasets or entry["dataset"] in datasets])
     record = index["record"]
     if datasets:
         record["datasets"] = [d for d in record["datasets"] if d["name"] in datasets]
@@ -109,19 +112,17 @@ def unpack(path: str, datasets: list[str] | None = None) -> tuple[list[TrainingC
 
 
 def unpack_validation(path: str) -> list[TrainingCase]:
+    """The held-out cases packed exactly as read (``pack``'s ``validation_cases``)."""
     with np.load(path) as data:
-        index = json.loads(data["index"].tobytes())
-        return [TrainingCase(entry["name"], entry["dataset"], _volume(data, f"validation{number}/image", entry["name"]),
-                             data[f"validation{number}/label"]) for number, entry in enumerate(index["validation"])]
+        return _packed_cases(data, "validation", list(enumerate(json.loads(data["index"].tobytes())["validation"])))
 
 
 def spread(args) -> dict:
     """Dice per round of each packed held-out case under both click protocols, on this device and
     precision: run it on two machines (or precisions) and compare case by case."""
-    from mecca.cli import _model
     from mecca.harness import simulate_mecca
 
-    model = _model(args.model, args.device, args.precision)
+    model = load_model(args.model, device=args.device, precision=args.precision)
     result = {"device": args.device, "precision": str(model.dtype).removeprefix("torch."), "users": {}}
     for user in ("edge", "interior"):
         result["users"][user] = {f"{case.dataset}/{case.name}": simulate_mecca(model, case.image, case.label,
@@ -138,24 +139,19 @@ def unpack_sample(path: str) -> tuple[Volume, np.ndarray]:
 
 
 def train(args) -> Path:
+    """``mecca train`` (mecca.training.train: the same schedules and defaults) on the packed cases."""
     cases, record = unpack(args.cases, args.only)
-    init = load_model(args.init) if args.init else None
-    config, network, inference = resolve_recipe(read_recipe(args.config) if args.config else {}, init,
-                                                epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
-                                                batch_size=args.batch_size)
-    record["packed_from"] = args.cases
-    trainer = Trainer(args.out, config, cases, [], record, network=network, init=args.init, device=args.device,
-                      command=command_line(), json_progress=True, inference=inference)
-    trainer.resume()
-    return trainer.fit(save_every_s=args.save_every_s)
+    return training.train([], args.out, init=args.init, recipe=read_recipe(args.config) if args.config else None,
+                          epochs=args.epochs, learning_rate=args.lr, seed=args.seed, device=args.device,
+                          save_every_s=args.save_every_s, json_progress=True,
+                          cases=(cases, [], {**record, "packed_from": args.cases}))
 
 
 def bench(args) -> dict:
     from mecca.bench import bench_roi, machine_description
-    from mecca.cli import _model
 
     image, label = unpack_sample(args.cases)
-    model = _model(args.model, args.device, args.precision)
+    model = load_model(args.model, device=args.device, precision=args.precision)
     result = {"machine": machine_description(args.device), "precision": str(model.dtype).removeprefix("torch."),
               "model": str(args.model or resource_path(*DEFAULT_MODEL)), "image": "bundled sample", "rois": {}}
     for size in [int(v) for v in args.roi.split(",")]:
@@ -183,7 +179,6 @@ def main(argv=None) -> None:
     trainer.add_argument("--epochs", type=int)
     trainer.add_argument("--lr", type=float)
     trainer.add_argument("--seed", type=int)
-    trainer.add_argument("--batch-size", type=int)
     trainer.add_argument("--device", default="cpu")
     trainer.add_argument("--save-every-s", type=float, default=60.0)
     timer = sub.add_parser("bench", help="session rounds on the packed sample (no SimpleITK needed)")
