@@ -1,11 +1,14 @@
 """MECCA beside the methods it is compared with, under the same seeded simulated user and the same
-click points (the paper's Table 1 shape): MECCA and IteR-MRL model files, the click-CNN, Slicer's
-Grow from seeds and scikit-image's random walker (its beta chosen on training cases).
+click points (the paper's Table 1 shape): MECCA and IteR-MRL model files, InterCNN and DeepIGeoS
+(research/baselines/intercnn.py), Slicer's Grow from seeds and scikit-image's random walker (its beta
+chosen on training cases).
 
     python -m research.compare --dataset ../shared/data/Task04_Hippocampus --user interior --json out.json
 
 The options of ``mecca evaluate`` apply (``mecca.cli.add_evaluation_options``); the models default to
-the bundled MECCA model and research/models/.
+the bundled MECCA model and research/models/. A learned baseline whose model file is missing is
+left out of the default run (all methods) with the command that makes it, and is an error when
+``--methods`` names it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,17 @@ from mecca.harness import MeccaMethod
 from mecca.io import write_json
 from mecca.resources import DEFAULT_MODEL, resource_path
 
-from .baselines.click_cnn import ClickCNNMethod
+from .baselines.intercnn import InterCNNMethod
 from .baselines.seeded_tools import RANDOM_WALKER_BETAS, GrowFromSeedsMethod, RandomWalkerMethod, tune_random_walker_beta
 
 MODELS = Path(__file__).resolve().parent / "models"
-NAMES = ("mecca", "iter-mrl", "click-cnn", "grow-from-seeds", "random-walker")
+NAMES = ("mecca", "iter-mrl", "intercnn", "deepigeos", "grow-from-seeds", "random-walker")
+# The learned baselines' hint maps, and the command that trains each (research/models/BASELINES.md).
+BASELINE_HINTS = {"intercnn": "gaussian", "deepigeos": "geodesic"}
+_TRAINING = ("python -m research.baselines.intercnn --dataset ../shared/data/Task04_Hippocampus "
+             "--dataset ../shared/data/LeftAtrium2018 --epochs 8")
+BASELINE_COMMANDS = {"intercnn": f"{_TRAINING} --out research/models/intercnn.safetensors",
+                     "deepigeos": f"{_TRAINING} --hint-encoding geodesic --out research/models/deepigeos.safetensors"}
 
 
 def _beta(text: str) -> float | str:
@@ -44,13 +53,14 @@ def _beta(text: str) -> float | str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m research.compare", description=__doc__.split("\n\n")[0])
     add_evaluation_options(parser)
-    parser.add_argument("--methods", default=",".join(NAMES), help=f"comma-separated, any of: {', '.join(NAMES)} "
-                        "(default: all)")
+    parser.add_argument("--methods", help=f"comma-separated, any of: {', '.join(NAMES)} "
+                        "(default: all; those without a model file are left out)")
     parser.add_argument("--model", help="MECCA model (default: bundled)")
     parser.add_argument("--iter-mrl-model", default=str(MODELS / "iter-mrl.safetensors"),
                         help="IteR-MRL model (default: research/models/iter-mrl.safetensors)")
-    parser.add_argument("--click-cnn-model", default=str(MODELS / "click-cnn.safetensors"),
-                        help="click-CNN model (default: research/models/click-cnn.safetensors)")
+    for name in BASELINE_HINTS:
+        parser.add_argument(f"--{name}-model", default=str(MODELS / f"{name}.safetensors"),
+                            help=f"{name} model (default: research/models/{name}.safetensors)")
     parser.add_argument("--random-walker-beta", type=_beta, default="tune",
                         help="the random walker's edge sensitivity, or 'tune' to choose it from "
                              f"{', '.join(f'{b:g}' for b in RANDOM_WALKER_BETAS)} on training cases (default: tune)")
@@ -60,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> dict:
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    chosen = args.methods is not None
+    names = [m.strip() for m in args.methods.split(",") if m.strip()] if chosen else list(NAMES)
     unknown = set(names) - set(NAMES)
     if unknown:
         raise InputError(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(NAMES)}")
@@ -73,10 +84,20 @@ def run(args) -> dict:
             used_models[name] = str(path)
             factories[name] = lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
                                                                    args.lean_correction, args.start)
-        elif name == "click-cnn":
-            used_models[name] = args.click_cnn_model
-            ClickCNNMethod(args.click_cnn_model)  # a missing or wrong file is reported before the run
-            factories[name] = lambda path=args.click_cnn_model: ClickCNNMethod(path)
+        elif name in BASELINE_HINTS:
+            path = getattr(args, f"{name}_model")
+            if not Path(path).is_file():
+                message = f"no {name} model at {path}; make it with: {BASELINE_COMMANDS[name]}"
+                if chosen:
+                    raise InputError(message)
+                print(f"skipping {message}", flush=True)
+                continue
+            try:
+                InterCNNMethod(path, BASELINE_HINTS[name])  # a wrong file is reported before the run
+            except CheckpointError as error:
+                raise CheckpointError(f"{error}; make a {name} model with: {BASELINE_COMMANDS[name]}") from error
+            used_models[name] = path
+            factories[name] = lambda path=path, hints=BASELINE_HINTS[name]: InterCNNMethod(path, hints)
         elif name == "grow-from-seeds":
             try:
                 GrowFromSeedsMethod()

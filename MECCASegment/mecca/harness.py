@@ -4,7 +4,7 @@ round after round under the same seeded simulated user.
 Every method sees the same thing: an ROI (the object's box plus a margin, as a user would draw
 it) and, each round, the simulated user's clicks computed from that method's own previous mask.
 MECCA runs through the same InteractiveSession a clinician uses. Other methods (the research
-baselines: click-CNN, Grow from seeds, the random walker) subclass ``InteractiveMethod`` and are
+baselines: InterCNN and DeepIGeoS, Grow from seeds, the random walker) subclass ``InteractiveMethod`` and are
 named in ``METHODS`` with ``register_method``; the harness knows nothing else about them.
 """
 

@@ -407,9 +407,9 @@ def test_a_baseline_model_file_is_refused_as_a_mecca_model(tmp_path):
     """The research baselines write the same file format with their own kind; the product refuses them."""
     from mecca.checkpoint import write_model_file
 
-    meta = {"format": "mecca-model", "format_version": 1, "network": {**NetworkConfig().to_dict(), "model": "click-cnn"}}
-    path = write_model_file({}, {"mecca": json.dumps(meta)}, tmp_path / "click-cnn.safetensors")
-    with pytest.raises(CheckpointError, match="'click-cnn' model .*research/baselines.*not a MECCA model"):
+    meta = {"format": "mecca-model", "format_version": 1, "network": {**NetworkConfig().to_dict(), "model": "intercnn"}}
+    path = write_model_file({}, {"mecca": json.dumps(meta)}, tmp_path / "intercnn.safetensors")
+    with pytest.raises(CheckpointError, match="'intercnn' model .*research/baselines.*not a MECCA model"):
         load_model(path)
 
 

@@ -1,16 +1,20 @@
-"""`python -m research.compare` end to end on real hippocampus cases: all five methods under the same
-simulated user, the JSON schema of the evaluation issue, the figure, and a broken case reported and
-skipped; `mecca evaluate` on MECCA model files alone."""
+"""`python -m research.compare` end to end on real hippocampus cases: every method under the same
+simulated user (DeepIGeoS from an untrained model file made here: none is shipped yet), the JSON
+schema of the evaluation issue, the figure, and a broken case reported and skipped; `mecca evaluate`
+on MECCA model files alone."""
 
 import json
 
 import numpy as np
 import pytest
+import torch
 from helpers import copy_msd_cases
 from mecca.cli import main as mecca
+from mecca.networks import NetworkConfig
 
+from research.baselines.intercnn import InterCNN, save_intercnn
+from research.compare import BASELINE_COMMANDS, MODELS, main
 from research.compare import NAMES as METHODS
-from research.compare import main
 
 ROUNDS = 2
 
@@ -22,7 +26,10 @@ def evaluation(hippocampus_dir, tmp_path_factory):
     broken = root / manifest["training"][2]["image"]
     broken.write_bytes(b"not an image")
     out = root.parent / "result.json"
-    assert main(["--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS),
+    geodesic = NetworkConfig(width=8, hint_encoding="geodesic")
+    torch.manual_seed(0)
+    deepigeos = save_intercnn(InterCNN(geodesic), geodesic, root.parent / "deepigeos.safetensors")
+    assert main(["--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS), "--deepigeos-model", str(deepigeos),
                  "--methods", ",".join(METHODS), "--json", str(out), "--plot", str(root.parent / "result.png")]) == 0
     return json.loads(out.read_text()), root, broken.name
 
@@ -52,7 +59,7 @@ def test_the_bundled_models_segment_and_only_mecca_types_report_eq6_label_qualit
         assert all(0.0 <= c <= 1.0 for c in method["simulated_label_coverage_per_round"])
         assert len(method["simulated_label_foreground_recall_per_round"]) == ROUNDS
         assert len(method["confidence_auc_per_round"]) == ROUNDS
-    for name in ("click-cnn", "grow-from-seeds", "random-walker"):
+    for name in ("intercnn", "deepigeos", "grow-from-seeds", "random-walker"):
         assert "simulated_label_accuracy_per_round" not in result["methods"][name]
     assert result["methods"]["mecca"]["dice_mean_per_round"][-1] > 0.5  # a trained model, not noise
 
@@ -161,3 +168,16 @@ def test_the_paired_test_pairs_cases_by_name_and_finds_a_consistent_lead():
     tests = paired_tests(result)
     assert tests["other"]["cases"] == 12 and all(p < 0.01 for p in tests["other"]["p_per_round"])
     assert tests["same"]["p_per_round"] == [1.0, 1.0]
+
+
+def test_a_missing_or_wrong_baseline_model_names_the_command_that_makes_it(evaluation, capsys):
+    """Asked for by name, a missing model file is an error; a model trained with other hints is refused
+    (InterCNN's file given as DeepIGeoS); both messages give the training command."""
+    _, root, _ = evaluation
+    command = ["--dataset", str(root), "--split", "all", "--rounds", "1", "--json", str(root.parent / "x.json")]
+    assert main([*command, "--methods", "deepigeos", "--deepigeos-model", str(root / "none.safetensors")]) == 2
+    assert f"no deepigeos model at {root / 'none.safetensors'}; make it with: {BASELINE_COMMANDS['deepigeos']}" \
+        in capsys.readouterr().err
+    assert main([*command, "--methods", "deepigeos", "--deepigeos-model", str(MODELS / "intercnn.safetensors")]) == 2
+    error = capsys.readouterr().err
+    assert "an InterCNN with gaussian hint maps, not geodesic ones" in error and BASELINE_COMMANDS["deepigeos"] in error

@@ -1,11 +1,19 @@
-"""The click-CNN baseline (InterCNN / DeepIGeoS style) on MECCA's backbone: the state (image,
-previous probability, hint) in, the foreground logit out, trained with cross-entropy and iterated
-round after round (each round's prediction becomes the next round's probability channel).
+"""InterCNN (Bredell et al., 2018) on MECCA's backbone, as the paper's Table 1 runs it: the state
+(image, previous probability, hint map of the clicks) in, the foreground logit out, trained with
+cross-entropy round after round of a simulated user (each round's prediction becomes the next
+round's probability channel). The paper gives every CNN the P-Net backbone and every method hint
+maps of clicks (InterCNN's own users drew scribbles); so does this one.
+
+With geodesic hint maps (``--hint-encoding geodesic``: exp(-D/2) of the geodesic distance to the
+clicks on the image, hints.py) the same network is the paper's DeepIGeoS row: DeepIGeoS's
+refinement network on image, previous prediction and geodesic maps, without its CRF layer. The
+harness names the method by its model file's hints (``intercnn`` or ``deepigeos``).
 
 Its model files use the engine's file format (safetensors + JSON, never pickle) with their own
-kind, ``"model": "click-cnn"``, which the product refuses to load as a MECCA model.
+kind, ``"model": "intercnn"``, which the product refuses to load as a MECCA model.
 
-    python -m research.baselines.click_cnn --dataset DIR [--dataset DIR2] --out click-cnn.safetensors --epochs 8
+    python -m research.baselines.intercnn --dataset DIR [--dataset DIR2] --out intercnn.safetensors --epochs 8
+    python -m research.baselines.intercnn ... --hint-encoding geodesic --out deepigeos.safetensors
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from mecca.environment import build_state, normalize_image
 from mecca.episodes import EpisodeBatch, batch_dice, class_weights, make_batch, masked_mean
 from mecca.errors import CheckpointError
 from mecca.harness import InteractiveMethod, register_method, simulate
-from mecca.hints import encode_hints
+from mecca.hints import HINT_ENCODINGS, encode_hints
 from mecca.io import Volume
 from mecca.networks import STATE_CHANNELS, DilatedBlock, Encoder, FusionHead, NetworkConfig
 from mecca.recipe import TrainingConfig
@@ -35,10 +43,10 @@ from mecca.users import SimulatedUser
 from mecca.working_grid import working_grid
 from torch import nn
 
-KIND = "click-cnn"
+KIND = "intercnn"
 
 
-class ClickCNN(nn.Module):
+class InterCNN(nn.Module):
     """MECCA's policy backbone with one foreground logit per voxel."""
 
     def __init__(self, config: NetworkConfig):
@@ -52,32 +60,39 @@ class ClickCNN(nn.Module):
         return self.out(self.blocks(self.trunk(state)), state).squeeze(1)
 
 
-def save_click_cnn(net: ClickCNN, config: NetworkConfig, path, metadata: dict | None = None) -> Path:
+def save_intercnn(net: InterCNN, config: NetworkConfig, path, metadata: dict | None = None) -> Path:
     meta = {"format": "mecca-model", "format_version": 1, "network": {**config.to_dict(), "model": KIND},
             **(metadata or {})}
     return write_model_file({f"policy.{k}": v for k, v in net.state_dict().items()}, {"mecca": json.dumps(meta)},
                             Path(path))
 
 
-def load_click_cnn(path) -> tuple[ClickCNN, NetworkConfig, dict]:
-    """A click-CNN model file -> (network in eval mode, its architecture, its metadata)."""
+def load_intercnn(path) -> tuple[InterCNN, NetworkConfig, dict]:
+    """An InterCNN model file -> (network in eval mode, its architecture, its metadata)."""
     tensors, meta = read_model_file(Path(path))
     network = dict(meta.get("network", {}))
     if network.get("model") != KIND:
-        raise CheckpointError(f"{path}: a {network.get('model', '?')!r} model, not a click-CNN")
+        raise CheckpointError(f"{path}: a {network.get('model', '?')!r} model, not an InterCNN")
     config = NetworkConfig.from_dict({**network, "model": "mecca"})  # the backbone's widths and dilations
-    net = ClickCNN(config)
+    net = InterCNN(config)
     net.load_state_dict({k.removeprefix("policy."): v for k, v in finite_weights(tensors, Path(path)).items()})
     return net.eval(), config, {k: v for k, v in meta.items() if k not in ("format", "format_version", "network")}
 
 
-class ClickCNNMethod(InteractiveMethod):
-    """The click-CNN under the harness: each round's prediction becomes the next input."""
+class InterCNNMethod(InteractiveMethod):
+    """InterCNN (or DeepIGeoS) under the harness: each round's prediction becomes the next input."""
 
-    name = KIND
+    def __init__(self, model_path, hint_encoding: str | None = None):
+        """``hint_encoding``, when given, is the hints the model must have been trained with
+        (``"geodesic"`` for the DeepIGeoS row); CheckpointError otherwise."""
+        self.net, self.config, _ = load_intercnn(model_path)
+        if hint_encoding is not None and self.config.hint_encoding != hint_encoding:
+            raise CheckpointError(f"{model_path}: an InterCNN with {self.config.hint_encoding} hint maps, "
+                                  f"not {hint_encoding} ones")
 
-    def __init__(self, model_path):
-        self.net, self.config, _ = load_click_cnn(model_path)
+    @property
+    def name(self) -> str:
+        return "deepigeos" if self.config.hint_encoding == "geodesic" else KIND
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
@@ -96,10 +111,11 @@ class ClickCNNMethod(InteractiveMethod):
         return self.grid.to_native(self.probability)[0].numpy()
 
 
-register_method(KIND, ClickCNNMethod)
+register_method(KIND, InterCNNMethod)
+register_method("deepigeos", lambda model_path: InterCNNMethod(model_path, "geodesic"))
 
 
-def supervised_episode(net: ClickCNN, config: NetworkConfig, batch: EpisodeBatch, rounds: int, clicks_per_round: int,
+def supervised_episode(net: InterCNN, config: NetworkConfig, batch: EpisodeBatch, rounds: int, clicks_per_round: int,
                        balance: float) -> tuple[torch.Tensor, dict]:
     """Rounds of the seeded simulated user; cross-entropy on each round's prediction."""
     label, valid = batch.label.bool(), batch.valid.float()
@@ -125,14 +141,14 @@ def supervised_episode(net: ClickCNN, config: NetworkConfig, batch: EpisodeBatch
 
 def train(dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4, seed: int = 0,
           network: NetworkConfig | None = None, recipe: TrainingConfig | None = None) -> Path:
-    """Train a click-CNN with the engine's episodes (crops, users, schedule of the class weights);
+    """Train an InterCNN with the engine's episodes (crops, users, schedule of the class weights);
     writes ``out`` and ``<out>.epoch-N.safetensors`` after every epoch, each with its validation."""
     recipe = replace(recipe or TrainingConfig(), epochs=epochs, seed=seed, learning_rate=learning_rate)
     network = network or NetworkConfig()
     train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
                                                  min_working_voxels=network.min_working_voxels)
     torch.manual_seed(seed)
-    net = ClickCNN(network).to(memory_format=torch.channels_last_3d).train()
+    net = InterCNN(network).to(memory_format=torch.channels_last_3d).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
     history, started, out = [], time.monotonic(), Path(out)
     for epoch in range(epochs):
@@ -156,26 +172,29 @@ def train(dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4
                         "validation_dice_mean_per_round": np.mean(dice, axis=0).round(4).tolist() if dice else []})
         print(json.dumps(history[-1]), flush=True)
         metadata = {"training": {"config": asdict(recipe), "data": record, "history": history}}
-        save_click_cnn(net, network, out.with_name(f"{out.stem}.epoch-{epoch + 1}{out.suffix}"), metadata)
-    return save_click_cnn(net.eval(), network, out, metadata)
+        save_intercnn(net, network, out.with_name(f"{out.stem}.epoch-{epoch + 1}{out.suffix}"), metadata)
+    return save_intercnn(net.eval(), network, out, metadata)
 
 
-class _InMemory(ClickCNNMethod):
-    """ClickCNNMethod on a network in memory (validation during training)."""
+class _InMemory(InterCNNMethod):
+    """InterCNNMethod on a network in memory (validation during training)."""
 
-    def __init__(self, net: ClickCNN, config: NetworkConfig):
+    def __init__(self, net: InterCNN, config: NetworkConfig):
         self.net, self.config = net, config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m research.baselines.click_cnn", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.baselines.intercnn", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", action="append", required=True, help="MSD folder (repeatable)")
     parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hint-encoding", choices=HINT_ENCODINGS, default="gaussian",
+                        help="geodesic: the DeepIGeoS row (default: gaussian, InterCNN)")
     args = parser.parse_args(argv)
-    print(f"wrote {train(args.dataset, args.out, args.epochs, args.lr, args.seed)}")
+    network = NetworkConfig(hint_encoding=args.hint_encoding)
+    print(f"wrote {train(args.dataset, args.out, args.epochs, args.lr, args.seed, network)}")
     return 0
 
 
