@@ -1,7 +1,7 @@
 """MECCA beside the methods it is compared with, under the same seeded simulated user and the same
 click points (the paper's Table 1 shape): MECCA and IteR-MRL model files, InterCNN and DeepIGeoS
-(research/baselines/intercnn.py), Slicer's Grow from seeds and scikit-image's random walker (its beta
-chosen on training cases).
+(research/baselines/intercnn.py), the fully automatic P-Net and U-Net (research/baselines/automatic.py),
+Slicer's Grow from seeds and scikit-image's random walker (its beta chosen on training cases).
 
     python -m research.compare --dataset ../shared/data/Task04_Hippocampus --user interior --json out.json
 
@@ -25,17 +25,23 @@ from mecca.harness import MeccaMethod
 from mecca.io import write_json
 from mecca.resources import DEFAULT_MODEL, resource_path
 
+from .baselines.automatic import AutomaticMethod
 from .baselines.intercnn import InterCNNMethod
 from .baselines.seeded_tools import RANDOM_WALKER_BETAS, GrowFromSeedsMethod, RandomWalkerMethod, tune_random_walker_beta
 
 MODELS = Path(__file__).resolve().parent / "models"
-NAMES = ("mecca", "iter-mrl", "intercnn", "deepigeos", "grow-from-seeds", "random-walker")
-# The learned baselines' hint maps, and the command that trains each (research/models/BASELINES.md).
-BASELINE_HINTS = {"intercnn": "gaussian", "deepigeos": "geodesic"}
-_TRAINING = ("python -m research.baselines.intercnn --dataset ../shared/data/Task04_Hippocampus "
-             "--dataset ../shared/data/LeftAtrium2018 --epochs 8")
-BASELINE_COMMANDS = {"intercnn": f"{_TRAINING} --out research/models/intercnn.safetensors",
-                     "deepigeos": f"{_TRAINING} --hint-encoding geodesic --out research/models/deepigeos.safetensors"}
+NAMES = ("mecca", "iter-mrl", "intercnn", "deepigeos", "p-net", "u-net", "grow-from-seeds", "random-walker")
+# The learned baselines: how each model file runs, and the command that trains it (research/models/BASELINES.md).
+BASELINE_METHODS = {"intercnn": lambda path: InterCNNMethod(path, "gaussian"),
+                    "deepigeos": lambda path: InterCNNMethod(path, "geodesic"),
+                    "p-net": lambda path: AutomaticMethod(path, "p-net"),
+                    "u-net": lambda path: AutomaticMethod(path, "u-net")}
+_DATA = "--dataset ../shared/data/Task04_Hippocampus --dataset ../shared/data/LeftAtrium2018 --epochs 8"
+_INTERCNN = f"python -m research.baselines.intercnn {_DATA} --config research/recipes/intercnn.json"
+BASELINE_COMMANDS = {"intercnn": f"{_INTERCNN} --out research/models/intercnn.safetensors",
+                     "deepigeos": f"{_INTERCNN} --hint-encoding geodesic --out research/models/deepigeos.safetensors",
+                     **{name: f"python -m research.baselines.automatic --architecture {name} {_DATA} "
+                              f"--out research/models/{name}.safetensors" for name in ("p-net", "u-net")}}
 
 
 def _beta(text: str) -> float | str:
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="MECCA model (default: bundled)")
     parser.add_argument("--iter-mrl-model", default=str(MODELS / "iter-mrl.safetensors"),
                         help="IteR-MRL model (default: research/models/iter-mrl.safetensors)")
-    for name in BASELINE_HINTS:
+    for name in BASELINE_METHODS:
         parser.add_argument(f"--{name}-model", default=str(MODELS / f"{name}.safetensors"),
                             help=f"{name} model (default: research/models/{name}.safetensors)")
     parser.add_argument("--random-walker-beta", type=_beta, default="tune",
@@ -84,8 +90,8 @@ def run(args) -> dict:
             used_models[name] = str(path)
             factories[name] = lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
                                                                    args.lean_correction, args.start)
-        elif name in BASELINE_HINTS:
-            path = getattr(args, f"{name}_model")
+        elif name in BASELINE_METHODS:
+            path = getattr(args, f"{name.replace('-', '_')}_model")
             if not Path(path).is_file():
                 message = f"no {name} model at {path}; make it with: {BASELINE_COMMANDS[name]}"
                 if chosen:
@@ -93,11 +99,11 @@ def run(args) -> dict:
                 print(f"skipping {message}", flush=True)
                 continue
             try:
-                InterCNNMethod(path, BASELINE_HINTS[name])  # a wrong file is reported before the run
+                BASELINE_METHODS[name](path)  # a wrong file is reported before the run
             except CheckpointError as error:
                 raise CheckpointError(f"{error}; make a {name} model with: {BASELINE_COMMANDS[name]}") from error
             used_models[name] = path
-            factories[name] = lambda path=path, hints=BASELINE_HINTS[name]: InterCNNMethod(path, hints)
+            factories[name] = lambda path=path, make=BASELINE_METHODS[name]: make(path)
         elif name == "grow-from-seeds":
             try:
                 GrowFromSeedsMethod()

@@ -1,14 +1,19 @@
-"""The baselines of the research harness: InterCNN's own model files and grid, and the classical
-tools' seeds."""
+"""The baselines of the research harness: InterCNN's and the automatic networks' own model files, grid
+and training, and the classical tools' seeds."""
 
 import numpy as np
 import pytest
+import torch
+from helpers import copy_msd_cases
 from mecca.checkpoint import load_model
 from mecca.clicks import Click
 from mecca.errors import CheckpointError
-from mecca.io import Volume
+from mecca.harness import label_box
+from mecca.io import MSDDataset, Volume
 from mecca.networks import NetworkConfig
+from mecca.recipe import TrainingConfig
 
+from research.baselines.automatic import ARCHITECTURES, AutomaticMethod, build, load_automatic, save_automatic, train
 from research.baselines.intercnn import InterCNN, InterCNNMethod, load_intercnn, save_intercnn
 
 
@@ -41,3 +46,41 @@ def test_the_shipped_baseline_models_load():
 
     load_intercnn(MODELS / "intercnn.safetensors")
     assert load_model(MODELS / "iter-mrl.safetensors").config.model == "mecca"
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_automatic_files_round_trip_keep_their_architecture_and_are_no_mecca_models(tmp_path, architecture):
+    config = NetworkConfig(width=8)
+    torch.manual_seed(0)
+    net = build(architecture, config)
+    path = save_automatic(net, architecture, config, tmp_path / "a.safetensors")
+    loaded, loaded_architecture, _, _ = load_automatic(path)
+    assert loaded_architecture == architecture
+    image = torch.randn(1, 1, 20, 22, 18)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(image), loaded(image)) and loaded(image).shape == (1, 20, 22, 18)
+    other = next(a for a in ARCHITECTURES if a != architecture)
+    with pytest.raises(CheckpointError, match=f"an automatic {architecture}, not a {other}"):
+        AutomaticMethod(path, other)
+    with pytest.raises(CheckpointError, match="'automatic' model where a 'intercnn' one was expected"):
+        load_intercnn(path)
+    with pytest.raises(CheckpointError, match="not a MECCA model"):
+        load_model(path)
+
+
+def test_automatic_training_learns_a_real_structure_and_writes_each_epoch(hippocampus_dir, tmp_path):
+    """Two epochs of the P-Net on four real hippocampus cases: the loss falls, every epoch's file is
+    written with its history, and the model's sessions give one mask whatever the clicks."""
+    root = copy_msd_cases(hippocampus_dir, tmp_path / "msd", 5)
+    out = train("p-net", [str(root)], tmp_path / "p-net.safetensors", epochs=2, network=NetworkConfig(width=8),
+                recipe=TrainingConfig(batch_size=2, validation_fraction=0.2))
+    history = load_automatic(out)[3]["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and history[1]["loss"] < history[0]["loss"]
+    assert len(history[1]["validation_dice_mean_per_round"]) == 1
+    assert (tmp_path / "p-net.epoch-1.safetensors").is_file()
+    method = AutomaticMethod(out, "p-net")
+    case = MSDDataset.open(root).cases[0]
+    image, label = case.load()
+    method.start(image, label_box(label > 0))
+    first = method.refine([Click((5, 5, 5), True)])
+    assert np.array_equal(first, method.refine([Click((6, 6, 6), False)])) and first.shape == label[method.region].shape

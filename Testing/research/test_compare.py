@@ -1,5 +1,5 @@
 """`python -m research.compare` end to end on real hippocampus cases: every method under the same
-simulated user (DeepIGeoS from an untrained model file made here: none is shipped yet), the JSON
+simulated user (DeepIGeoS, P-Net and U-Net from untrained model files made here), the JSON
 schema of the evaluation issue, the figure, and a broken case reported and skipped; `mecca evaluate`
 on MECCA model files alone."""
 
@@ -12,6 +12,7 @@ from helpers import copy_msd_cases
 from mecca.cli import main as mecca
 from mecca.networks import NetworkConfig
 
+from research.baselines.automatic import ARCHITECTURES, build, save_automatic
 from research.baselines.intercnn import InterCNN, save_intercnn
 from research.compare import BASELINE_COMMANDS, MODELS, main
 from research.compare import NAMES as METHODS
@@ -26,10 +27,12 @@ def evaluation(hippocampus_dir, tmp_path_factory):
     broken = root / manifest["training"][2]["image"]
     broken.write_bytes(b"not an image")
     out = root.parent / "result.json"
-    geodesic = NetworkConfig(width=8, hint_encoding="geodesic")
     torch.manual_seed(0)
-    deepigeos = save_intercnn(InterCNN(geodesic), geodesic, root.parent / "deepigeos.safetensors")
-    assert main(["--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS), "--deepigeos-model", str(deepigeos),
+    geodesic, small = NetworkConfig(width=8, hint_encoding="geodesic"), NetworkConfig(width=8)
+    untrained = [f"--deepigeos-model={save_intercnn(InterCNN(geodesic), geodesic, root.parent / 'deepigeos.safetensors')}",
+                 *(f"--{a}-model={save_automatic(build(a, small), a, small, root.parent / f'{a}.safetensors')}"
+                   for a in ARCHITECTURES)]
+    assert main(["--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS), *untrained,
                  "--methods", ",".join(METHODS), "--json", str(out), "--plot", str(root.parent / "result.png")]) == 0
     return json.loads(out.read_text()), root, broken.name
 
@@ -45,7 +48,7 @@ def test_every_method_reports_the_issue_schema(evaluation):
             assert len(method[key]) == ROUNDS, (name, key)
         assert all(0.0 <= d <= 1.0 for d in method["dice_mean_per_round"])
         assert all(0.0 <= m <= 1.0 for m in method["misunderstanding_rate_per_round"])
-        assert method["seconds_per_round_median"] > 0
+        assert method["seconds_per_round_median"] > 0 or name in ARCHITECTURES  # those predict once, in round 1
         assert [len(case["dice_per_round"]) for case in method["per_case"]] == [ROUNDS, ROUNDS]
         per_case_mean = np.mean([case["dice_per_round"] for case in method["per_case"]], axis=0)
         assert np.allclose(per_case_mean, method["dice_mean_per_round"], atol=1e-4)
@@ -59,7 +62,7 @@ def test_the_bundled_models_segment_and_only_mecca_types_report_eq6_label_qualit
         assert all(0.0 <= c <= 1.0 for c in method["simulated_label_coverage_per_round"])
         assert len(method["simulated_label_foreground_recall_per_round"]) == ROUNDS
         assert len(method["confidence_auc_per_round"]) == ROUNDS
-    for name in ("intercnn", "deepigeos", "grow-from-seeds", "random-walker"):
+    for name in ("intercnn", "deepigeos", "p-net", "u-net", "grow-from-seeds", "random-walker"):
         assert "simulated_label_accuracy_per_round" not in result["methods"][name]
     assert result["methods"]["mecca"]["dice_mean_per_round"][-1] > 0.5  # a trained model, not noise
 
@@ -181,3 +184,11 @@ def test_a_missing_or_wrong_baseline_model_names_the_command_that_makes_it(evalu
     assert main([*command, "--methods", "deepigeos", "--deepigeos-model", str(MODELS / "intercnn.safetensors")]) == 2
     error = capsys.readouterr().err
     assert "an InterCNN with gaussian hint maps, not geodesic ones" in error and BASELINE_COMMANDS["deepigeos"] in error
+
+
+def test_the_automatic_baselines_ignore_the_clicks(evaluation):
+    """P-Net and U-Net without hints: the same mask every round, whatever the clicks."""
+    result, _, _ = evaluation
+    for name in ARCHITECTURES:
+        for case in result["methods"][name]["per_case"]:
+            assert len(set(case["dice_per_round"])) == 1, (name, case)

@@ -19,64 +19,55 @@ kind, ``"model": "intercnn"``, which the product refuses to load as a MECCA mode
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mecca.cases import load_cases
-from mecca.checkpoint import finite_weights, read_model_file, write_model_file
 from mecca.clicks import Click
 from mecca.environment import build_state, normalize_image
-from mecca.episodes import EpisodeBatch, batch_dice, class_weights, make_batch, masked_mean
+from mecca.episodes import EpisodeBatch, batch_dice, class_weights, masked_mean
 from mecca.errors import CheckpointError
-from mecca.harness import InteractiveMethod, register_method, simulate
+from mecca.harness import InteractiveMethod, register_method
 from mecca.hints import HINT_ENCODINGS, encode_hints
 from mecca.io import Volume
 from mecca.networks import STATE_CHANNELS, DilatedBlock, Encoder, FusionHead, NetworkConfig
-from mecca.recipe import TrainingConfig
-from mecca.training import epoch_batches
+from mecca.recipe import TrainingConfig, read_recipe
 from mecca.users import SimulatedUser
 from mecca.working_grid import working_grid
 from torch import nn
+
+from .supervised import read_baseline, save_baseline, train_supervised
 
 KIND = "intercnn"
 
 
 class InterCNN(nn.Module):
-    """MECCA's policy backbone with one foreground logit per voxel."""
+    """MECCA's policy backbone (the paper's P-Net) with one foreground logit per voxel, on the state
+    (image, probability, hint) or, with ``in_channels=1``, on the image alone."""
 
-    def __init__(self, config: NetworkConfig):
+    def __init__(self, config: NetworkConfig, in_channels: int = STATE_CHANNELS):
         super().__init__()
         c = config
-        self.trunk = Encoder(STATE_CHANNELS, c.width, c.stride, c.trunk_dilations)
+        self.trunk = Encoder(in_channels, c.width, c.stride, c.trunk_dilations)
         self.blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
-        self.out = FusionHead(c.width, STATE_CHANNELS, 1, c.stride, c.fusion_channels, c.fusion_out_channels, False)
+        self.out = FusionHead(c.width, in_channels, 1, c.stride, c.fusion_channels, c.fusion_out_channels, False)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(self.trunk(state)), state).squeeze(1)
 
 
 def save_intercnn(net: InterCNN, config: NetworkConfig, path, metadata: dict | None = None) -> Path:
-    meta = {"format": "mecca-model", "format_version": 1, "network": {**config.to_dict(), "model": KIND},
-            **(metadata or {})}
-    return write_model_file({f"policy.{k}": v for k, v in net.state_dict().items()}, {"mecca": json.dumps(meta)},
-                            Path(path))
+    return save_baseline(net, KIND, config, path, metadata)
 
 
 def load_intercnn(path) -> tuple[InterCNN, NetworkConfig, dict]:
     """An InterCNN model file -> (network in eval mode, its architecture, its metadata)."""
-    tensors, meta = read_model_file(Path(path))
-    network = dict(meta.get("network", {}))
-    if network.get("model") != KIND:
-        raise CheckpointError(f"{path}: a {network.get('model', '?')!r} model, not an InterCNN")
-    config = NetworkConfig.from_dict({**network, "model": "mecca"})  # the backbone's widths and dilations
+    weights, config, _, metadata = read_baseline(path, KIND)
     net = InterCNN(config)
-    net.load_state_dict({k.removeprefix("policy."): v for k, v in finite_weights(tensors, Path(path)).items()})
-    return net.eval(), config, {k: v for k, v in meta.items() if k not in ("format", "format_version", "network")}
+    net.load_state_dict(weights)
+    return net.eval(), config, metadata
 
 
 class InterCNNMethod(InteractiveMethod):
@@ -141,39 +132,18 @@ def supervised_episode(net: InterCNN, config: NetworkConfig, batch: EpisodeBatch
 
 def train(dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4, seed: int = 0,
           network: NetworkConfig | None = None, recipe: TrainingConfig | None = None) -> Path:
-    """Train an InterCNN with the engine's episodes (crops, users, schedule of the class weights);
-    writes ``out`` and ``<out>.epoch-N.safetensors`` after every epoch, each with its validation."""
+    """Train an InterCNN (supervised.train_supervised); each step's episodes get 5 rounds of a
+    number of clicks drawn from ``recipe.clicks_per_round``."""
     recipe = replace(recipe or TrainingConfig(), epochs=epochs, seed=seed, learning_rate=learning_rate)
     network = network or NetworkConfig()
-    train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
-                                                 min_working_voxels=network.min_working_voxels)
+
+    def step_loss(net, batch, rng, balance):
+        clicks = int(rng.integers(*recipe.clicks_per_round, endpoint=True))
+        return supervised_episode(net, network, batch, recipe.rounds, clicks, balance)
+
     torch.manual_seed(seed)
-    net = InterCNN(network).to(memory_format=torch.channels_last_3d).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
-    history, started, out = [], time.monotonic(), Path(out)
-    for epoch in range(epochs):
-        balance = recipe.class_balance_floor + (1 - recipe.class_balance_floor) * max(0.0, 1 - epoch / recipe.class_balance_epochs)
-        losses = []
-        for step, cases in enumerate(epoch_batches(train_cases, recipe, epoch)):
-            rngs = [np.random.default_rng([seed, epoch, step, position]) for position in range(len(cases))]
-            batch = make_batch([train_cases[i] for i in cases], recipe, rngs)
-            clicks = int(np.random.default_rng([seed, epoch, step]).integers(*recipe.clicks_per_round, endpoint=True))
-            optimizer.zero_grad(set_to_none=True)
-            loss, stats = supervised_episode(net, network, batch, recipe.rounds, clicks, balance)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
-            optimizer.step()
-            losses.append(stats["loss"])
-        net.eval()
-        dice = [simulate(_InMemory(net, network), case.image, case.label).dice for case in validation[:12]]
-        net.train()
-        history.append({"epoch": epoch + 1, "elapsed_s": round(time.monotonic() - started, 1),
-                        "loss": round(float(np.mean(losses)), 5),
-                        "validation_dice_mean_per_round": np.mean(dice, axis=0).round(4).tolist() if dice else []})
-        print(json.dumps(history[-1]), flush=True)
-        metadata = {"training": {"config": asdict(recipe), "data": record, "history": history}}
-        save_intercnn(net, network, out.with_name(f"{out.stem}.epoch-{epoch + 1}{out.suffix}"), metadata)
-    return save_intercnn(net.eval(), network, out, metadata)
+    return train_supervised(InterCNN(network), step_loss, lambda net, path, meta: save_intercnn(net, network, path, meta),
+                            lambda net: _InMemory(net, network), dataset_dirs, out, recipe, network.min_working_voxels)
 
 
 class _InMemory(InterCNNMethod):
@@ -192,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hint-encoding", choices=HINT_ENCODINGS, default="gaussian",
                         help="geodesic: the DeepIGeoS row (default: gaussian, InterCNN)")
+    parser.add_argument("--config", help="research recipe: TrainingConfig fields for the episodes (users, crops; "
+                        "research/recipes/intercnn.json is the shipped InterCNN's)")
     args = parser.parse_args(argv)
     network = NetworkConfig(hint_encoding=args.hint_encoding)
-    print(f"wrote {train(args.dataset, args.out, args.epochs, args.lr, args.seed, network)}")
+    recipe = TrainingConfig.from_dict(read_recipe(args.config)) if args.config else None
+    print(f"wrote {train(args.dataset, args.out, args.epochs, args.lr, args.seed, network, recipe)}")
     return 0
 
 

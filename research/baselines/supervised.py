@@ -1,0 +1,92 @@
+"""What the supervised baselines (InterCNN, DeepIGeoS, the automatic P-Net and U-Net) share: their
+model files and their training loop.
+
+The files use the engine's format (safetensors + JSON metadata, never pickle) with the baseline's
+own kind in ``network.model``, which the product refuses to load as a MECCA model
+(mecca.networks.NetworkConfig). Training runs on the engine's episodes (mecca.episodes.make_batch:
+the same crops, margins, flips and contrast inversion as MECCA's) with the engine's schedule of the
+class weights, and writes a model file after every epoch with its validation."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from mecca.cases import load_cases
+from mecca.checkpoint import finite_weights, read_model_file, write_model_file
+from mecca.episodes import EpisodeBatch, make_batch
+from mecca.errors import CheckpointError
+from mecca.harness import InteractiveMethod, simulate
+from mecca.networks import NetworkConfig
+from mecca.recipe import TrainingConfig
+from mecca.training import epoch_batches
+from torch import nn
+
+
+def save_baseline(net: nn.Module, kind: str, config: NetworkConfig, path, metadata: dict | None = None,
+                  **details) -> Path:
+    """Write ``net``'s weights with its backbone ``config`` and the baseline's own ``details``
+    (beside the network record, which the product reads)."""
+    meta = {"format": "mecca-model", "format_version": 1, "network": {**config.to_dict(), "model": kind},
+            "baseline": details, **(metadata or {})}
+    return write_model_file({f"policy.{k}": v for k, v in net.state_dict().items()}, {"mecca": json.dumps(meta)},
+                            Path(path))
+
+
+def read_baseline(path, kind: str) -> tuple[dict[str, torch.Tensor], NetworkConfig, dict, dict]:
+    """A ``kind`` model file -> (weights, backbone config, the baseline's details, the rest of its
+    metadata); CheckpointError for another kind or broken weights."""
+    tensors, meta = read_model_file(Path(path))
+    network = dict(meta.get("network", {}))
+    if network.get("model") != kind:
+        raise CheckpointError(f"{path}: a {network.get('model', '?')!r} model where a {kind!r} one was expected")
+    config = NetworkConfig.from_dict({**network, "model": "mecca"})  # the backbone's widths and dilations
+    weights = {k.removeprefix("policy."): v for k, v in finite_weights(tensors, Path(path)).items()}
+    rest = {k: v for k, v in meta.items() if k not in ("format", "format_version", "network", "baseline")}
+    return weights, config, meta.get("baseline", {}), rest
+
+
+# (net, the step's episodes, the step's seeded generator, the class-weight strength) -> (loss, {"loss": ...})
+StepLoss = Callable[[nn.Module, EpisodeBatch, np.random.Generator, float], tuple[torch.Tensor, dict]]
+
+
+def train_supervised(net: nn.Module, step_loss: StepLoss, save: Callable[[nn.Module, Path, dict], Path],
+                     method: Callable[[nn.Module], InteractiveMethod], dataset_dirs: list[str], out,
+                     recipe: TrainingConfig, min_working_voxels: int | None, validation_rounds: int = 5) -> Path:
+    """Adam on ``step_loss`` over ``recipe.epochs`` passes of the training split; after every epoch
+    ``save``s ``<out>.epoch-N`` with the Dice per round of ``method`` (the network in memory under
+    the harness) on 12 held-out cases, then ``out`` after the last."""
+    train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
+                                                 min_working_voxels=min_working_voxels)
+    net = net.to(memory_format=torch.channels_last_3d).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=recipe.learning_rate)
+    history, started, out = [], time.monotonic(), Path(out)
+    for epoch in range(recipe.epochs):
+        balance = recipe.class_balance_floor + (1 - recipe.class_balance_floor) * max(
+            0.0, 1 - epoch / recipe.class_balance_epochs)
+        losses = []
+        for step, cases in enumerate(epoch_batches(train_cases, recipe, epoch)):
+            rngs = [np.random.default_rng([recipe.seed, epoch, step, position]) for position in range(len(cases))]
+            batch = make_batch([train_cases[i] for i in cases], recipe, rngs)
+            optimizer.zero_grad(set_to_none=True)
+            loss, stats = step_loss(net, batch, np.random.default_rng([recipe.seed, epoch, step]), balance)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
+            optimizer.step()
+            losses.append(stats["loss"])
+        net.eval()
+        dice = [simulate(method(net), case.image, case.label, rounds=validation_rounds).dice
+                for case in validation[:12]]
+        net.train()
+        history.append({"epoch": epoch + 1, "elapsed_s": round(time.monotonic() - started, 1),
+                        "loss": round(float(np.mean(losses)), 5),
+                        "validation_dice_mean_per_round": np.mean(dice, axis=0).round(4).tolist() if dice else []})
+        print(json.dumps(history[-1]), flush=True)
+        metadata = {"training": {"config": asdict(recipe), "data": record, "history": history}}
+        save(net, out.with_name(f"{out.stem}.epoch-{epoch + 1}{out.suffix}"), metadata)
+    return save(net.eval(), out, metadata)
