@@ -47,6 +47,7 @@ class TrainingConfig:
     class_balance_floor: float = 0.5  # ... to this strength (0 = plain mean; see class_weights)
     confidence_class_balance: float = 0.0  # foreground weighting of C's loss (class_weights strength; 0 = plain mean, method.md)
     confidence_only: bool = False  # train C alone, the policy kept as it is (recalibrating an existing model)
+    frozen: tuple[str, ...] = ()  # parts kept as the --init model has them, e.g. "policy.trunk", "confidence"
     imitation_weight: float = 1.0  # auxiliary cross-entropy towards the step to the label (see run_episode) ...
     imitation_epochs: float = 10.0  # ... fading to 0 over these epochs
     imitation_target: str = "fitting"  # the imitated step (environment.oracle_actions): "fitting" or "largest"

@@ -134,10 +134,18 @@ class Trainer:
             self.model = MeccaModel.create(network or NetworkConfig(), seed=config.seed)
             self.lineage = []
         self.model.to(self.device, memory_format=torch.channels_last_3d).train()
-        if config.confidence_only:
-            if init is None:
-                raise InputError("training the confidence network alone needs an existing MECCA model (--init)")
-            self.model.policy.requires_grad_(False)  # before DDP: it reduces only trained parameters
+        frozen = tuple(config.frozen) + (("policy",) if config.confidence_only else ())
+        if frozen and init is None:
+            raise InputError("keeping parts of the networks as they are (frozen, confidence_only) needs an existing "
+                             "MECCA model (--init)")
+        names = [name for name, _ in self.model.named_parameters()]
+        for prefix in frozen:
+            if not any(name == prefix or name.startswith(prefix + ".") for name in names):
+                parts = sorted({".".join(name.split(".")[:2]) for name in names})
+                raise InputError(f"frozen: {prefix!r} names no part of the networks; parts: {', '.join(parts)}")
+        for name, parameter in self.model.named_parameters():  # before DDP: it reduces only trained parameters
+            if any(name == prefix or name.startswith(prefix + ".") for prefix in frozen):
+                parameter.requires_grad_(False)
         self.episode = Episode(self.model)
         if self.world > 1:
             unused = any(not c.labeled for c in train)  # unlabelled steps do not train C

@@ -203,6 +203,27 @@ def test_confidence_only_training_keeps_the_policy_and_moves_c(tiny_dataset, tmp
         Trainer(tmp_path / "d.safetensors", config, train, validation, record, network=SMALL, progress=False)
 
 
+def test_frozen_parts_keep_the_init_models_weights_and_the_rest_trains(tiny_dataset, tmp_path):
+    """A fine-tuning that keeps the policy's trunk and C: not one of their weights moves, the policy's
+    heads do; a part that does not exist is named with the parts that do."""
+    from mecca.checkpoint import load_model, save_model
+    from mecca.errors import InputError
+
+    start = tmp_path / "start.safetensors"
+    save_model(MeccaModel.create(SMALL, seed=0), start, {})
+    config = TrainingConfig(epochs=1, learning_rate=1e-3, validation_fraction=0.0, clicks_per_round=(1, 2),
+                            frozen=("policy.trunk", "confidence"))
+    train, validation, record = load_cases([str(tiny_dataset)], None, config.validation_fraction, progress=False)
+    Trainer(tmp_path / "f.safetensors", config, train, validation, record, init=start, progress=False).fit()
+    before, after = (dict(load_model(path).named_parameters()) for path in (start, tmp_path / "f.safetensors"))
+    kept = [name for name in before if name.startswith(("policy.trunk.", "confidence."))]
+    assert kept and all(torch.equal(before[name], after[name]) for name in kept)
+    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("policy.policy_"))
+    with pytest.raises(InputError, match="'policy.stem' names no part of the networks; parts: .*policy.trunk"):
+        Trainer(tmp_path / "g.safetensors", TrainingConfig(frozen=("policy.stem",)), train, validation, record,
+                init=start, progress=False)
+
+
 def _train(tiny_dataset, tmp_path, out: str, recipe: dict, *options) -> int:
     """`mecca train` for one epoch on the tiny dataset with a recipe file; returns its exit code."""
     from mecca.cli import main
