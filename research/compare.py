@@ -21,21 +21,16 @@ import numpy as np
 from mecca.checkpoint import load_model
 from mecca.cli import add_evaluation_options, evaluation_cases, evaluation_report, parse_labels, resolve_device
 from mecca.errors import CheckpointError, InputError
-from mecca.harness import MeccaMethod
+from mecca.harness import METHODS, MeccaMethod
 from mecca.io import write_json
 from mecca.resources import DEFAULT_MODEL, resource_path
 
-from .baselines.automatic import AutomaticMethod
-from .baselines.intercnn import InterCNNMethod
 from .baselines.seeded_tools import RANDOM_WALKER_BETAS, GrowFromSeedsMethod, RandomWalkerMethod, tune_random_walker_beta
 
 MODELS = Path(__file__).resolve().parent / "models"
 NAMES = ("mecca", "iter-mrl", "intercnn", "deepigeos", "p-net", "u-net", "grow-from-seeds", "random-walker")
-# The learned baselines: how each model file runs, and the command that trains it (research/models/BASELINES.md).
-BASELINE_METHODS = {"intercnn": lambda path: InterCNNMethod(path, "gaussian"),
-                    "deepigeos": lambda path: InterCNNMethod(path, "geodesic"),
-                    "p-net": lambda path: AutomaticMethod(path, "p-net"),
-                    "u-net": lambda path: AutomaticMethod(path, "u-net")}
+# The learned baselines (their methods are registered with mecca.harness by research.baselines) and
+# the command that trains each (research/models/BASELINES.md).
 _DATA = "--dataset ../shared/data/Task04_Hippocampus --dataset ../shared/data/LeftAtrium2018 --epochs 8"
 _INTERCNN = f"python -m research.baselines.intercnn {_DATA} --config research/recipes/intercnn.json"
 BASELINE_COMMANDS = {"intercnn": f"{_INTERCNN} --out research/models/intercnn.safetensors",
@@ -64,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="MECCA model (default: bundled)")
     parser.add_argument("--iter-mrl-model", default=str(MODELS / "iter-mrl.safetensors"),
                         help="IteR-MRL model (default: research/models/iter-mrl.safetensors)")
-    for name in BASELINE_METHODS:
+    for name in BASELINE_COMMANDS:
         parser.add_argument(f"--{name}-model", default=str(MODELS / f"{name}.safetensors"),
                             help=f"{name} model (default: research/models/{name}.safetensors)")
     parser.add_argument("--random-walker-beta", type=_beta, default="tune",
@@ -90,7 +85,7 @@ def run(args) -> dict:
             used_models[name] = str(path)
             factories[name] = lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
                                                                    args.lean_correction, args.start)
-        elif name in BASELINE_METHODS:
+        elif name in BASELINE_COMMANDS:
             path = getattr(args, f"{name.replace('-', '_')}_model")
             if not Path(path).is_file():
                 message = f"no {name} model at {path}; make it with: {BASELINE_COMMANDS[name]}"
@@ -99,11 +94,11 @@ def run(args) -> dict:
                 print(f"skipping {message}", flush=True)
                 continue
             try:
-                BASELINE_METHODS[name](path)  # a wrong file is reported before the run
+                METHODS[name](path)  # a wrong file is reported before the run
             except CheckpointError as error:
                 raise CheckpointError(f"{error}; make a {name} model with: {BASELINE_COMMANDS[name]}") from error
             used_models[name] = path
-            factories[name] = lambda path=path, make=BASELINE_METHODS[name]: make(path)
+            factories[name] = lambda path=path, make=METHODS[name]: make(path)
         elif name == "grow-from-seeds":
             try:
                 GrowFromSeedsMethod()

@@ -4,8 +4,9 @@ round after round under the same seeded simulated user.
 Every method sees the same thing: an ROI (the object's box plus a margin, as a user would draw
 it) and, each round, the simulated user's clicks computed from that method's own previous mask.
 MECCA runs through the same InteractiveSession a clinician uses. Other methods (the research
-baselines: InterCNN and DeepIGeoS, Grow from seeds, the random walker) subclass ``InteractiveMethod`` and are
-named in ``METHODS`` with ``register_method``; the harness knows nothing else about them.
+baselines: InterCNN, DeepIGeoS, the automatic P-Net and U-Net, Grow from seeds, the random
+walker) subclass ``InteractiveMethod`` and are named in ``METHODS`` with ``register_method``; the
+harness knows nothing else about them.
 """
 
 from __future__ import annotations

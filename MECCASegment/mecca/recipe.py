@@ -69,6 +69,9 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value!r}")
+        if not isinstance(self.frozen, tuple) or not all(isinstance(part, str) for part in self.frozen):
+            raise ValueError(f"frozen must be a list of parts such as [\"policy.trunk\", \"confidence\"], "
+                             f"got {self.frozen!r}")
         for name in ("synthetic_fraction", "thick_slice_fraction", "intensity_augmentation", "mask_start_fraction",
                      "invert_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:

@@ -146,6 +146,8 @@ class Trainer:
         for name, parameter in self.model.named_parameters():  # before DDP: it reduces only trained parameters
             if any(name == prefix or name.startswith(prefix + ".") for prefix in frozen):
                 parameter.requires_grad_(False)
+        if not any(q.requires_grad for q in self.model.parameters()):
+            raise InputError(f"frozen: {', '.join(frozen)} leave nothing of the networks to train")
         self.episode = Episode(self.model)
         if self.world > 1:
             unused = any(not c.labeled for c in train)  # unlabelled steps do not train C

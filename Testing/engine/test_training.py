@@ -222,6 +222,11 @@ def test_frozen_parts_keep_the_init_models_weights_and_the_rest_trains(tiny_data
     with pytest.raises(InputError, match="'policy.stem' names no part of the networks; parts: .*policy.trunk"):
         Trainer(tmp_path / "g.safetensors", TrainingConfig(frozen=("policy.stem",)), train, validation, record,
                 init=start, progress=False)
+    with pytest.raises(InputError, match="policy, confidence leave nothing of the networks to train"):
+        Trainer(tmp_path / "g.safetensors", TrainingConfig(frozen=("policy", "confidence")), train, validation, record,
+                init=start, progress=False)
+    with pytest.raises(ValueError, match="frozen must be a list of parts"):
+        TrainingConfig.from_dict({"frozen": "confidence"})
 
 
 def _train(tiny_dataset, tmp_path, out: str, recipe: dict, *options) -> int:

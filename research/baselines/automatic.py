@@ -14,7 +14,6 @@ class-weighted cross-entropy of the interactive baselines (supervised.train_supe
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,16 +23,16 @@ import torch.nn.functional as F
 from mecca.clicks import Click
 from mecca.environment import normalize_image
 from mecca.episodes import EpisodeBatch, batch_dice, class_weights, masked_mean
-from mecca.errors import CheckpointError
+from mecca.errors import CheckpointError, InputError
 from mecca.harness import InteractiveMethod, register_method
 from mecca.io import Volume
 from mecca.networks import NetworkConfig
-from mecca.recipe import TrainingConfig, read_recipe
+from mecca.recipe import TrainingConfig
 from mecca.working_grid import working_grid
 from torch import nn
 
 from .intercnn import InterCNN
-from .supervised import read_baseline, save_baseline, train_supervised
+from .supervised import in_memory, load_weights, read_baseline, save_baseline, train_supervised, training_parser, training_recipe
 
 KIND = "automatic"
 ARCHITECTURES = ("p-net", "u-net")
@@ -89,12 +88,12 @@ def load_automatic(path) -> tuple[nn.Module, str, NetworkConfig, dict]:
         net = build(architecture, config)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from error
-    net.load_state_dict(weights)
-    return net.eval(), architecture, config, metadata
+    return load_weights(net, weights, path), architecture, config, metadata
 
 
 class AutomaticMethod(InteractiveMethod):
-    """A fully automatic network under the harness: one prediction on the ROI, the same every round."""
+    """A fully automatic network under the harness: every round the same prediction on the ROI,
+    computed again so the harness times what a round of this method costs."""
 
     def __init__(self, model_path, architecture: str | None = None):
         """``architecture``, when given, is the one the file must hold; CheckpointError otherwise."""
@@ -108,16 +107,13 @@ class AutomaticMethod(InteractiveMethod):
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
-        self.probability = None
+        image_norm = normalize_image(image.array[self.region])
+        self.grid = working_grid(image_norm.shape, image.spacing_kji, min_voxels=self.config.min_working_voxels)
+        self.working = self.grid.to_working(torch.from_numpy(image_norm)[None])[None]
 
     @torch.no_grad()
     def refine(self, clicks: list[Click]) -> np.ndarray:
-        if self.probability is None:  # predicted in the first round, so the harness times it
-            image_norm = normalize_image(self.image.array[self.region])
-            grid = working_grid(image_norm.shape, self.image.spacing_kji, min_voxels=self.config.min_working_voxels)
-            working = grid.to_working(torch.from_numpy(image_norm)[None])[None]
-            self.probability = grid.to_native(torch.sigmoid(self.net(working).float()))[0].numpy()
-        return self.probability
+        return self.grid.to_native(torch.sigmoid(self.net(self.working).float()))[0].numpy()
 
 
 for _architecture in ARCHITECTURES:
@@ -134,11 +130,6 @@ def automatic_step_loss(net: nn.Module, batch: EpisodeBatch, rng: np.random.Gene
     return loss, {"loss": loss.item(), "dice": batch_dice((logit.detach() > 0) & (valid > 0), label & (valid > 0))}
 
 
-class _InMemory(AutomaticMethod):
-    def __init__(self, net: nn.Module, architecture: str, config: NetworkConfig):
-        self.net, self.architecture, self.config = net, architecture, config
-
-
 def train(architecture: str, dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4, seed: int = 0,
           network: NetworkConfig | None = None, recipe: TrainingConfig | None = None) -> Path:
     """Train an automatic network (supervised.train_supervised), validated on one round (all are the same)."""
@@ -147,22 +138,20 @@ def train(architecture: str, dataset_dirs: list[str], out, epochs: int, learning
     torch.manual_seed(seed)
     return train_supervised(build(architecture, network), automatic_step_loss,
                             lambda net, path, meta: save_automatic(net, architecture, network, path, meta),
-                            lambda net: _InMemory(net, architecture, network), dataset_dirs, out, recipe,
+                            lambda net: in_memory(AutomaticMethod, net=net, architecture=architecture, config=network),
+                            dataset_dirs, out, recipe,
                             network.min_working_voxels, validation_rounds=1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m research.baselines.automatic", description=__doc__.split("\n\n")[0])
+    parser = training_parser("python -m research.baselines.automatic", __doc__.split("\n\n")[0])
     parser.add_argument("--architecture", choices=ARCHITECTURES, required=True)
-    parser.add_argument("--dataset", action="append", required=True, help="MSD folder (repeatable)")
-    parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", help="research recipe: TrainingConfig fields for the crops")
     args = parser.parse_args(argv)
-    recipe = TrainingConfig.from_dict(read_recipe(args.config)) if args.config else None
-    print(f"wrote {train(args.architecture, args.dataset, args.out, args.epochs, args.lr, args.seed, recipe=recipe)}")
+    try:
+        recipe = training_recipe(args)
+    except InputError as error:
+        parser.error(str(error))
+    print(f"wrote {train(args.architecture, args.dataset, args.out, recipe.epochs, recipe.learning_rate, recipe.seed, recipe=recipe)}")
     return 0
 
 

@@ -18,7 +18,6 @@ kind, ``"model": "intercnn"``, which the product refuses to load as a MECCA mode
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,17 +27,17 @@ import torch.nn.functional as F
 from mecca.clicks import Click
 from mecca.environment import build_state, normalize_image
 from mecca.episodes import EpisodeBatch, batch_dice, class_weights, masked_mean
-from mecca.errors import CheckpointError
+from mecca.errors import CheckpointError, InputError
 from mecca.harness import InteractiveMethod, register_method
 from mecca.hints import HINT_ENCODINGS, encode_hints
 from mecca.io import Volume
 from mecca.networks import STATE_CHANNELS, DilatedBlock, Encoder, FusionHead, NetworkConfig
-from mecca.recipe import TrainingConfig, read_recipe
+from mecca.recipe import TrainingConfig
 from mecca.users import SimulatedUser
 from mecca.working_grid import working_grid
 from torch import nn
 
-from .supervised import read_baseline, save_baseline, train_supervised
+from .supervised import in_memory, load_weights, read_baseline, save_baseline, train_supervised, training_parser, training_recipe
 
 KIND = "intercnn"
 
@@ -65,9 +64,7 @@ def save_intercnn(net: InterCNN, config: NetworkConfig, path, metadata: dict | N
 def load_intercnn(path) -> tuple[InterCNN, NetworkConfig, dict]:
     """An InterCNN model file -> (network in eval mode, its architecture, its metadata)."""
     weights, config, _, metadata = read_baseline(path, KIND)
-    net = InterCNN(config)
-    net.load_state_dict(weights)
-    return net.eval(), config, metadata
+    return load_weights(InterCNN(config), weights, path), config, metadata
 
 
 class InterCNNMethod(InteractiveMethod):
@@ -102,7 +99,7 @@ class InterCNNMethod(InteractiveMethod):
         return self.grid.to_native(self.probability)[0].numpy()
 
 
-register_method(KIND, InterCNNMethod)
+register_method(KIND, lambda model_path: InterCNNMethod(model_path, "gaussian"))
 register_method("deepigeos", lambda model_path: InterCNNMethod(model_path, "geodesic"))
 
 
@@ -143,31 +140,22 @@ def train(dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4
 
     torch.manual_seed(seed)
     return train_supervised(InterCNN(network), step_loss, lambda net, path, meta: save_intercnn(net, network, path, meta),
-                            lambda net: _InMemory(net, network), dataset_dirs, out, recipe, network.min_working_voxels)
-
-
-class _InMemory(InterCNNMethod):
-    """InterCNNMethod on a network in memory (validation during training)."""
-
-    def __init__(self, net: InterCNN, config: NetworkConfig):
-        self.net, self.config = net, config
+                            lambda net: in_memory(InterCNNMethod, net=net, config=network), dataset_dirs, out, recipe,
+                            network.min_working_voxels)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m research.baselines.intercnn", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", action="append", required=True, help="MSD folder (repeatable)")
-    parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = training_parser("python -m research.baselines.intercnn", __doc__.split("\n\n")[0])
     parser.add_argument("--hint-encoding", choices=HINT_ENCODINGS, default="gaussian",
                         help="geodesic: the DeepIGeoS row (default: gaussian, InterCNN)")
-    parser.add_argument("--config", help="research recipe: TrainingConfig fields for the episodes (users, crops; "
-                        "research/recipes/intercnn.json is the shipped InterCNN's)")
     args = parser.parse_args(argv)
-    network = NetworkConfig(hint_encoding=args.hint_encoding)
-    recipe = TrainingConfig.from_dict(read_recipe(args.config)) if args.config else None
-    print(f"wrote {train(args.dataset, args.out, args.epochs, args.lr, args.seed, network, recipe)}")
+    try:
+        recipe = training_recipe(args)
+    except InputError as error:
+        parser.error(str(error))
+    path = train(args.dataset, args.out, recipe.epochs, recipe.learning_rate, recipe.seed,
+                 NetworkConfig(hint_encoding=args.hint_encoding), recipe)
+    print(f"wrote {path}")
     return 0
 
 

@@ -9,6 +9,7 @@ class weights, and writes a model file after every epoch with its validation."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
@@ -20,10 +21,10 @@ import torch
 from mecca.cases import load_cases
 from mecca.checkpoint import finite_weights, read_model_file, write_model_file
 from mecca.episodes import EpisodeBatch, make_batch
-from mecca.errors import CheckpointError
+from mecca.errors import CheckpointError, InputError
 from mecca.harness import InteractiveMethod, simulate
 from mecca.networks import NetworkConfig
-from mecca.recipe import TrainingConfig
+from mecca.recipe import TrainingConfig, read_recipe
 from mecca.training import epoch_batches
 from torch import nn
 
@@ -49,6 +50,49 @@ def read_baseline(path, kind: str) -> tuple[dict[str, torch.Tensor], NetworkConf
     weights = {k.removeprefix("policy."): v for k, v in finite_weights(tensors, Path(path)).items()}
     rest = {k: v for k, v in meta.items() if k not in ("format", "format_version", "network", "baseline")}
     return weights, config, meta.get("baseline", {}), rest
+
+
+def load_weights(net: nn.Module, weights: dict[str, torch.Tensor], path) -> nn.Module:
+    """``net`` in eval mode with ``weights``; CheckpointError when they do not fit the architecture
+    the file describes."""
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not match the architecture the file describes ({error})") from error
+    return net.eval()
+
+
+def in_memory(method_class: type[InteractiveMethod], **attributes) -> InteractiveMethod:
+    """A baseline's harness method on a network in memory (validation during training), without
+    reading a model file: ``attributes`` are what its constructor would have read."""
+    method = method_class.__new__(method_class)
+    method.__dict__.update(attributes)
+    return method
+
+
+def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every supervised baseline's training takes."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--dataset", action="append", required=True, help="MSD folder (repeatable)")
+    parser.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", help="research recipe: TrainingConfig fields for the episodes (crops, users; "
+                        "research/recipes/intercnn.json is the shipped InterCNN's)")
+    return parser
+
+
+def training_recipe(args) -> TrainingConfig:
+    """The run's TrainingConfig: ``--config``'s fields (no "network": the baseline's options set
+    it), then --epochs, --lr and --seed."""
+    recipe = read_recipe(args.config) if args.config else {}
+    if "network" in recipe:
+        raise InputError(f"{args.config}: a baseline's recipe takes training settings only, not \"network\"")
+    try:
+        return TrainingConfig.from_dict({**recipe, "epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed})
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{args.config}: {error}") from error
 
 
 # (net, the step's episodes, the step's seeded generator, the class-weight strength) -> (loss, {"loss": ...})
