@@ -114,7 +114,7 @@ class MECCASegmentParameterNode:
     adviceVisible: bool = True
     device: Annotated[str, Choice(DEVICES)] = "auto"
     startEstimate: Annotated[str, Choice(START_ESTIMATES)] = "none"
-    fineTuneEpochs: Annotated[int, WithinRange(1, 500)] = 10
+    fineTuneEpochs: Annotated[int, WithinRange(0, 500)] = 0  # 0: mecca train's choice by structure (10 or 40)
     fineTuneOutputFolder: Path = Path.home() / "MECCASegment"
 
 
@@ -566,9 +566,10 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         return trainCommand(self.modelFile, data, outputModel, epochs, device, datasetFolders)
 
     def startFineTuning(self, outputFolder, labelledCases, interactiveCases=(), datasetFolders=(), heldOutCase=None,
-                        epochs: int = 10, device: str = "auto"):
+                        epochs: int = 0, device: str = "auto"):
         """Export the cases, then in background processes: evaluate the current model on the
-        held-back case, fine-tune it, evaluate the new model. Returns the running FineTuningRun."""
+        held-back case, fine-tune it (``epochs`` 0: as many as ``mecca train`` chooses for the
+        structure), evaluate the new model. Returns the running FineTuningRun."""
         from mecca.errors import InputError
 
         for datasetFolder in datasetFolders:

@@ -132,7 +132,9 @@ def exportCases(folder, labelledCases, interactiveCases=(), heldOutCase=None) ->
 
 def trainCommand(modelFile, data: TrainingData, outputModel, epochs: int, device: str = "auto",
                  datasetFolders=()) -> list[str]:
-    """``mecca train --init <current model>`` on the exported and the given MSD folders."""
+    """``mecca train --init <current model>`` on the exported and the given MSD folders; ``epochs`` 0
+    leaves the length to ``mecca train`` (10 epochs on a structure the model knows, 40 on one it
+    does not: mecca.recipe)."""
     datasets = [d for d in (data.labelledDir, *map(Path, datasetFolders)) if d is not None]
     arguments = ["train"]
     for dataset in datasets:
@@ -140,8 +142,8 @@ def trainCommand(modelFile, data: TrainingData, outputModel, epochs: int, device
     if data.interactiveDir is not None:
         arguments += ["--unlabeled", data.interactiveDir]
     # no validation split: the held-back case is the comparison, and local datasets are small
-    arguments += ["--init", modelFile, "--out", outputModel, "--epochs", int(epochs), "--device", device,
-                  "--validation-fraction", 0, "--progress", "jsonl"]
+    arguments += ["--init", modelFile, "--out", outputModel, *(["--epochs", int(epochs)] if epochs else []),
+                  "--device", device, "--validation-fraction", 0, "--progress", "jsonl"]
     return meccaCommand(*arguments)
 
 

@@ -141,8 +141,8 @@ def write_montage(path: str | Path, image_slice: np.ndarray, snapshots: list[Rou
     return _save(figure, path)
 
 
-METHOD_COLOURS = {"mecca": "tab:red", "iter-mrl": "tab:orange", "intercnn": "tab:blue",
-                  "deepigeos": "tab:cyan", "p-net": "tab:gray", "u-net": "tab:brown", "grow-from-seeds": "tab:green", "random-walker": "tab:purple"}
+METHOD_COLOURS = {"mecca": "tab:red", "iter-mrl": "tab:orange", "intercnn": "tab:blue", "deepigeos": "tab:cyan",
+                  "p-net": "tab:gray", "u-net": "tab:brown", "grow-from-seeds": "tab:green", "random-walker": "tab:purple"}
 
 
 def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict | None, title: str = "") -> Path:

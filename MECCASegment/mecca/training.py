@@ -31,7 +31,7 @@ from .errors import InputError
 from .harness import MeccaMethod, simulate
 from .networks import MeccaModel, NetworkConfig
 from .progress import event_line
-from .recipe import FINE_TUNING, KNOWN_STRUCTURE_DICE, NEW_STRUCTURE_RATE, TrainingConfig
+from .recipe import FINE_TUNING, KNOWN_STRUCTURE_DICE, KNOWN_STRUCTURE_EPOCHS, NEW_STRUCTURE_EPOCHS, NEW_STRUCTURE_RATE, TrainingConfig
 
 
 def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int) -> list[list[int]]:
@@ -372,7 +372,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
     init : path, optional
         A model to fine-tune: the run keeps its network and session defaults and takes the gentler
         fine-tuning schedule (``recipe.FINE_TUNING``) instead of a new model's, at a rate chosen by
-        how the model segments these cases (``fine_tuning_rate``) unless one is given.
+        how the model segments these cases (``fine_tuning_schedule``), for as many epochs, unless given.
     recipe : dict, optional
         Training settings (``recipe.TrainingConfig`` fields, ``"network"``, ``"inference"``), as a
         ``--config`` file holds them.
@@ -418,8 +418,12 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         [str(d) for d in datasets], labels, config.validation_fraction, [str(d) for d in unlabeled],
         config.labeled_fraction, skip_bad=skip_bad, rest_unlabeled=config.rest_unlabeled,
         min_working_voxels=network.min_working_voxels)
-    if model is not None and learning_rate is None and "learning_rate" not in (recipe or {}):
-        config = replace(config, learning_rate=fine_tuning_rate(model, train_cases, say))
+    if model is not None:
+        given = {"learning_rate": learning_rate, "epochs": epochs}
+        left = [name for name, value in given.items() if value is None and name not in (recipe or {})]
+        if left:
+            schedule = fine_tuning_schedule(model, train_cases, say)
+            config = replace(config, **{name: schedule[name] for name in left})
     trainer = Trainer(out, config, train_cases, validation, record, network=network, init=init, device=device,
                       command=command_line(), json_progress=json_progress, inference=inference)
     if not restart and trainer.resume():
@@ -431,23 +435,25 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
     return path
 
 
-def fine_tuning_rate(model: MeccaModel, cases: list[TrainingCase], say=print, scored: int = 4) -> float:
-    """The learning rate of a fine-tuning left to its defaults: the gentle FINE_TUNING rate where
-    the model already segments the structure (round-5 Dice of 5 simulated rounds on the first
-    ``scored`` labelled cases at least KNOWN_STRUCTURE_DICE), NEW_STRUCTURE_RATE where it does not
-    (recipe.py says why). Deterministic, so a resumed run picks the same rate."""
+def fine_tuning_schedule(model: MeccaModel, cases: list[TrainingCase], say=print, scored: int = 4) -> dict:
+    """The learning rate and epochs of a fine-tuning left to its defaults: the gentle FINE_TUNING
+    rate for KNOWN_STRUCTURE_EPOCHS where the model already segments the structure (round-5 Dice of
+    5 simulated rounds on the first ``scored`` labelled cases at least KNOWN_STRUCTURE_DICE),
+    NEW_STRUCTURE_RATE for NEW_STRUCTURE_EPOCHS where it does not (recipe.py says why).
+    Deterministic, so a resumed run picks the same."""
     labeled = [case for case in cases if case.labeled][:scored]
     if not labeled:
-        return FINE_TUNING["learning_rate"]
+        return {"learning_rate": FINE_TUNING["learning_rate"], "epochs": KNOWN_STRUCTURE_EPOCHS}
     model.eval()
     scores = validate(model, labeled)
     dice = float(np.mean([m["dice_mean_per_round"][-1] for m in scores.values()]))
     known = dice >= KNOWN_STRUCTURE_DICE
-    rate = FINE_TUNING["learning_rate"] if known else NEW_STRUCTURE_RATE
+    schedule = ({"learning_rate": FINE_TUNING["learning_rate"], "epochs": KNOWN_STRUCTURE_EPOCHS} if known else
+                {"learning_rate": NEW_STRUCTURE_RATE, "epochs": NEW_STRUCTURE_EPOCHS})
     say(f"the model scores Dice {dice:.2f} after 5 simulated rounds on {len(labeled)} of these cases: "
-        f"{'a structure it knows' if known else 'a structure it does not know'}, fine-tuning at {rate:g} "
-        "(--lr chooses another rate)")
-    return rate
+        f"{'a structure it knows' if known else 'a structure it does not know'}; by default fine-tuning takes "
+        f"{schedule['epochs']} epochs at {schedule['learning_rate']:g} (--epochs and --lr choose others)")
+    return schedule
 
 
 def lineage_of(metadata: dict) -> list[dict]:

@@ -459,13 +459,15 @@ def test_a_gpu_run_trains_and_resumes_there(tiny_dataset, tmp_path):
     assert np.isfinite(resumed.train_step([2, 3])[0]["loss"])
 
 
-def test_a_fine_tuning_keeps_the_gentle_rate_on_a_structure_the_model_segments_and_takes_a_larger_one_elsewhere(
+def test_a_fine_tuning_keeps_the_gentle_schedule_on_a_structure_the_model_segments_and_a_longer_stronger_one_elsewhere(
         tiny_dataset, bundled_model_float32):
-    from mecca.recipe import FINE_TUNING, NEW_STRUCTURE_RATE
+    from mecca.recipe import FINE_TUNING, KNOWN_STRUCTURE_EPOCHS, NEW_STRUCTURE_EPOCHS, NEW_STRUCTURE_RATE
 
     train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
     said = []
-    assert training.fine_tuning_rate(bundled_model_float32, train, said.append) == FINE_TUNING["learning_rate"]
+    assert training.fine_tuning_schedule(bundled_model_float32, train, said.append) == {
+        "learning_rate": FINE_TUNING["learning_rate"], "epochs": KNOWN_STRUCTURE_EPOCHS}
     assert "a structure it knows" in said[-1]
-    assert training.fine_tuning_rate(MeccaModel.create(SMALL, seed=0), train, said.append) == NEW_STRUCTURE_RATE
-    assert "does not know" in said[-1] and f"{NEW_STRUCTURE_RATE:g}" in said[-1]
+    assert training.fine_tuning_schedule(MeccaModel.create(SMALL, seed=0), train, said.append) == {
+        "learning_rate": NEW_STRUCTURE_RATE, "epochs": NEW_STRUCTURE_EPOCHS}
+    assert "does not know" in said[-1] and f"{NEW_STRUCTURE_EPOCHS} epochs at {NEW_STRUCTURE_RATE:g}" in said[-1]

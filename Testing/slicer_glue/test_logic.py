@@ -550,6 +550,8 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tm
                            "--validation-fraction", "0", "--progress", "jsonl"]
     arguments = build_parser().parse_args(command[3:])
     assert arguments.init == str(logic.modelFile) and arguments.progress == "jsonl"
+    automatic = logic.trainCommand(data, tmp_path / "new.safetensors", 0, "cpu")
+    assert "--epochs" not in automatic and build_parser().parse_args(automatic[3:]).epochs is None
     evaluate = finetuning.evaluateCommand(data.heldOutDir, "m.safetensors", "out.json")[3:]
     assert evaluate == ["evaluate", "--dataset", str(data.heldOutDir), "--model", "m.safetensors", "--split", "all",
                         "--json", "out.json"]
