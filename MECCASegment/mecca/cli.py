@@ -14,15 +14,7 @@ from .checkpoint import load_model
 from .errors import CheckpointError, InputError, SessionError
 from .geometry import ijk_from_kji
 from .io import binary_label, read_volume, write_json, write_volume
-from .recipe import (
-    FINE_TUNING,
-    KNOWN_STRUCTURE_DICE,
-    KNOWN_STRUCTURE_EPOCHS,
-    NEW_MODEL,
-    NEW_STRUCTURE_EPOCHS,
-    NEW_STRUCTURE_RATE,
-    TrainingConfig,
-)
+from .recipe import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_MODEL, NEW_STRUCTURE, TrainingConfig
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from .session import AUTO_STEPS, START_ESTIMATES, InteractiveSession, checked_lean_correction
 from .users import USER_STYLES
@@ -453,11 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="model file to write (.safetensors); state and log in <out>.run/")
     train.add_argument("--init", help="start from this model (fine-tuning: its own gentler schedule, see --lr)")
     train.add_argument("--epochs", type=_whole_steps, help=f"passes over the training cases (default: "
-                       f"{TrainingConfig.epochs} for a new model; with --init {KNOWN_STRUCTURE_EPOCHS} where the model "
-                       f"already segments the cases, else {NEW_STRUCTURE_EPOCHS})")
+                       f"{TrainingConfig.epochs} for a new model; with --init {KNOWN_STRUCTURE['epochs']} where the model "
+                       f"already segments the cases, else {NEW_STRUCTURE['epochs']})")
     train.add_argument("--lr", type=float, help=f"Adam learning rate, cosine decay to a tenth (default: "
-                       f"{NEW_MODEL['learning_rate']:g} for a new model; with --init {FINE_TUNING['learning_rate']:g} where the "
-                       f"model already segments the cases (Dice >= {KNOWN_STRUCTURE_DICE:g}), else {NEW_STRUCTURE_RATE:g})")
+                       f"{NEW_MODEL['learning_rate']:g} for a new model; with --init {KNOWN_STRUCTURE['learning_rate']:g} where the "
+                       f"model already segments the cases (Dice >= {KNOWN_STRUCTURE_DICE:g}), else {NEW_STRUCTURE['learning_rate']:g})")
     train.add_argument("--validation-fraction", type=_fraction,
                        help="share of each labelled dataset held out and scored (default: 0.2)")
     train.add_argument("--config", help="research recipe: a JSON object of training settings (the fields of "

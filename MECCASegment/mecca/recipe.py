@@ -94,13 +94,12 @@ FINE_TUNING = {"learning_rate": 2e-5, "class_balance_epochs": 0.0, "imitation_we
 # and 1e-3 (docs/results.md). Which case it is, is read from the model's own round-5 Dice on the
 # fine-tuning cases (training.fine_tuning_schedule): a known structure scored 0.8 and more there, an
 # unknown one 0.3-0.6 (the spleen, tumours and lesions of the project's judges: 0.06-0.58).
-NEW_STRUCTURE_RATE = 3e-4
-KNOWN_STRUCTURE_DICE = 0.7
 # And its length: on a structure the model does not know, 40 epochs on 3 cases lifted the
 # hippocampus-only model 15 (edge) / 7 (interior) points more than 10 did, 120 no further; on a
 # known one 40 epochs cost the bundled model 5 points where 10 cost 1 (docs/results.md).
-KNOWN_STRUCTURE_EPOCHS = 10
-NEW_STRUCTURE_EPOCHS = 40
+KNOWN_STRUCTURE = {"learning_rate": FINE_TUNING["learning_rate"], "epochs": 10}
+NEW_STRUCTURE = {"learning_rate": 3e-4, "epochs": 40}
+KNOWN_STRUCTURE_DICE = 0.7
 
 
 def read_recipe(path: str | Path) -> dict:

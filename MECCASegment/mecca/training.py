@@ -31,7 +31,7 @@ from .errors import InputError
 from .harness import MeccaMethod, simulate
 from .networks import MeccaModel, NetworkConfig
 from .progress import event_line
-from .recipe import FINE_TUNING, KNOWN_STRUCTURE_DICE, KNOWN_STRUCTURE_EPOCHS, NEW_STRUCTURE_EPOCHS, NEW_STRUCTURE_RATE, TrainingConfig
+from .recipe import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_STRUCTURE, TrainingConfig
 
 
 def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int) -> list[list[int]]:
@@ -138,14 +138,14 @@ class Trainer:
         if frozen and init is None:
             raise InputError("keeping parts of the networks as they are (frozen, confidence_only) needs an existing "
                              "MECCA model (--init)")
-        names = [name for name, _ in self.model.named_parameters()]
+        parameters = dict(self.model.named_parameters())
         for prefix in frozen:
-            if not any(name == prefix or name.startswith(prefix + ".") for name in names):
-                parts = sorted({".".join(name.split(".")[:2]) for name in names})
+            kept = [name for name in parameters if name == prefix or name.startswith(prefix + ".")]
+            if not kept:
+                parts = sorted({".".join(name.split(".")[:2]) for name in parameters})
                 raise InputError(f"frozen: {prefix!r} names no part of the networks; parts: {', '.join(parts)}")
-        for name, parameter in self.model.named_parameters():  # before DDP: it reduces only trained parameters
-            if any(name == prefix or name.startswith(prefix + ".") for prefix in frozen):
-                parameter.requires_grad_(False)
+            for name in kept:  # before DDP: it reduces only trained parameters
+                parameters[name].requires_grad_(False)
         if not any(q.requires_grad for q in self.model.parameters()):
             raise InputError(f"frozen: {', '.join(frozen)} leave nothing of the networks to train")
         self.episode = Episode(self.model)
@@ -436,20 +436,18 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
 
 
 def fine_tuning_schedule(model: MeccaModel, cases: list[TrainingCase], say=print, scored: int = 4) -> dict:
-    """The learning rate and epochs of a fine-tuning left to its defaults: the gentle FINE_TUNING
-    rate for KNOWN_STRUCTURE_EPOCHS where the model already segments the structure (round-5 Dice of
-    5 simulated rounds on the first ``scored`` labelled cases at least KNOWN_STRUCTURE_DICE),
-    NEW_STRUCTURE_RATE for NEW_STRUCTURE_EPOCHS where it does not (recipe.py says why).
-    Deterministic, so a resumed run picks the same."""
+    """The learning rate and epochs of a fine-tuning left to its defaults: KNOWN_STRUCTURE's where
+    the model already segments the structure (round-5 Dice of 5 simulated rounds on the first
+    ``scored`` labelled cases at least KNOWN_STRUCTURE_DICE), NEW_STRUCTURE's where it does not
+    (recipe.py says why). Deterministic, so a resumed run picks the same."""
     labeled = [case for case in cases if case.labeled][:scored]
     if not labeled:
-        return {"learning_rate": FINE_TUNING["learning_rate"], "epochs": KNOWN_STRUCTURE_EPOCHS}
+        return dict(KNOWN_STRUCTURE)
     model.eval()
     scores = validate(model, labeled)
     dice = float(np.mean([m["dice_mean_per_round"][-1] for m in scores.values()]))
     known = dice >= KNOWN_STRUCTURE_DICE
-    schedule = ({"learning_rate": FINE_TUNING["learning_rate"], "epochs": KNOWN_STRUCTURE_EPOCHS} if known else
-                {"learning_rate": NEW_STRUCTURE_RATE, "epochs": NEW_STRUCTURE_EPOCHS})
+    schedule = dict(KNOWN_STRUCTURE if known else NEW_STRUCTURE)
     say(f"the model scores Dice {dice:.2f} after 5 simulated rounds on {len(labeled)} of these cases: "
         f"{'a structure it knows' if known else 'a structure it does not know'}; by default fine-tuning takes "
         f"{schedule['epochs']} epochs at {schedule['learning_rate']:g} (--epochs and --lr choose others)")

@@ -229,13 +229,15 @@ def test_frozen_parts_keep_the_init_models_weights_and_the_rest_trains(tiny_data
         TrainingConfig.from_dict({"frozen": "confidence"})
 
 
-def _train(tiny_dataset, tmp_path, out: str, recipe: dict, *options) -> int:
-    """`mecca train` for one epoch on the tiny dataset with a recipe file; returns its exit code."""
+def _train(tiny_dataset, tmp_path, out: str, recipe: dict, *options, epochs: int | None = 1) -> int:
+    """`mecca train` (one epoch unless told otherwise; None: --epochs not given) on the tiny dataset
+    with a recipe file; returns its exit code."""
     from mecca.cli import main
 
     path = tmp_path / f"{out}.recipe.json"
     path.write_text(json.dumps(recipe))
-    return main(["train", "--dataset", str(tiny_dataset), "--epochs", "1", "--validation-fraction", "0",
+    length = ["--epochs", str(epochs)] if epochs is not None else []
+    return main(["train", "--dataset", str(tiny_dataset), *length, "--validation-fraction", "0",
                  "--out", str(tmp_path / f"{out}.safetensors"), "--config", str(path), *options])
 
 
@@ -461,13 +463,30 @@ def test_a_gpu_run_trains_and_resumes_there(tiny_dataset, tmp_path):
 
 def test_a_fine_tuning_keeps_the_gentle_schedule_on_a_structure_the_model_segments_and_a_longer_stronger_one_elsewhere(
         tiny_dataset, bundled_model_float32):
-    from mecca.recipe import FINE_TUNING, KNOWN_STRUCTURE_EPOCHS, NEW_STRUCTURE_EPOCHS, NEW_STRUCTURE_RATE
+    from mecca.recipe import KNOWN_STRUCTURE, NEW_STRUCTURE
 
     train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
     said = []
-    assert training.fine_tuning_schedule(bundled_model_float32, train, said.append) == {
-        "learning_rate": FINE_TUNING["learning_rate"], "epochs": KNOWN_STRUCTURE_EPOCHS}
+    assert training.fine_tuning_schedule(bundled_model_float32, train, said.append) == KNOWN_STRUCTURE
     assert "a structure it knows" in said[-1]
-    assert training.fine_tuning_schedule(MeccaModel.create(SMALL, seed=0), train, said.append) == {
-        "learning_rate": NEW_STRUCTURE_RATE, "epochs": NEW_STRUCTURE_EPOCHS}
-    assert "does not know" in said[-1] and f"{NEW_STRUCTURE_EPOCHS} epochs at {NEW_STRUCTURE_RATE:g}" in said[-1]
+    assert training.fine_tuning_schedule(MeccaModel.create(SMALL, seed=0), train, said.append) == NEW_STRUCTURE
+    assert "does not know" in said[-1] and f"{NEW_STRUCTURE['epochs']} epochs at {NEW_STRUCTURE['learning_rate']:g}" \
+        in said[-1]
+
+
+def test_a_fine_tuning_takes_from_the_schedule_only_what_it_is_not_given(tiny_dataset, tmp_path, monkeypatch):
+    """`mecca train --init` on real cases with a model that does not know them: without --epochs and
+    --lr both come from NEW_STRUCTURE (its length shortened here to 1 epoch to keep the test short),
+    a recipe's rate stays."""
+    from mecca.checkpoint import load_model, save_model
+    from mecca.recipe import NEW_STRUCTURE
+
+    monkeypatch.setitem(NEW_STRUCTURE, "epochs", 1)
+    start = tmp_path / "start.safetensors"
+    save_model(MeccaModel.create(SMALL, seed=0), start, {})
+    assert _train(tiny_dataset, tmp_path, "auto", {}, "--init", str(start), epochs=None) == 0
+    config = load_model(tmp_path / "auto.safetensors").metadata["training"]["config"]
+    assert config["epochs"] == 1 and config["learning_rate"] == NEW_STRUCTURE["learning_rate"]
+    assert _train(tiny_dataset, tmp_path, "rate", {"learning_rate": 1e-3}, "--init", str(start), epochs=None) == 0
+    config = load_model(tmp_path / "rate.safetensors").metadata["training"]["config"]
+    assert config["epochs"] == 1 and config["learning_rate"] == 1e-3

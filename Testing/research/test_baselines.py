@@ -75,9 +75,9 @@ def test_automatic_training_learns_a_real_structure_and_writes_each_epoch(hippoc
     crops (at a fixed class weighting); every epoch's file is written with its history, and the
     model's sessions give one mask whatever the clicks."""
     root = copy_msd_cases(hippocampus_dir, tmp_path / "msd", 5)
-    network, recipe = NetworkConfig(width=8), TrainingConfig(batch_size=2, validation_fraction=0.2)
-    out = train("p-net", [str(root)], tmp_path / "p-net.safetensors", epochs=3, learning_rate=2e-3, network=network,
-                recipe=recipe)
+    network = NetworkConfig(width=8)
+    recipe = TrainingConfig(epochs=3, learning_rate=2e-3, batch_size=2, validation_fraction=0.2)
+    out = train("p-net", [str(root)], tmp_path / "p-net.safetensors", recipe, network)
     trained, _, _, metadata = load_automatic(out)
     torch.manual_seed(0)  # train's seed: the same starting weights
     untrained = build("p-net", network).eval()

@@ -14,7 +14,6 @@ class-weighted cross-entropy of the interactive baselines (supervised.train_supe
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,17 +129,15 @@ def automatic_step_loss(net: nn.Module, batch: EpisodeBatch, rng: np.random.Gene
     return loss, {"loss": loss.item(), "dice": batch_dice((logit.detach() > 0) & (valid > 0), label & (valid > 0))}
 
 
-def train(architecture: str, dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4, seed: int = 0,
-          network: NetworkConfig | None = None, recipe: TrainingConfig | None = None) -> Path:
-    """Train an automatic network (supervised.train_supervised), validated on one round (all are the same)."""
-    recipe = replace(recipe or TrainingConfig(), epochs=epochs, seed=seed, learning_rate=learning_rate)
+def train(architecture: str, dataset_dirs: list[str], out, recipe: TrainingConfig,
+          network: NetworkConfig | None = None) -> Path:
+    """Train an automatic network (supervised.train_supervised: ``recipe``'s epochs, rate, seed and
+    crops), validated on one round (all are the same)."""
     network = network or NetworkConfig()
-    torch.manual_seed(seed)
-    return train_supervised(build(architecture, network), automatic_step_loss,
+    return train_supervised(lambda: build(architecture, network), automatic_step_loss,
                             lambda net, path, meta: save_automatic(net, architecture, network, path, meta),
                             lambda net: in_memory(AutomaticMethod, net=net, architecture=architecture, config=network),
-                            dataset_dirs, out, recipe,
-                            network.min_working_voxels, validation_rounds=1)
+                            dataset_dirs, out, recipe, network.min_working_voxels, validation_rounds=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = training_recipe(args)
     except InputError as error:
         parser.error(str(error))
-    print(f"wrote {train(args.architecture, args.dataset, args.out, recipe.epochs, recipe.learning_rate, recipe.seed, recipe=recipe)}")
+    print(f"wrote {train(args.architecture, args.dataset, args.out, recipe)}")
     return 0
 
 

@@ -18,7 +18,6 @@ kind, ``"model": "intercnn"``, which the product refuses to load as a MECCA mode
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -127,19 +126,18 @@ def supervised_episode(net: InterCNN, config: NetworkConfig, batch: EpisodeBatch
     return total, {"loss": total.item(), "dice": batch_dice((probability > 0.5) & (valid > 0), label & (valid > 0))}
 
 
-def train(dataset_dirs: list[str], out, epochs: int, learning_rate: float = 5e-4, seed: int = 0,
-          network: NetworkConfig | None = None, recipe: TrainingConfig | None = None) -> Path:
-    """Train an InterCNN (supervised.train_supervised); each step's episodes get 5 rounds of a
-    number of clicks drawn from ``recipe.clicks_per_round``."""
-    recipe = replace(recipe or TrainingConfig(), epochs=epochs, seed=seed, learning_rate=learning_rate)
+def train(dataset_dirs: list[str], out, recipe: TrainingConfig, network: NetworkConfig | None = None) -> Path:
+    """Train an InterCNN (supervised.train_supervised: ``recipe``'s epochs, rate, seed, crops and
+    users); each step's episodes get ``recipe.rounds`` rounds of a number of clicks drawn from
+    ``recipe.clicks_per_round``."""
     network = network or NetworkConfig()
 
     def step_loss(net, batch, rng, balance):
         clicks = int(rng.integers(*recipe.clicks_per_round, endpoint=True))
         return supervised_episode(net, network, batch, recipe.rounds, clicks, balance)
 
-    torch.manual_seed(seed)
-    return train_supervised(InterCNN(network), step_loss, lambda net, path, meta: save_intercnn(net, network, path, meta),
+    return train_supervised(lambda: InterCNN(network), step_loss,
+                            lambda net, path, meta: save_intercnn(net, network, path, meta),
                             lambda net: in_memory(InterCNNMethod, net=net, config=network), dataset_dirs, out, recipe,
                             network.min_working_voxels)
 
@@ -153,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = training_recipe(args)
     except InputError as error:
         parser.error(str(error))
-    path = train(args.dataset, args.out, recipe.epochs, recipe.learning_rate, recipe.seed,
-                 NetworkConfig(hint_encoding=args.hint_encoding), recipe)
-    print(f"wrote {path}")
+    print(f"wrote {train(args.dataset, args.out, recipe, NetworkConfig(hint_encoding=args.hint_encoding))}")
     return 0
 
 

@@ -99,15 +99,17 @@ def training_recipe(args) -> TrainingConfig:
 StepLoss = Callable[[nn.Module, EpisodeBatch, np.random.Generator, float], tuple[torch.Tensor, dict]]
 
 
-def train_supervised(net: nn.Module, step_loss: StepLoss, save: Callable[[nn.Module, Path, dict], Path],
+def train_supervised(build: Callable[[], nn.Module], step_loss: StepLoss, save: Callable[[nn.Module, Path, dict], Path],
                      method: Callable[[nn.Module], InteractiveMethod], dataset_dirs: list[str], out,
                      recipe: TrainingConfig, min_working_voxels: int | None, validation_rounds: int = 5) -> Path:
-    """Adam on ``step_loss`` over ``recipe.epochs`` passes of the training split; after every epoch
+    """Adam at ``recipe.learning_rate`` on ``step_loss`` over ``recipe.epochs`` passes of the
+    training split, from the network ``build`` makes under ``recipe.seed``; after every epoch
     ``save``s ``<out>.epoch-N`` with the Dice per round of ``method`` (the network in memory under
     the harness) on 12 held-out cases, then ``out`` after the last."""
     train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
                                                  min_working_voxels=min_working_voxels)
-    net = net.to(memory_format=torch.channels_last_3d).train()
+    torch.manual_seed(recipe.seed)
+    net = build().to(memory_format=torch.channels_last_3d).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=recipe.learning_rate)
     history, started, out = [], time.monotonic(), Path(out)
     for epoch in range(recipe.epochs):
