@@ -28,12 +28,16 @@ ATTEMPTS = 6
 BOX_RANGE = (20, 64)  # voxels per side of the random box supervoxels and thresholds are drawn in
 
 
-def synthetic_object(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One object of a random kind (``KINDS``) on ``image``'s grid (normalised image, numpy order);
-    ``label`` is the scan's labelled structure (may be empty). Returns a bool mask."""
+def synthetic_object(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                     kinds: tuple[str, ...] = KINDS) -> np.ndarray:
+    """One object of a random kind (one of ``kinds``) on ``image``'s grid (normalised image, numpy
+    order); ``label`` is the scan's labelled structure (may be empty). Returns a bool mask."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be some of {KINDS}, got {kinds!r}")
     label = label > 0
     for _ in range(ATTEMPTS):
-        kind = KINDS[int(rng.integers(len(KINDS)))]
+        kind = kinds[int(rng.integers(len(kinds)))]
         if kind in ("part", "reshaped") and not label.any():
             continue
         mask = _DRAW[kind](image, label, rng)

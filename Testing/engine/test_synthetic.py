@@ -61,3 +61,12 @@ def test_thick_slices_average_slabs_along_one_axis_and_leave_padding_at_zero(sam
     constant_along_k = np.broadcast_to(padded[:1], padded.shape).copy()
     out = synthetic.thick_slices(constant_along_k, valid, np.random.default_rng(seed))
     assert np.allclose(out[valid], constant_along_k[valid], atol=1e-5)
+
+
+def test_synthetic_objects_keep_to_the_kinds_asked_for(sample):
+    image, label = sample
+    made = [synthetic.synthetic_object(image, label, np.random.default_rng(s), ("part",)) for s in range(6)]
+    assert all(not (m & ~label).any() and m.sum() < label.sum() for m in made)  # pieces of the label only
+    for kinds in ((), ("organ",)):
+        with pytest.raises(ValueError, match="kinds"):
+            synthetic.synthetic_object(image, label, np.random.default_rng(0), kinds)
