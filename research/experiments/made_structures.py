@@ -34,6 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", type=int, help="only the first N scans of the split")
     parser.add_argument("--seed", type=int, default=2026, help="seed of the objects (default: 2026)")
     args = parser.parse_args(argv)
+    if args.cases is not None and args.cases < 1:
+        parser.error(f"--cases must be at least 1, got {args.cases}")
     dataset = MSDDataset.open(args.source)
     scans = dataset.validation_cases(0.2) if args.split == "validation" else dataset.training_cases(0.2)
     out = Path(args.target)
