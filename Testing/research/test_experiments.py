@@ -270,11 +270,13 @@ def test_a_packed_split_trains_where_simpleitk_is_missing_and_scores_the_same_tw
     assert spread("b.json") == first
 
 
-def test_made_structures_are_objects_of_the_scans_that_are_not_the_label_and_the_harness_reads_them(
+def test_made_structures_are_objects_of_the_scans_that_are_not_the_label_in_a_dataset_mecca_opens(
         hippocampus_dir, tmp_path):
     """research.experiments.made_structures: one supervoxel or intensity object per held-out scan,
-    the same with the same seed, an MSD folder that mecca's dataset reader opens."""
+    the same with the same seed, an MSD folder that mecca's dataset reader opens; an existing folder
+    and --cases 0 are refused before anything is written."""
     import numpy as np
+    import pytest
     from helpers import copy_msd_cases
     from mecca.io import MSDDataset
 
@@ -290,3 +292,9 @@ def test_made_structures_are_objects_of_the_scans_that_are_not_the_label_and_the
         original_image, label = originals[case.name].load()
         assert np.array_equal(image.array, original_image.array) and mask.sum() >= 150
         assert not np.array_equal(mask, label) and np.array_equal(mask, twin.load()[1])
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")}
+    for arguments in ([str(source), str(tmp_path / "a")], [str(source), str(tmp_path / "c"), "--cases", "0"]):
+        with pytest.raises(SystemExit):
+            made.main(arguments)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")} == before  # nothing rewritten
+    assert not (tmp_path / "c").exists()
