@@ -370,14 +370,15 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """List the scene's volume + segment pairs (labelled) and the recorded click sessions."""
         self.ui.fineTuneCasesList.clear()
         self.ui.heldOutComboBox.clear()
-        self.ui.heldOutComboBox.addItem(_("(none: no before/after comparison)"))
+        self.ui.heldOutComboBox.addItem(_("(automatic: the last labelled case checked)"))
         labelled = self.logic.labelledCases()
         interactive = self.logic.interactiveCases()
         self._caseChoices = labelled + interactive
         for case in self._caseChoices:
             item = qt.QListWidgetItem(case.description)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
-            item.setCheckState(qt.Qt.Checked)
+            # accepted sessions (no label) have not helped in our measurements: the user opts in
+            item.setCheckState(qt.Qt.Checked if isinstance(case, LabelledCase) else qt.Qt.Unchecked)
             self.ui.fineTuneCasesList.addItem(item)
         for case in labelled:
             self.ui.heldOutComboBox.addItem(case.description)

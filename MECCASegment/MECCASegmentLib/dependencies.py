@@ -54,6 +54,15 @@ def requireDependencies() -> None:
             "Python console (PyTorch is best installed with the PyTorch extension's PyTorchUtils module).")
 
 
+def _pytorchExtension():
+    """The PyTorch extension's PyTorchUtils module, or None when that extension is not installed."""
+    try:
+        import PyTorchUtils
+    except ImportError:
+        return None
+    return PyTorchUtils
+
+
 def installMissingRequirements(confirm: Callable[[str], bool]) -> bool:
     """Install what requirements.txt lists and is missing, once ``confirm(message)`` agrees.
 
@@ -64,19 +73,22 @@ def installMissingRequirements(confirm: Callable[[str], bool]) -> bool:
     missing = missingRequirements()
     if not missing:
         return True
-    if not confirm("MECCASegment needs these Python packages, which are not installed:\n\n  " + "\n  ".join(missing)
-                   + "\n\nInstall them now? This downloads them from the internet and can take several minutes "
-                     "(PyTorch is large)."):
-        return False
     torchLines = [line for line in missing if _requirement(line).name == "torch"]
     pipLines = [line for line in missing if line not in torchLines]
+    pytorchExtension = _pytorchExtension()
+    torchNote = ("" if not torchLines else
+                 " PyTorch comes from the PyTorch extension, which picks the build for this computer." if pytorchExtension
+                 else " PyTorch from pip can be several GB (a GPU build on Linux); to choose a CPU or GPU build, cancel, "
+                      "install the PyTorch extension from the Extensions Manager and press Start again.")
+    if not confirm("MECCASegment needs these Python packages, which are not installed:\n\n  " + "\n  ".join(missing)
+                   + "\n\nInstall them now? This downloads them from the internet and can take several minutes."
+                   + torchNote):
+        return False
     if torchLines:
-        try:
-            import PyTorchUtils
-        except ImportError:
+        if pytorchExtension is None:
             pipLines = torchLines + pipLines
         else:
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            torch = pytorchExtension.PyTorchUtilsLogic().installTorch(
                 askConfirmation=False, torchVersionRequirement=str(_requirement(torchLines[0]).specifier))
             if torch is None:
                 raise DependencyError("PyTorch was not installed; see the PyTorch Utils module")

@@ -46,6 +46,12 @@ def timing_stats(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def three_figures(value: float) -> float:
+    """A rate to three significant figures: a slow spell can drop GFLOP/s below 1, where one decimal
+    would lose the figure the fractions of peak are computed from."""
+    return float(f"{value:.3g}")
+
+
 def conv_calls(net: torch.nn.Module, *inputs) -> list[tuple[torch.nn.Conv3d, torch.Size, int]]:
     """Every 3D convolution one forward pass makes: (layer, input shape, FLOPs = multiply-adds x 2)."""
     calls = []
@@ -158,7 +164,7 @@ def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, re
             elapsed = time.perf_counter() - start
             if repeat:
                 round_times.append(elapsed)
-                for key, value in session._rounds[-1].timings.items():
+                for key, value in session.last_round.timings.items():
                     parts.setdefault(key, []).append(value)
         if repeat:
             open_times.append(opened)
@@ -181,11 +187,11 @@ def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, re
             repeats)
     achieved = flops / policy_seconds / 1e9
     result["policy_gflop"] = round(flops / 1e9, 3)
-    result["policy_gflops_achieved"] = round(achieved, 1)
+    result["policy_gflops_achieved"] = three_figures(achieved)
     peak = sum(layer_flops for *_, layer_flops in calls) / layers_seconds / 1e9
-    result["conv3d_peak_gflops"] = round(peak, 1)
+    result["conv3d_peak_gflops"] = three_figures(peak)
     result["policy_fraction_of_peak"] = round(achieved / peak, 3)
-    result["conv3d_best_layer_gflops"] = round(best_layer_flops / best_layer_seconds / 1e9, 1)
+    result["conv3d_best_layer_gflops"] = three_figures(best_layer_flops / best_layer_seconds / 1e9)
     result["policy_fraction_of_best_layer"] = round(achieved / (best_layer_flops / best_layer_seconds / 1e9), 3)
 
     return result

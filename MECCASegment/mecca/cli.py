@@ -13,7 +13,7 @@ import numpy as np
 from .checkpoint import load_model
 from .errors import CheckpointError, InputError, SessionError
 from .geometry import ijk_from_kji
-from .io import binary_label, read_volume, write_json, write_volume
+from .io import binary_label, read_volume, validate_image, write_json, write_volume
 from .recipe import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_MODEL, NEW_STRUCTURE, TrainingConfig
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from .session import AUTO_STEPS, START_ESTIMATES, InteractiveSession, checked_lean_correction
@@ -101,7 +101,7 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
     def on_round(method, clicks, dice):
         snapshots.append(snapshot(method.session, slice_k, clicks, dice))
         last = method.session.history[-1]
-        _print(f"  round {method.session.rounds}/{rounds}: {len(clicks)} clicks, Dice {dice:.3f}, "
+        _print(f"  round {method.session.rounds}/{rounds}: {_plural(len(clicks), 'click')}, Dice {dice:.3f}, "
                f"{last['seconds']:.2f} s, advice regions {[r.rank for r in method.session.advice_regions]}")
 
     run, session = simulate_mecca(model, image, label, rounds, clicks_per_round, seed=seed, on_round=on_round)
@@ -110,7 +110,7 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
                "misunderstanding_rate_per_round": [round(m, 6) for m in run.misunderstanding],
                "history": session.history}
     write_session_outputs(session, out, snapshots, label, slice_k, summary,
-                          f"MECCA demo on {image.name}: Dice per round {[round(float(d), 3) for d in run.dice]}")
+                          f"MECCA demo on {image.name}: Dice per round {', '.join(f'{d:.3f}' for d in run.dice)}")
     _print(f"wrote {out}/ (segmentation, probability, confidence, advice_regions .nii.gz, montage.png, "
            f"summary.json) in {time.perf_counter() - started:.1f} s")
     return summary
@@ -126,6 +126,7 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
 
     out = _output_folder(out)
     image = read_volume(image_path)
+    validate_image(image.array, image.spacing, name=image.name)  # an all-NaN image is refused before any note
     non_finite = int(np.count_nonzero(~np.isfinite(image.array))) if image.array.dtype.kind == "f" else 0
     if non_finite:
         _print(f"note: {non_finite} voxels of {image.name} are NaN or infinite; they take the lowest finite value of "
@@ -152,7 +153,10 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
     summary = {"image": str(image_path), "rounds": rounds, "steps_per_round": session.steps_per_round,
                "flip_average": flip_average, "lean_correction": session.lean_correction, "dice_per_round": dices,
                "seconds_per_round": seconds,
-               "clicks": [{"ijk": list(ijk_from_kji(c.position)), "positive": c.positive} for c in session.clicks],
+               "clicks": [{"round": number, "ijk": list(ijk_from_kji(c.position)),
+                           "lps_mm": [round(float(v), 3) for v in image.index_to_world(ijk_from_kji(c.position))],
+                           "positive": c.positive}
+                          for number, clicks in enumerate(session.clicks_by_round, start=1) for c in clicks],
                "history": session.history}
     write_session_outputs(session, out, snapshots, label, slice_k, summary, f"MECCA on {image.name}")
     _print(f"wrote {out}/")
@@ -203,7 +207,7 @@ def run_evaluate(args) -> dict:
 def add_session_options(parser: argparse.ArgumentParser) -> None:
     """The options of the sessions a command runs (device, precision, how a round runs); the round
     settings default to the model file's own."""
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     parser.add_argument("--steps-per-round", type=_steps_per_round, help=STEPS_HELP)
     parser.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
@@ -256,7 +260,7 @@ def evaluation_report(args, dataset, cases, factories: dict, used_models: dict) 
     from .training import command_line
 
     _print(f"evaluating {', '.join(factories)} on {len(cases)} cases of {dataset.name} ({args.split} split), "
-           f"{args.rounds} rounds x {args.clicks_per_round} {args.user} clicks, "
+           f"{_plural(args.rounds, 'round')} x {_plural(args.clicks_per_round, f'{args.user} click')}, "
            + (f"{args.steps_per_round} policy step(s) per round" if args.steps_per_round is not None
               else "the model's policy steps per round") + (", policy averaged over flips" if args.flip_average else ""))
     summary, failures, figure_case = evaluate(cases, factories, parse_labels(args.labels), args.rounds,
@@ -354,6 +358,7 @@ def run_info(model_path: str | None, card: bool = False) -> dict:
 
 PRECISIONS = ["auto", "float32", "bfloat16"]
 PRECISION_HELP = "inference precision; auto = bfloat16 where the processor computes it natively"
+DEVICE_HELP = "where the networks run; auto = a CUDA GPU when there is one, else the CPU (default: cpu)"
 
 
 def _version() -> str:
@@ -422,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clicks-per-round", type=_whole_steps, default=3,
                       help="simulated clicks before each round (default: 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the simulated user (default: 0)")
-    demo.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    demo.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
     demo.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
 
     segment = sub.add_parser("segment", help="segment an image from clicks given in world coordinates")
@@ -455,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="research recipe: a JSON object of training settings (the fields of "
                        "mecca.recipe.TrainingConfig, and \"network\": those of mecca.networks.NetworkConfig; "
                        "research/recipes/ holds the project's); options given here take precedence")
-    train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
     train.add_argument("--seed", type=int, help="seed of every random draw of the run (default: 0)")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     train.add_argument("--skip-bad", action="store_true",
@@ -473,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="round latency and memory per ROI size; memory on a big volume (research/bench.py adds the peers)")
     bench.add_argument("--json", required=True, help="results file")
-    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
     bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--roi", default="64,96,128", help="comma-separated edge lengths of the cubic ROIs timed, in "
                        "voxels (default: 64,96,128)")

@@ -42,12 +42,12 @@ class Conv3d(nn.Conv3d):
     half-resolution ROI at width 16) to its slow native kernel, about 14 times slower than
     oneDNN on the same input. Without gradients we call the oneDNN kernel directly; training
     (batches of two, channels-last) keeps the regular dispatch and its backward. The same holds
-    for bfloat16 inference.
+    for bfloat16 inference. A trace (an ONNX export) records the regular convolution.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (_MKLDNN and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.device.type == "cpu"
-                and x.dtype in _ONEDNN_DTYPES):
+        if (_MKLDNN and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+                and x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES):
             if not x.is_contiguous(memory_format=torch.channels_last_3d):
                 x = x.contiguous()
             return torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding,

@@ -58,7 +58,7 @@ def _contour(axis, mask: np.ndarray, color: str) -> None:
         axis.contour(mask.astype(float), levels=[0.5], colors=color, linewidths=1.2)
 
 
-def _label_positions(advice: np.ndarray, min_distance: float = 3.0) -> dict[int, tuple[float, float]]:
+def _label_positions(advice: np.ndarray, min_distance: float = 4.5) -> dict[int, tuple[float, float]]:
     """Where to write each rank shown: inside its region on the slice (the region's voxel nearest its
     centroid), moved along the region when another label is closer than ``min_distance`` pixels."""
     placed: dict[int, tuple[float, float]] = {}
@@ -242,6 +242,8 @@ def model_card(path: str | Path, metadata: dict, network: dict) -> str:
     if lineage:
         hours = sum(stage.get("wall_time_s") or 0 for stage in lineage) + training.get("wall_time_s", 0)
         lines += ["", f"## How this model was made ({len(lineage) + 1} stages, {hours / 3600:.2f} h in all)", "",
+                  "Each command as it was run, with the options and paths of its day (several options have since "
+                  "moved into research recipes; `gpu/` and `runs/` were working folders, not shipped).", "",
                   "| stage | epochs | wall h | command | machine |", "|---|---|---|---|---|"]
         for number, stage in enumerate([*lineage, {"command": training.get("command"), "epochs": config.get("epochs"),
                                                    "wall_time_s": training.get("wall_time_s"),

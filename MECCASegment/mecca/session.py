@@ -70,8 +70,6 @@ def automatic_steps(working_shape) -> int:
     return int(min(MAX_AUTO_STEPS, max(1, STEP_BUDGET_VOXELS // voxels)))
 
 
-
-
 class RoundSummary(TypedDict):
     """What ``InteractiveSession.step``, ``undo`` and ``redo`` return: one round, in plain values
     (JSON-ready; voxel positions and sizes in ITK/Slicer (i, j, k) order)."""

@@ -172,7 +172,7 @@ class Trainer:
         """The inference model as it was after ``epoch`` (1-based), with that epoch's validation."""
         return self.run_dir / f"epoch-{epoch}.safetensors"
 
-    def _record(self, metrics: dict, cases: str) -> dict:
+    def model_record(self, metrics: dict, cases: str) -> dict:
         """A model file's record: the run so far and its validation ``metrics`` on ``cases``."""
         meta = self._metadata()
         meta["training"]["wall_time_s"] = round(self.elapsed, 1)
@@ -337,7 +337,7 @@ class Trainer:
         # every epoch's model is kept (about 2 MB each): the per-epoch curve of an RL run is noisy and its
         # best epoch is not always the last (research/NOTEBOOK.md, "Rounds of several steps in training")
         save_model(self.model, self.epoch_model_path(self.epoch + 1),
-                   self._record(metrics, f"first {self.config.validation_cases_per_epoch} held-out cases per dataset"))
+                   self.model_record(metrics, f"first {self.config.validation_cases_per_epoch} held-out cases per dataset"))
         if self.progress:
             summary = ", ".join(f"{n} dice/round {m['dice_mean_per_round']}" for n, m in metrics.items())
             tqdm.write(f"epoch {self.epoch + 1}: {summary}")
@@ -350,7 +350,7 @@ class Trainer:
         self.model.eval()
         metrics = validate(self.model, self.validation, progress=self.progress) if self.validation else {}
         self.model.to(memory_format=torch.contiguous_format)
-        path = save_model(self.model.to("cpu"), self.out, self._record(metrics, "every held-out case"))
+        path = save_model(self.model.to("cpu"), self.out, self.model_record(metrics, "every held-out case"))
         self._emit("done", model=str(path), validation=metrics)
         return path
 

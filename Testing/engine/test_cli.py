@@ -60,6 +60,8 @@ def test_segment_places_world_clicks_on_the_right_voxel(image_and_model, system)
     assert summary["lean_correction"] == (0.0 if system == "LPS" else 0.5)
     assert [c["ijk"] for c in summary["clicks"]] == [list(ijk), list(ijk)]
     assert [c["positive"] for c in summary["clicks"]] == [True, False]
+    assert [c["round"] for c in summary["clicks"]] == [1, 2]
+    assert all(np.allclose(c["lps_mm"], lps, atol=1e-3) for c in summary["clicks"])  # as typed, in LPS
     for name in OUTPUTS:
         assert (out / name).exists()
 

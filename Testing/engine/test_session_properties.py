@@ -158,8 +158,6 @@ class SessionMachine(RuleBasedStateMachine):
         assert (self.volume.spacing, self.volume.origin, self.volume.direction) == self.geometry
 
 
-
-
 SessionMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=20, deadline=None,
                                             suppress_health_check=[HealthCheck.too_slow])
 test_session_state_machine = SessionMachine.TestCase

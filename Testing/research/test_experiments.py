@@ -71,40 +71,6 @@ def test_the_weight_average_in_results_md_is_the_mean_of_the_models_weights(tmp_
         module.average([paths[0], str(wider)])
 
 
-def test_the_click_locality_in_results_md_keeps_voxels_far_from_the_rounds_clicks(monkeypatch):
-    """research/experiments/click_locality.py on the bundled (real) scan: round 2 changes voxels near its
-    click only; round 1 is the plain session's."""
-    import numpy as np
-    from mecca.checkpoint import load_model
-    from mecca.io import read_volume
-    from mecca.resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
-    from mecca.session import InteractiveSession
-    from scipy import ndimage
-
-    module = _results_script("click_locality")
-    image = read_volume(str(resource_path(*SAMPLE_IMAGE)))
-    label = read_volume(str(resource_path(*SAMPLE_LABEL))).array > 0
-    centre = tuple(int(v) for v in np.argwhere(label).mean(axis=0))
-    inside_edge = tuple(int(v) for v in np.argwhere(label & ~ndimage.binary_erosion(label))[0])
-    model = load_model(resource_path(*DEFAULT_MODEL))
-    plain = InteractiveSession(image, model)
-    plain.add_click(centre[::-1], True)
-    plain.step()
-    monkeypatch.setattr(InteractiveSession, "step", module.keeping_far_voxels(4.0))
-    local = InteractiveSession(image, model)
-    local.add_click(centre[::-1], True)
-    local.step()
-    assert np.array_equal(local.probability_tenths, plain.probability_tenths)
-    before = local.probability_tenths.copy()
-    local.add_click(inside_edge[::-1], False)
-    local.step()
-    changed = local.probability_tenths != before
-    away = np.ones(label.shape, bool)
-    away[inside_edge] = False
-    near = ndimage.distance_transform_edt(away, sampling=image.spacing_kji) <= 4.0
-    assert changed.any() and not (changed & ~near).any()
-
-
 def _bundled_metadata() -> dict:
     import pytest
     from mecca.checkpoint import read_model_file

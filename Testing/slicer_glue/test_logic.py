@@ -196,6 +196,10 @@ def test_dependencies_are_checked_against_requirements_txt(tmp_path, monkeypatch
     questions = []
     assert dependencies.installMissingRequirements(lambda message: questions.append(message) or False) is False
     assert "torch>=2.1,<3" in questions[0]
+    assert "several GB" in questions[0] and "PyTorch extension" in questions[0]  # not installed under slicer-core
+    monkeypatch.setattr(dependencies, "missingRequirements", lambda: ["numpy>=99"])
+    assert dependencies.installMissingRequirements(lambda message: questions.append(message) or False) is False
+    assert "PyTorch" not in questions[1]
 
 
 def test_ras_points_map_to_the_voxels_slicer_shows(scan):

@@ -5,10 +5,12 @@ as the Slicer module starts from a segment), ROI = object box + 8 voxels; then 3
 seeded simulated user's 3 clicks. Dice of the start and after each round, mean over cases:
 
     python -m research.experiments.existing_segment ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 --json OUT.json
-        [--lean-correction B] [--correct-first-round] [--steps-per-round N] [--clicks-in-round-1-only]
-"""
+        [--lean-correction B] [--steps-per-round N] [--clicks-in-round-1-only]
 
-import sys
+The notebook's "every round" rows (the lean correction in round 1 too) patched the session's private
+state; they ran from commit fecb0ce of this file (``--correct-first-round``), were not adopted, and
+stay in research/results/existing-segment-correcting-round-1.json.
+"""
 
 import numpy as np
 from mecca.geometry import ijk_from_kji
@@ -49,20 +51,7 @@ def dataset_dice(root: str, model, args) -> dict[str, list[float]]:
 def options(parser) -> None:
     parser.add_argument("--steps-per-round", type=int, help="default: automatic")
     parser.add_argument("--clicks-in-round-1-only", action="store_true", help="later rounds run without new clicks")
-    parser.add_argument("--correct-first-round", action="store_true", help="the lean correction in round 1 too")
-
-
-def correcting_the_first_round_too():
-    """InteractiveSession._act with the lean correction in every round, the first included."""
-    plain_act = InteractiveSession._act
-
-    def act(session, grid, image_norm, p_tenths, hint, steps, _up_bias, timings):
-        return plain_act(session, grid, image_norm, p_tenths, hint, steps, session.lean_correction, timings)
-
-    return act
 
 
 if __name__ == "__main__":
-    if "--correct-first-round" in sys.argv:  # patched before any session exists
-        InteractiveSession._act = correcting_the_first_round_too()
     held_out.run(__doc__, dataset_dice, options)

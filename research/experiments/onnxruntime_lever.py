@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-from mecca import networks
 from mecca.bench import median_seconds
 from mecca.checkpoint import load_model
 from mecca.resources import DEFAULT_MODEL, resource_path
@@ -36,11 +35,7 @@ def compare(size: int, options: onnxruntime.SessionOptions) -> None:
     model = load_model(resource_path(*DEFAULT_MODEL)).prepare_for_inference("float32")
     with tempfile.TemporaryDirectory() as folder, torch.no_grad():
         path = Path(folder) / "policy.onnx"
-        direct_onednn, networks._MKLDNN = networks._MKLDNN, False  # export plain convolutions, not the direct call
-        try:
-            torch.onnx.export(PolicyLogits(model.policy), (state,), str(path), dynamo=False, opset_version=17)
-        finally:
-            networks._MKLDNN = direct_onednn
+        torch.onnx.export(PolicyLogits(model.policy), (state,), str(path), dynamo=False, opset_version=17)
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: state.numpy()}
         channels_last = state.contiguous(memory_format=torch.channels_last_3d)

@@ -35,7 +35,7 @@ def train_with_snapshots(every: int, train_options: list[str]) -> int:
             folder = trainer.run_dir / "snapshots"
             folder.mkdir(exist_ok=True)
             save_model(trainer.model, folder / f"epoch{trainer.epoch + 1}-step{trainer.step + 1:04d}.safetensors",
-                       trainer._record({}, "none"))
+                       trainer.model_record({}, "none"))
         return result
 
     training.Trainer.train_step = step_and_snapshot
