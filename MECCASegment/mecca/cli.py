@@ -207,7 +207,7 @@ def run_evaluate(args) -> dict:
 def add_session_options(parser: argparse.ArgumentParser) -> None:
     """The options of the sessions a command runs (device, precision, how a round runs); the round
     settings default to the model file's own."""
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
+    add_device_option(parser)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     parser.add_argument("--steps-per-round", type=_steps_per_round, help=STEPS_HELP)
     parser.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
@@ -358,7 +358,12 @@ def run_info(model_path: str | None, card: bool = False) -> dict:
 
 PRECISIONS = ["auto", "float32", "bfloat16"]
 PRECISION_HELP = "inference precision; auto = bfloat16 where the processor computes it natively"
-DEVICE_HELP = "where the networks run; auto = a CUDA GPU when there is one, else the CPU (default: cpu)"
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device, as every command that runs the networks takes it (resolve_device reads it)."""
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                        help="where the networks run; auto = a CUDA GPU when there is one, else the CPU (default: cpu)")
 
 
 def _version() -> str:
@@ -427,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clicks-per-round", type=_whole_steps, default=3,
                       help="simulated clicks before each round (default: 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the simulated user (default: 0)")
-    demo.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
+    add_device_option(demo)
     demo.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
 
     segment = sub.add_parser("segment", help="segment an image from clicks given in world coordinates")
@@ -460,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="research recipe: a JSON object of training settings (the fields of "
                        "mecca.recipe.TrainingConfig, and \"network\": those of mecca.networks.NetworkConfig; "
                        "research/recipes/ holds the project's); options given here take precedence")
-    train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
+    add_device_option(train)
     train.add_argument("--seed", type=int, help="seed of every random draw of the run (default: 0)")
     train.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     train.add_argument("--skip-bad", action="store_true",
@@ -478,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="round latency and memory per ROI size; memory on a big volume (research/bench.py adds the peers)")
     bench.add_argument("--json", required=True, help="results file")
-    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help=DEVICE_HELP)
+    add_device_option(bench)
     bench.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     bench.add_argument("--roi", default="64,96,128", help="comma-separated edge lengths of the cubic ROIs timed, in "
                        "voxels (default: 64,96,128)")

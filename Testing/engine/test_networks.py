@@ -28,6 +28,15 @@ def test_the_direct_onednn_convolution_equals_nn_conv3d(stride, dilation):
     assert torch.allclose(fast, plain, atol=1e-5)
 
 
+def test_a_trace_records_the_regular_convolution():
+    """An ONNX export (a trace) must record convolutions other runtimes know, not the direct oneDNN
+    call that plain inference takes (research/experiments/onnxruntime_lever.py)."""
+    conv = networks.Conv3d(2, 3, 3, padding=1).eval()
+    with torch.no_grad():
+        graph = str(torch.jit.trace(conv, torch.randn(1, 2, 8, 8, 8)).inlined_graph)
+    assert "mkldnn_convolution" not in graph and "aten::_convolution" in graph
+
+
 @pytest.mark.parametrize("channels", [2, 8])
 def test_bfloat16_upsampling_is_the_float32_result_rounded(channels):
     x = torch.randn(1, channels, 6, 7, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
