@@ -145,6 +145,19 @@ def test_partly_nan_images_say_how_the_nans_were_treated(image_and_model, capsys
     assert f"note: {2 * 40 * 36} voxels of holes.nrrd are NaN or infinite" in printed and "1 round\n" in printed
 
 
+
+def test_an_all_nan_image_is_refused_without_a_note_first(image_and_model, capsys):
+    """The refusal is the whole message: no "NaN voxels take the lowest value" note before it."""
+    volume, folder = image_and_model
+    write_volume(volume.with_array(np.full(volume.shape, np.nan, np.float32)), folder / "empty.mha")
+    lps = volume.index_to_world((18, 20, 12))
+    (folder / "clicks.json").write_text(json.dumps({"coordinate_system": "LPS",
+                                                    "clicks": [{"point": lps.tolist(), "positive": True}]}))
+    assert main(["segment", "--image", str(folder / "empty.mha"), "--clicks", str(folder / "clicks.json"),
+                 "--out", str(folder / "out"), "--model", str(folder / "model.safetensors")]) == 2
+    printed = capsys.readouterr()
+    assert "every voxel is NaN or infinite" in printed.err and "note:" not in printed.out
+
 def test_version_and_help_name_defaults_and_choices(capsys):
     from importlib.metadata import version
 

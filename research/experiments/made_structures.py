@@ -14,12 +14,11 @@ random walker's beta on a ``--split training`` copy first: research/NOTEBOOK.md,
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from mecca.environment import normalize_image
-from mecca.io import MSDDataset, read_volume, write_volume
+from mecca.io import MSDDataset, read_volume, write_json, write_volume
 from mecca.synthetic import synthetic_object
 
 KINDS = ("supervoxels", "threshold")
@@ -56,7 +55,7 @@ def main(argv=None) -> None:
     manifest = {"name": f"{dataset.name}-made-{args.split}", "description": __doc__.split("\n\n")[0],
                 "labels": {"0": "background", "1": "made structure"}, "training": entries,
                 "numTraining": len(entries)}
-    (out / "dataset.json").write_text(json.dumps(manifest, indent=1))
+    write_json(manifest, out / "dataset.json")
     print(f"{len(entries)} made structures in {out}")
 
 
