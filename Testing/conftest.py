@@ -17,6 +17,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 DATA = Path(os.environ.get("MECCA_DATA", ROOT.parent / "shared" / "data"))
 HIPPOCAMPUS = DATA / "Task04_Hippocampus"
 LEFT_ATRIUM = DATA / "LeftAtrium2018"
+HEAD_NECK_CT = DATA / "OpenKBP_HeadNeckCT"
 
 
 def _require(path: Path) -> Path:
@@ -33,6 +34,11 @@ def hippocampus_dir() -> Path:
 @pytest.fixture(scope="session")
 def left_atrium_dir() -> Path:
     return _require(LEFT_ATRIUM)
+
+
+@pytest.fixture(scope="session")
+def head_neck_ct_dir() -> Path:
+    return _require(HEAD_NECK_CT)
 
 
 @pytest.fixture(scope="session")

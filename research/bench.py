@@ -50,14 +50,17 @@ def time_peers(image: Volume, label: np.ndarray, size: int, repeats: int) -> dic
 
 def _networks_seconds(model: MeccaModel, size: int, repeats: int, memory_format=torch.channels_last_3d,
                       with_value: bool = False) -> float:
-    """Median time of one round's network work: policy forward, argmax, confidence forward."""
+    """Median time of one round's network work: policy forward, argmax, confidence forward (for
+    the split architecture its heads on the image's features, computed once per ROI)."""
     state = torch.randn(1, 3, size, size, size).to(model.dtype).contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        features = model.image_features(state[:, 0])
 
     def once():
         with torch.no_grad():
-            logits, _ = model.policy(state, with_value=with_value)
+            logits, _ = model.policy_outputs(state, features, with_value=with_value)
             action = logits.argmax(dim=1)
-            model.confidence(state, (action.to(state.dtype) - 2.5) / 10)
+            model.confidence_logits(state, (action.to(state.dtype) - 2.5) / 10, features)
 
     return median_seconds(once, repeats)
 

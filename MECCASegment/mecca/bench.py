@@ -89,14 +89,24 @@ def median_seconds(function, repeats: int) -> float:
     return float(np.median(times))
 
 
-def useful_flops(net: torch.nn.Module, state: torch.Tensor) -> int:
+def policy_step(model: MeccaModel, state: torch.Tensor) -> tuple[torch.nn.Module, tuple]:
+    """The policy's forward pass of one step as (network, its inputs): for the split architecture
+    the light head on the image's features, which a session computes once per ROI, not per step."""
+    if model.encoder is None:
+        return model.policy, (state, False)
+    with torch.no_grad():
+        features = model.image_features(state[:, 0])
+    return model.policy, (state, features, False)
+
+
+def useful_flops(net: torch.nn.Module, inputs: tuple) -> int:
     """FLOPs of the policy's forward pass as the whole-volume path computes it: the slabbed fusion
     head also convolves each slab's halo rows, work the result does not need, which must not count
     as achieved."""
     slab_voxels = networks.SLAB_VOXELS
-    networks.SLAB_VOXELS = state.shape[2:].numel()  # the whole volume is one slab
+    networks.SLAB_VOXELS = inputs[0].shape[2:].numel()  # the whole volume is one slab
     try:
-        return sum(layer_flops for *_, layer_flops in conv_calls(net, state, False))
+        return sum(layer_flops for *_, layer_flops in conv_calls(net, *inputs))
     finally:
         networks.SLAB_VOXELS = slab_voxels
 
@@ -176,13 +186,14 @@ def bench_roi(model: MeccaModel, image: Volume, label: np.ndarray, size: int, re
     device = model.device  # the state on the model's device: a CPU tensor into GPU weights fails
     state = torch.zeros(1, 3, size, size, size, dtype=model.dtype, device=device)
     state = state.contiguous(memory_format=torch.channels_last_3d)
-    flops = useful_flops(model.policy, state)
-    calls = conv_calls(model.policy, state, False)
+    net, inputs = policy_step(model, state)
+    flops = useful_flops(net, inputs)
+    calls = conv_calls(net, *inputs)
     half = tuple(-(-size // model.config.stride) for _ in range(3))
     best_layer, best_layer_flops = conv3d_best_layer(model.config.width, half, model.dtype, device)
     with torch.no_grad():
         policy_seconds, layers_seconds, best_layer_seconds = interleaved_best_seconds(
-            [_synchronized(function, device) for function in (lambda: model.policy(state, with_value=False),
+            [_synchronized(function, device) for function in (lambda: net(*inputs),
                                                               conv3d_peak_layers(calls, model.dtype, device), best_layer)],
             repeats)
     achieved = flops / policy_seconds / 1e9

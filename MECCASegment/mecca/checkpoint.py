@@ -1,8 +1,8 @@
 """Model files: weights as safetensors (no pickle, nothing executed on load) plus JSON metadata.
 
-A model file holds both networks (``policy.*``, ``confidence.*``) and, in the safetensors
-header, a ``mecca`` entry with the format version, the architecture, the input normalisation,
-the training data and command, and measured metrics. A training-state file adds the Adam
+A model file holds the networks (``policy.*``, ``confidence.*``, and the split architecture's
+``encoder.*``) and, in the safetensors header, a ``mecca`` entry with the format version, the
+architecture, the input normalisation, the training data and command, and measured metrics. A training-state file adds the Adam
 moments and the position in the run, so training resumes exactly where it stopped.
 """
 
@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
 from .io import atomic_path
-from .networks import MeccaModel, NetworkConfig
+from .networks import NETWORK_NAMES, MeccaModel, NetworkConfig
 
 FORMAT = "mecca-model"
 FORMAT_VERSION = 1
@@ -85,7 +85,7 @@ def _network_config(meta: dict, path: Path) -> NetworkConfig:
 def finite_weights(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """The networks' weights; NaN or infinity (a diverged run) is refused rather than segmenting
     every voxel as NaN, or resuming a run that can only produce NaN."""
-    weights = {k: v for k, v in tensors.items() if k.startswith(("policy.", "confidence."))}
+    weights = {k: v for k, v in tensors.items() if k.startswith(tuple(f"{name}." for name in NETWORK_NAMES))}
     for name, value in weights.items():
         if not torch.isfinite(value).all():
             raise CheckpointError(f"{path}: weight {name} contains NaN or infinite values (the run that made it "

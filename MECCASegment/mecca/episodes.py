@@ -38,7 +38,7 @@ from .environment import (
     transition,
 )
 from .hints import encode_hints
-from .networks import MeccaModel, native_bfloat16
+from .networks import ImageFeatures, MeccaModel, native_bfloat16
 from .recipe import TrainingConfig
 from .synthetic import synthetic_object, thick_slices
 from .users import SimulatedUser
@@ -304,6 +304,7 @@ def rollout(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clic
     image = batch.image.to(device)
     users, clicks = _users_and_clicks(batch)
     hints = _hint_encoder(model, batch)
+    features = fast.image_features(image.to(dtype))  # once per episode (split architecture)
     p = batch.start.to(device)
     steps = config.rounds * steps_per_round
     chosen = set(range(steps) if chosen is None else chosen)
@@ -315,12 +316,12 @@ def rollout(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clic
                               t // steps_per_round)
             hint = hints(clicks).to(device)
         state = build_state(image, p, hint).to(dtype).contiguous(memory_format=torch.channels_last_3d)
-        logits, _ = fast.policy(state, with_value=False)
+        logits, _ = fast.policy_outputs(state, features, with_value=False)
         action = (logits.float() + _gumbel(logits.shape, generators, device)).argmax(dim=1)
         step = action_tenths(action)
         confidence = None
         if shaped or not batch.labeled:
-            confidence = torch.sigmoid(fast.confidence(state, (step.float() / 10.0).to(dtype)).float())
+            confidence = torch.sigmoid(fast.confidence_logits(state, (step.float() / 10.0).to(dtype), features).float())
         if batch.labeled:
             target, reward_mask = label.float(), valid
         else:
@@ -347,7 +348,8 @@ def rollout(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clic
 
 
 def step_loss(model: MeccaModel, run: Rollout, record: StepRecord, config: TrainingConfig, balance: float = 0.0,
-              imitation: float = 0.0, reinforce: bool = True) -> tuple[torch.Tensor, dict]:
+              imitation: float = 0.0, reinforce: bool = True,
+              features: ImageFeatures | None = None) -> tuple[torch.Tensor, dict]:
     """One kept step's loss, with gradients: the actor-critic terms (eqs. 2-5: -log pi(a|s) A - 0.01
     entropy + 0.5 (R - V)^2, A = R - V; the policy term only with ``reinforce``), C's symmetric loss
     (eq. 3, labelled cases), and ``imitation`` x the cross-entropy towards the oracle step
@@ -356,6 +358,9 @@ def step_loss(model: MeccaModel, run: Rollout, record: StepRecord, config: Train
     The imitation term is the warm start (as in DQfD or AlphaStar's supervised regulariser): it
     teaches the policy to segment from the image and to follow clicks on the states its own
     rollouts reach (as DAgger does), one supervised pass per kept step.
+
+    ``features``: the episode's ``image_features`` with gradients (split architecture), shared by
+    its kept steps so that the encoder runs forward and backward once per episode.
     """
     batch, device = run.batch, model.device
     label = batch.label.to(device).bool()
@@ -366,7 +371,7 @@ def step_loss(model: MeccaModel, run: Rollout, record: StepRecord, config: Train
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=config.bfloat16 and native_bfloat16(device))
     with autocast:
-        logits, value = model.policy(state)
+        logits, value = model.policy_outputs(state, features)
     log_pi = F.log_softmax(logits.float(), dim=1)
     weights = class_weights(record.reward_mask.to(device), record.target.to(device), balance)
     advantage = record.returns.to(device) - value.float().squeeze(1)
@@ -379,8 +384,8 @@ def step_loss(model: MeccaModel, run: Rollout, record: StepRecord, config: Train
     if batch.labeled:
         step_values = action_tenths(action).float() / 10.0
         with autocast:
-            both = model.confidence(torch.cat([state, state]), torch.cat([step_values, -step_values]))
-        conf_logit, conf_logit_flipped = both.float()[: len(action)], both.float()[len(action):]
+            conf_logit, conf_logit_flipped = model.confidence_pair(state, step_values, features)
+        conf_logit, conf_logit_flipped = conf_logit.float(), conf_logit_flipped.float()
         target = confidence_targets(action_tenths(action), label)
         # a plain voxel mean by default; foreground weighting makes C vouch for upward steps (eq. 6
         # then yields foreground labels) but ranked right and wrong steps worse (research/NOTEBOOK.md)

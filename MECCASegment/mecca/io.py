@@ -277,6 +277,11 @@ class Case:
 
     def load(self, foreground_labels: tuple[int, ...] | None = None) -> tuple[Volume, np.ndarray | None]:
         """Image volume and binary label (uint8, 1 where the label value is one of the chosen ones)."""
+        image, label_map = self.load_label_map()
+        return image, None if label_map is None else binary_label(label_map, foreground_labels)
+
+    def load_label_map(self) -> tuple[Volume, np.ndarray | None]:
+        """Image volume and the label map as stored (integer class values; None without a label)."""
         image = read_volume(self.image)
         if self.label is None:
             return image, None
@@ -284,7 +289,7 @@ class Case:
         mismatch = _geometry_mismatch(image, label)
         if mismatch:
             raise InputError(f"{self.name}: {mismatch}")
-        return image, binary_label(label.array, foreground_labels)
+        return image, np.rint(label.array).astype(np.int32) if label.array.dtype.kind == "f" else label.array
 
 
 def _geometry_mismatch(image: Volume, label: Volume) -> str | None:

@@ -7,6 +7,15 @@ state again (image, probability, hint) before the per-voxel outputs.
 
 Blocks are residual and have no normalisation layer: ROIs vary in size from one call to the next
 and batches are one or two volumes, where batch or instance statistics would be noisy and slow.
+
+Two architectures (``NetworkConfig.architecture``):
+
+- ``joint`` (the paper's, every model before the split): each network sees the whole state
+  (image, probability, hint) at every step.
+- ``split``: the image does not change within a session or an episode, so an image encoder sees
+  it once per ROI (``MeccaModel.image_features``) and light heads see its features with the
+  probability and the hint at every step, for the policy, the value and the confidence alike (as
+  promptable segmenters split image encoder and prompt decoder).
 """
 
 from __future__ import annotations
@@ -22,12 +31,18 @@ from .environment import NUM_ACTIONS
 from .hints import HINT_ENCODINGS
 
 STATE_CHANNELS = 3  # normalised image, probability, hint
+ARCHITECTURES = ("joint", "split")
+SPLIT_ONLY = ("architecture", "encoder_width", "encoder_dilations")  # NetworkConfig fields a joint model does not use
+NETWORK_NAMES = ("encoder", "policy", "confidence")  # a model file's weight prefixes
+QUANTILE_BINS = 4096
+ImageFeatures = tuple[torch.Tensor, torch.Tensor]  # the split architecture's encoder output (ImageEncoder)
 # Session defaults a model file carries (MeccaModel.inference). lean_correction is subtracted from the
 # three "up" action scores in every round after the first: training up-weights the foreground's
 # reward (episodes.class_weights), so a policy trained so leans towards "up"; in the first round that
 # lean finds more of the object from a few clicks, later it keeps growing the mask past the clicks
-# that say "less" (research/NOTEBOOK.md, "Lower 'up' scores after the first round").
-INFERENCE_DEFAULTS = {"lean_correction": 0.5, "steps_per_round": "auto"}
+# that say "less" (research/NOTEBOOK.md, "Lower 'up' scores after the first round"). confidence_veto
+# turns the steps C doubts after the first round (session.InteractiveSession; 0 in files before it).
+INFERENCE_DEFAULTS = {"lean_correction": 0.5, "steps_per_round": "auto", "confidence_veto": 0.0}
 CONFIDENCE_CHANNELS = STATE_CHANNELS + 1  # plus the signed action
 ACTION_SCALE = 2.5  # maps the largest step, 0.4, to 1 inside the confidence head
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution")
@@ -89,6 +104,12 @@ class NetworkConfig:
     # how clicks become the hint channel (hints.encode_hints); files written before this setting
     # existed used the Gaussian
     hint_encoding: str = "gaussian"
+    # "joint" or "split" (module docstring); files written before this setting existed are joint.
+    # A split model's heads use width/head_dilations (policy, value) and confidence_width/
+    # confidence_dilations (confidence) on the encoder's features
+    architecture: str = "joint"
+    encoder_width: int = 24
+    encoder_dilations: tuple[int, ...] = (1, 2, 4, 8)
 
     def __post_init__(self):
         if self.model != "mecca":
@@ -103,11 +124,21 @@ class NetworkConfig:
             raise ValueError(f"fusion_width must be positive or None, got {self.fusion_width}")
         if self.min_working_voxels is not None and self.min_working_voxels < 1:
             raise ValueError(f"min_working_voxels must be positive or None, got {self.min_working_voxels}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.encoder_width < 1:
+            raise ValueError(f"encoder_width must be positive, got {self.encoder_width}")
         if self.hint_encoding not in HINT_ENCODINGS:
             raise ValueError(f"hint_encoding must be one of {HINT_ENCODINGS}, got {self.hint_encoding!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as a file stores them; a joint model's leave out the split architecture's, so
+        its files read as before in versions that do not know them."""
+        values = asdict(self)
+        if self.architecture == "joint":
+            for name in SPLIT_ONLY:
+                values.pop(name)
+        return values
 
     @classmethod
     def from_dict(cls, data: dict) -> NetworkConfig:
@@ -288,20 +319,191 @@ class ConfidenceNet(nn.Module):
         return maps[:, 0] + maps[:, 1] * action[:, 0] * ACTION_SCALE
 
 
+def quantile_channel(image: torch.Tensor) -> torch.Tensor:
+    """Each volume's intensities replaced by their rank within it (the empirical distribution
+    function, from a QUANTILE_BINS-bin histogram, linear within a bin), scaled to zero mean and unit
+    variance: (B, 1, ...) -> (B, 1, ...).
+
+    Why, beside the z-score: in a head-and-neck CT ROI air and bone set the z-score's spread, and
+    the 30-50 HU between a parotid, fat and muscle become a tenth of a standard deviation; by rank
+    the soft tissues, which fill most of the ROI, fill most of the range. The rank does not depend
+    on the modality, the scanner's scale or any increasing change of contrast (MRI's gamma, a CT
+    window), so CT and MRI reach the encoder alike. A histogram, not a sort: exact ranks took 0.7 s
+    per 128³ volume on this project's CPU, a quarter of a training step; the input is the ROI's
+    z-score, clipped to its 0.5-99.5 percentiles, so no far outlier empties the bins."""
+    values = image.float()
+    out = torch.empty_like(values)
+    for volume, target in zip(values, out):
+        low, high = float(volume.min()), float(volume.max())
+        if high <= low:
+            target.zero_()
+            continue
+        counts = torch.histc(volume, QUANTILE_BINS, low, high)
+        below = torch.cumsum(counts, 0) - counts
+        position = (volume - low) * (QUANTILE_BINS / (high - low))
+        bins = position.long().clamp_(0, QUANTILE_BINS - 1)
+        rank = below[bins] + (position - bins).clamp_(0, 1) * counts[bins]
+        target.copy_((rank / volume.numel() - 0.5) * 12 ** 0.5)
+    return out.to(image.dtype)
+
+
+class ImageEncoder(nn.Module):
+    """The split architecture's image encoder, run once per ROI (or episode): the normalised image
+    and its quantile channel -> (features at the trunk's resolution, a few full-resolution
+    features that PromptFusionHead adds at every step)."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.body = Encoder(2, config.encoder_width, config.stride, config.encoder_dilations)
+        self.full = Conv3d(2, config.fusion_out_channels, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (B, D, H, W) normalised -> (B, encoder_width, D', H', W'), (B, fusion width, D, H, W)."""
+        image = image[:, None]
+        inputs = torch.cat([image, quantile_channel(image)], dim=1).contiguous(memory_format=torch.channels_last_3d)
+        return self.body(inputs), self.full(inputs)
+
+
+def _prompts(state: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """The state's probability and hint channels, every ``stride``-th voxel (the centres of a
+    stride-2 convolution's outputs), channels-last."""
+    prompts = state[:, 1:, ::stride, ::stride, ::stride] if stride > 1 else state[:, 1:]
+    return prompts.contiguous(memory_format=torch.channels_last_3d)
+
+
+def _head_input(features: ImageFeatures, state: torch.Tensor, stride: int) -> torch.Tensor:
+    """The encoder's features with the probability and hint on their grid."""
+    return torch.cat([features[0], _prompts(state, stride).to(features[0].dtype)],
+                     dim=1).contiguous(memory_format=torch.channels_last_3d)
+
+
+class PromptFusionHead(nn.Module):
+    """The split architecture's full-resolution outputs, per step: the light head's features
+    brought up by a learned 2x upsampling (a 2x2x2 transposed convolution; trilinear interpolation
+    of 16 bfloat16 channels takes 3 times as long on the CPU), plus the image's full-resolution
+    features (ImageEncoder, once per ROI), plus a 3x3x3 convolution of the full-resolution
+    probability and hint, then per-voxel outputs. The boundary is placed at the input's
+    resolution, as FusionHead does, at a third of its cost per step (docs/performance.md)."""
+
+    def __init__(self, width: int, fusion_width: int, out_channels: int, stride: int):
+        super().__init__()
+        self.up = nn.ConvTranspose3d(width, fusion_width, 2, stride=2) if stride == 2 else Conv3d(width, fusion_width, 1)
+        self.prompts = Conv3d(STATE_CHANNELS - 1, fusion_width, 3, padding=1)
+        self.out = Conv3d(fusion_width, out_channels, 1)
+        nn.init.zeros_(self.out.weight)  # a uniform policy before any training
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, hidden: torch.Tensor, image_full: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        depth, height, width = state.shape[2:]
+        up = self.up(hidden)[:, :, :depth, :height, :width]
+        return self.out(F.relu(up + image_full + self.prompts(_prompts(state)), inplace=True))
+
+
+class LightPolicyHead(nn.Module):
+    """The split architecture's segmentation network S per step: the image's features with the
+    probability and hint -> action logits at full resolution (FusionHead) and the value."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        c = config
+        self.stride = c.stride
+        self.entry = Conv3d(c.encoder_width + STATE_CHANNELS - 1, c.width, 1)
+        self.blocks = nn.Sequential(*(DilatedBlock(c.width, d) for d in c.head_dilations))
+        self.policy_out = PromptFusionHead(c.width, c.fusion_out_channels, NUM_ACTIONS, c.stride)
+        self.value_out = Conv3d(c.width, 1, 1)
+        nn.init.zeros_(self.value_out.weight)
+        nn.init.zeros_(self.value_out.bias)
+
+    def forward(self, state: torch.Tensor, features: ImageFeatures, with_value: bool = True):
+        """state (B, 3, D, H, W), features of its image -> logits (B, 6, D, H, W), value or None."""
+        hidden = self.blocks(F.relu(self.entry(_head_input(features, state, self.stride)), inplace=True))
+        logits = self.policy_out(hidden, features[1], state)
+        if not with_value:
+            return logits, None
+        value = self.value_out(hidden)
+        return logits, upsample(value, state.shape[2:]) if value.shape[2:] != state.shape[2:] else value
+
+
+class LightConfidenceHead(nn.Module):
+    """The split architecture's action-confidence network C per step: from the image's features
+    with the probability and hint, the two maps u, v of ConfidenceNet (logit u + v * a, affine in
+    the voxel's own action): C(s, -a) for eq. 3's symmetric term then costs nothing more."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        c = config
+        self.stride = c.stride
+        self.entry = Conv3d(c.encoder_width + STATE_CHANNELS - 1, c.confidence_width, 1)
+        self.blocks = nn.Sequential(*(DilatedBlock(c.confidence_width, d) for d in c.confidence_dilations))
+        self.out = Conv3d(c.confidence_width, 2, 1)
+
+    def maps(self, state: torch.Tensor, features: ImageFeatures) -> torch.Tensor:
+        """(B, 2, D, H, W): u and v at full resolution."""
+        maps = self.out(self.blocks(F.relu(self.entry(_head_input(features, state, self.stride)), inplace=True)))
+        return upsample(maps, state.shape[2:]) if maps.shape[2:] != state.shape[2:] else maps
+
+    def forward(self, state: torch.Tensor, action_values: torch.Tensor,
+                features: ImageFeatures) -> torch.Tensor:
+        maps = self.maps(state, features)
+        return maps[:, 0] + maps[:, 1] * action_values.to(maps.dtype) * ACTION_SCALE
+
+
 @dataclass
 class MeccaModel:
     """The pair of networks plus the metadata a checkpoint carries (config, training record)."""
 
     config: NetworkConfig
-    policy: PolicyValueNet
-    confidence: ConfidenceNet
+    policy: PolicyValueNet | LightPolicyHead
+    confidence: ConfidenceNet | LightConfidenceHead
     metadata: dict = field(default_factory=dict)
+    encoder: ImageEncoder | None = None  # the split architecture's
 
     @classmethod
     def create(cls, config: NetworkConfig | None = None, seed: int = 0) -> MeccaModel:
         config = config or NetworkConfig()
         torch.manual_seed(seed)
+        if config.architecture == "split":
+            encoder = ImageEncoder(config)
+            return cls(config, LightPolicyHead(config), LightConfidenceHead(config), encoder=encoder)
         return cls(config, PolicyValueNet(config), ConfidenceNet(config))
+
+    def image_features(self, image: torch.Tensor) -> ImageFeatures | None:
+        """(B, D, H, W) normalised image -> what the split architecture's heads need of it (once per
+        ROI or episode); None for the joint architecture, whose networks see the image every step."""
+        if self.encoder is None:
+            return None
+        return self.encoder(image.to(self.dtype))
+
+    def policy_outputs(self, state: torch.Tensor, features: ImageFeatures | None = None, with_value: bool = True):
+        """S at one step: (logits, value or None). ``features``: ``image_features`` of the state's
+        image, computed here when not given (split architecture; the joint one ignores them)."""
+        if self.encoder is None:
+            return self.policy(state, with_value)
+        if features is None:
+            features = self.image_features(state[:, 0])
+        return self.policy(state, features, with_value)
+
+    def confidence_pair(self, state: torch.Tensor, action_values: torch.Tensor,
+                        features: ImageFeatures | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """C(s, a) and C(s, -a), eq. 3's symmetric pair: the joint C runs on both at once, the split
+        one computes its maps once (its logit is affine in the action)."""
+        if self.encoder is None:
+            both = self.confidence(torch.cat([state, state]), torch.cat([action_values, -action_values]))
+            return both[: len(state)], both[len(state):]
+        if features is None:
+            features = self.image_features(state[:, 0])
+        maps = self.confidence.maps(state, features)
+        scaled = maps[:, 1] * action_values.to(maps.dtype) * ACTION_SCALE
+        return maps[:, 0] + scaled, maps[:, 0] - scaled
+
+    def confidence_logits(self, state: torch.Tensor, action_values: torch.Tensor,
+                          features: ImageFeatures | None = None) -> torch.Tensor:
+        """C(s, a) at one step: the logit that the direction of each voxel's action is right."""
+        if self.encoder is None:
+            return self.confidence(state, action_values)
+        if features is None:
+            features = self.image_features(state[:, 0])
+        return self.confidence(state, action_values, features)
 
     def with_fusion_width(self, fusion_width: int, seed: int = 0) -> MeccaModel:
         """The same model with a wider full-resolution fusion layer, computing exactly the same outputs
@@ -322,7 +524,8 @@ class MeccaModel:
 
     @property
     def networks(self) -> dict[str, nn.Module]:
-        return {"policy": self.policy, "confidence": self.confidence}
+        encoder = {"encoder": self.encoder} if self.encoder is not None else {}
+        return {**encoder, "policy": self.policy, "confidence": self.confidence}
 
     @property
     def inference(self) -> dict:
@@ -373,21 +576,33 @@ class MeccaModel:
     def dtype(self) -> torch.dtype:
         return next(self.policy.parameters()).dtype
 
-    def action_scores(self, state: torch.Tensor, flip_average: bool = False) -> torch.Tensor:
+    def action_scores(self, state: torch.Tensor, flip_average: bool = False,
+                      features: dict | None = None) -> torch.Tensor:
         """The policy's per-voxel action scores at inference (B, 6, D, H, W); their argmax is the
         greedy action.
 
         ``flip_average``: the mean of the log-probabilities over the state and its flips along
         each of the three axes (test-time augmentation, 4 policy passes): +0.8 / +0.7 Dice at
         round 5 on hippocampus / left atrium (research/NOTEBOOK.md, "Averaging over flips").
+
+        ``features``: a cache of the image's features by flip (None: as it is, 2-4: flipped along
+        that axis), which a session keeps while its ROI stays; missing entries are computed into it.
         """
-        logits, _ = self.policy(state, with_value=False)
+        features = {} if features is None else features
+
+        def scores(flip: int | None) -> torch.Tensor:
+            flipped = state if flip is None else state.flip(flip).contiguous(memory_format=torch.channels_last_3d)
+            if self.encoder is not None and flip not in features:
+                features[flip] = self.image_features(flipped[:, 0])
+            logits, _ = self.policy_outputs(flipped, features.get(flip), with_value=False)
+            return logits if flip is None else logits.flip(flip)
+
+        logits = scores(None)
         if not flip_average:
             return logits
         total = F.log_softmax(logits.float(), dim=1)
         for axis in (2, 3, 4):  # flip() loses the channels-last layout, which oneDNN needs to be fast
-            flipped, _ = self.policy(state.flip(axis).contiguous(memory_format=torch.channels_last_3d), with_value=False)
-            total += F.log_softmax(flipped.float(), dim=1).flip(axis)
+            total += F.log_softmax(scores(axis).float(), dim=1)
         return total / 4
 
     def prepare_for_inference(self, precision: str = "auto") -> MeccaModel:

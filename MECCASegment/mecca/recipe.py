@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .cases import STRUCTURE_MODES
 from .environment import IMITATION_TARGETS
 from .errors import InputError, read_json_input
 from .networks import INFERENCE_DEFAULTS, MeccaModel, NetworkConfig
@@ -57,9 +58,13 @@ class TrainingConfig:
     labeled_fraction: float = 1.0  # of each labelled dataset's training cases keep their labels ...
     rest_unlabeled: bool = False  # ... and the others train as unlabelled cases (eq. 6) rather than being left out
     validation_cases_per_epoch: int = 12  # per dataset, for the per-epoch curve
+    structures: str = "union"  # "each": every label value (and a connected union) is an object of its own (cases.load_cases)
+    balanced_groups: bool = False  # every dataset (or dataset:structure) gets as many episodes per epoch as the largest
     seed: int = 0
 
     def __post_init__(self):
+        if self.structures not in STRUCTURE_MODES:
+            raise ValueError(f"structures must be one of {', '.join(STRUCTURE_MODES)}, got {self.structures!r}")
         if self.imitation_target not in IMITATION_TARGETS:
             raise ValueError(f"imitation_target must be one of {', '.join(IMITATION_TARGETS)}, "
                              f"got {self.imitation_target!r}")
@@ -134,7 +139,8 @@ def resolve_recipe(recipe: dict, init: MeccaModel | None = None,
                                            **network_recipe})
     except (TypeError, ValueError) as error:
         known = ", ".join(f.name for f in fields(TrainingConfig))
-        raise InputError(f"recipe: {error} (training fields: {known}; \"network\": {', '.join(NetworkConfig().to_dict())})") \
+        network_fields = ", ".join(f.name for f in fields(NetworkConfig))
+        raise InputError(f"recipe: {error} (training fields: {known}; \"network\": {network_fields})") \
             from error
     if init is not None and network.fusion_out_channels < init.config.fusion_out_channels:
         raise InputError(f"recipe: the network's fusion_width can only widen the --init model's fusion layer "

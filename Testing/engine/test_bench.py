@@ -53,5 +53,5 @@ def test_achieved_flops_leave_out_the_slabs_halo_rows(bundled_model_float32):
     head = policy.policy_out
     executed = sum(flops for *_, flops in conv_calls(policy, state, False))
     per_row = 2 * 96 * 96 * (head.fuse.out_channels * head.fuse.in_channels * 27 + head.out.out_channels * head.out.in_channels)
-    assert executed - useful_flops(policy, state) == 2 * per_row
+    assert executed - useful_flops(policy, (state, False)) == 2 * per_row
     assert networks.SLAB_VOXELS == 1 << 19  # restored

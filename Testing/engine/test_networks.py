@@ -139,3 +139,76 @@ def test_flip_averaged_scores_bring_each_flipped_pass_back_into_place():
     # (action_scores runs the flipped passes channels-last: the convolutions round differently)
     torch.testing.assert_close(averaged, torch.stack(passes).mean(0), atol=1e-3, rtol=1e-3)
     assert not torch.allclose(averaged, F.log_softmax(plain, dim=1))  # the flipped passes differ from the plain one
+
+
+SPLIT = networks.NetworkConfig(architecture="split", width=8, confidence_width=8, encoder_width=8,
+                               head_dilations=(2,), confidence_dilations=(2,), encoder_dilations=(1, 2))
+
+
+def _trained_looking(model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.2, generator=generator)
+    return model.eval()
+
+
+def test_the_quantile_channel_depends_only_on_the_order_of_intensities():
+    """Any increasing change of contrast (a CT window, an MRI gamma, a scanner's scale) leaves the
+    channel as it is; it has zero mean and unit variance whatever the intensities' spread."""
+    image = torch.randn(2, 1, 20, 24, 16, generator=torch.Generator().manual_seed(0))
+    channel = networks.quantile_channel(image)
+    changed = networks.quantile_channel(torch.exp(image) * 1000 - 7)
+    assert (channel - changed).abs().mean() < 0.01 and (channel - changed).abs().max() < 0.1
+    assert abs(channel.mean()) < 0.01 and abs(channel.std() - 1) < 0.01
+    assert torch.equal(networks.quantile_channel(torch.full((1, 1, 4, 4, 4), 7.0)), torch.zeros(1, 1, 4, 4, 4))
+
+
+def test_the_split_architecture_reuses_the_image_features_and_survives_a_file_round_trip(tmp_path):
+    """The light heads given the features of the state's image compute what they compute from the
+    state alone; C(s, -a) of the pair is C with the action negated; a saved file rebuilds the
+    encoder and gives the same outputs."""
+    from mecca.checkpoint import load_model, save_model
+
+    model = _trained_looking(networks.MeccaModel.create(SPLIT, seed=1))
+    assert set(model.networks) == {"encoder", "policy", "confidence"}
+    state = torch.randn(1, 3, 14, 17, 12, generator=torch.Generator().manual_seed(2))
+    action = torch.rand(1, 14, 17, 12, generator=torch.Generator().manual_seed(3)) * 0.8 - 0.4
+    with torch.no_grad():
+        features = model.image_features(state[:, 0])
+        logits, value = model.policy_outputs(state, features)
+        assert logits.shape == (1, 6, 14, 17, 12) and value.shape == (1, 1, 14, 17, 12)
+        assert torch.equal(logits, model.policy_outputs(state)[0])
+        pair = model.confidence_pair(state, action, features)
+        assert torch.allclose(pair[0], model.confidence_logits(state, action), atol=1e-5)
+        assert torch.allclose(pair[1], model.confidence_logits(state, -action), atol=1e-5)
+        save_model(model, tmp_path / "split.safetensors")
+        loaded = load_model(tmp_path / "split.safetensors")
+        assert loaded.config.architecture == "split"
+        assert torch.allclose(loaded.policy_outputs(state)[0], logits, atol=1e-6)
+
+
+def test_a_session_runs_the_split_encoder_once_per_roi_and_flip_averaging_once_per_flip():
+    """Three rounds on one ROI encode the image once (four times with flip averaging: once per
+    flip), not once per policy step; a new ROI encodes again."""
+    from mecca.io import Volume
+    from mecca.session import InteractiveSession
+
+    model = _trained_looking(networks.MeccaModel.create(SPLIT, seed=4))
+    array = np.random.default_rng(0).normal(0, 1, (20, 24, 22)).astype(np.float32)
+    for flip_average, encodings in ((False, 1), (True, 4)):
+        calls = []
+        hook = model.encoder.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            session = InteractiveSession(Volume(array), model, roi=((2, 2, 2), (20, 22, 18)), steps_per_round=2,
+                                         flip_average=flip_average)
+            for _ in range(3):
+                session.add_click((10, 12, 9), positive=True)
+                session.step()
+            assert len(calls) == encodings
+            session.set_roi((1, 1, 1), (21, 23, 19))
+            session.add_click((10, 12, 9), positive=True)
+            session.step()
+            assert len(calls) == 2 * encodings
+        finally:
+            hook.remove()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import copy_msd_cases, train_episode
 from mecca import episodes, training
-from mecca.cases import load_cases
+from mecca.cases import load_cases, structures_of
 from mecca.episodes import make_batch
 from mecca.io import MSDDataset
 from mecca.networks import MeccaModel, NetworkConfig
@@ -490,3 +490,79 @@ def test_a_fine_tuning_takes_from_the_schedule_only_what_it_is_not_given(tiny_da
     assert _train(tiny_dataset, tmp_path, "rate", {"learning_rate": 1e-3}, "--init", str(start), epochs=None) == 0
     config = load_model(tmp_path / "rate.safetensors").metadata["training"]["config"]
     assert config["epochs"] == 1 and config["learning_rate"] == 1e-3
+
+
+def test_each_label_value_is_a_structure_and_a_connected_union_one_more():
+    halves = np.zeros((12, 12, 12), np.uint8)
+    halves[2:6, 3:9, 3:9], halves[6:10, 3:9, 3:9] = 1, 2
+    names = {0: "background", 1: "Anterior", 2: "Posterior"}
+    found = dict(structures_of(halves, None, names))
+    assert list(found) == ["Anterior", "Posterior", "Anterior+Posterior"]
+    assert found["Anterior+Posterior"].sum() == (halves > 0).sum() and found["Anterior"].sum() == (halves == 1).sum()
+    apart = halves.copy()
+    apart[6:10] = 0
+    apart[8:11, 0:2, 0:2] = 2  # too small (12 voxels) to be a structure, and far from the other
+    assert list(dict(structures_of(apart, None, names))) == ["Anterior"]
+    organs = np.zeros((12, 12, 12), np.uint8)
+    organs[1:5, 1:5, 1:5], organs[6:10, 6:10, 6:10] = 1, 3  # two of three organs, apart: no union
+    assert list(dict(structures_of(organs, None, {1: "a", 2: "b", 3: "c"}))) == ["a", "c"]
+    assert list(dict(structures_of(halves, (2,), names))) == ["Posterior"]
+
+
+def test_head_and_neck_organs_train_as_structures_of_their_own_on_cropped_grids(head_neck_ct_dir, tmp_path):
+    """Each organ of a case is one training case named dataset:organ, its grid cropped around the
+    organ (smaller than the whole scan on that grid) and holding all of it (its volume within
+    nearest-neighbour resampling's loss on a thin cord); CT stays in whole HU."""
+    folder = copy_msd_cases(head_neck_ct_dir, tmp_path / "ct", 3)
+    train, validation, _ = load_cases([str(folder)], None, 0.0, progress=False, min_working_voxels=64**3,
+                                      structures="each")
+    assert not validation and len(train) >= 9
+    for case in train:
+        dataset, organ = case.dataset.split(":")
+        image, label_map = MSDDataset.open(folder).cases[[c.name for c in MSDDataset.open(folder).cases].index(
+            case.name)].load_label_map()
+        value = {v: k for k, v in json.loads((folder / "dataset.json").read_text())["labels"].items()}[organ]
+        assert dataset == "OpenKBP_HeadNeckCT" and case.label.any() and case.image.array.dtype == np.int16
+        assert np.prod(case.image.shape) < np.prod(image.shape) * 8  # cropped: the whole scan enlarged would not be
+        native_volume = np.count_nonzero(label_map == int(value)) * np.prod(image.spacing)
+        assert abs(np.count_nonzero(case.label) * np.prod(case.image.spacing) / native_volume - 1) < 0.35  # thin cords
+
+
+def test_balanced_groups_give_every_structure_as_many_episodes_as_the_largest(tiny_dataset):
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False, structures="each")
+    assert sorted({c.dataset for c in train}) == ["Hippocampus:Anterior", "Hippocampus:Anterior+Posterior",
+                                                  "Hippocampus:Posterior"]
+    fewer = [c for c in train if c.dataset != "Hippocampus:Posterior"] + \
+        [c for c in train if c.dataset == "Hippocampus:Posterior"][:2]
+    config = TrainingConfig(balanced_groups=True, batch_size=2)
+    batches = epoch_batches(fewer, config, epoch=0)
+    counts = {}
+    for batch in batches:
+        assert len({fewer[i].dataset for i in batch}) == 1
+        for index in batch:
+            counts[fewer[index].dataset] = counts.get(fewer[index].dataset, 0) + 1
+    assert set(counts.values()) == {6}
+    assert sum(len(b) for b in epoch_batches(fewer, replace(config, balanced_groups=False), 0)) == 14
+
+
+def test_a_split_model_trains_its_encoder_once_per_episode(tiny_dataset, tmp_path):
+    """One optimiser step of the split architecture: the image encoder runs once in the rollout and
+    once with gradients for all kept steps, and every part of the model gets a gradient."""
+    split = NetworkConfig(architecture="split", width=8, confidence_width=8, encoder_width=8, head_dilations=(2,),
+                          confidence_dilations=(2,), encoder_dilations=(1,), fusion_channels=4)
+    config = TrainingConfig(epochs=1, batch_size=1, cases_per_pass=1, backward_steps=3, clicks_per_round=(1, 2),
+                            bfloat16=False)
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+    trainer = Trainer(tmp_path / "split.safetensors", config, train, [], {}, network=split, progress=False)
+    with torch.no_grad():  # as after some training: the zero-initialised output layers pass gradients on
+        for layer in (trainer.model.policy.policy_out.out, trainer.model.policy.value_out):
+            layer.weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(0))
+    calls = []
+    hook = trainer.model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        trainer.train_step(trainer.batches(0)[0])
+    finally:
+        hook.remove()
+    assert len(calls) == 2
+    for name, parameter in trainer.model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
