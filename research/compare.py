@@ -84,8 +84,7 @@ def run(args) -> dict:
             model = load_model(path, device=resolve_device(args.device), precision=args.precision)
             used_models[name] = str(path)
             factories[name] = lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
-                                                                   args.lean_correction, args.start,
-                                                                   args.local_changes, args.confidence_veto)
+                                                                   args.lean_correction, args.start)
         elif name in BASELINE_COMMANDS:
             path = getattr(args, f"{name.replace('-', '_')}_model")
             if not Path(path).is_file():

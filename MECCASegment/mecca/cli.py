@@ -119,8 +119,7 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
 # -- segment ------------------------------------------------------------------------------------
 def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | None, rounds: int | None,
                 device: str, label_path: str | None = None, precision: str = "auto", steps_per_round: int | str | None = None,
-                flip_average: bool = False, lean_correction: float | None = None, start_estimate: str = "none",
-                local_changes: bool = False, confidence_veto: float | None = None) -> dict:
+                flip_average: bool = False, lean_correction: float | None = None, start_estimate: str = "none") -> dict:
     from .clicks import Click, read_clicks
     from .metrics import dice
     from .report import snapshot
@@ -137,8 +136,7 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
     model = _model(model_path, device, precision)
     rounds = rounds or max(clicks_by_round)
     session = InteractiveSession(image, model, roi=roi, steps_per_round=steps_per_round, flip_average=flip_average,
-                                 lean_correction=lean_correction, start_estimate=start_estimate,
-                                 local_changes=local_changes, confidence_veto=confidence_veto)
+                                 lean_correction=lean_correction, start_estimate=start_estimate)
     first = clicks_by_round[min(clicks_by_round)][0][0]
     slice_k = int(np.clip(round(first[2]), 0, image.shape[0] - 1))
     snapshots, dices, seconds = [], [], []
@@ -202,8 +200,7 @@ def run_evaluate(args) -> dict:
         name = name if name not in factories else f"{name} ({len(factories) + 1})"
         used_models[name] = {"path": str(path), "inference": model.inference}
         factories[name] = lambda m=model, n=name: MeccaMethod(m, n, args.steps_per_round, args.flip_average,
-                                                               args.lean_correction, args.start, args.local_changes,
-                                                               args.confidence_veto)
+                                                               args.lean_correction, args.start)
     return evaluation_report(args, dataset, cases, factories, used_models)
 
 
@@ -216,8 +213,6 @@ def add_session_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip-average", action="store_true", help=FLIP_HELP)
     parser.add_argument("--lean-correction", type=_lean_correction, help=LEAN_HELP)
     parser.add_argument("--start", choices=START_ESTIMATES, default="none", help=START_HELP)
-    parser.add_argument("--local-changes", action="store_true", help=LOCAL_HELP)
-    parser.add_argument("--confidence-veto", type=_confidence_veto, help=VETO_HELP)
 
 
 def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
@@ -272,8 +267,7 @@ def evaluation_report(args, dataset, cases, factories: dict, used_models: dict) 
                                               args.clicks_per_round, args.seed, user=args.user)
     result = {"dataset": dataset.name, "user": args.user, "start": args.start, "rounds": args.rounds,
               "clicks_per_round": args.clicks_per_round, "steps_per_round": args.steps_per_round,
-              "flip_average": args.flip_average, "lean_correction": args.lean_correction,
-              "local_changes": args.local_changes, "confidence_veto": args.confidence_veto, "cases": len(cases),
+              "flip_average": args.flip_average, "lean_correction": args.lean_correction, "cases": len(cases),
               "split": args.split, "seed": args.seed, "methods": summary, "failures": failures,
               "models": used_models, "command": command_line(),
               "machine": f"{platform.machine()} {platform.processor()}, torch {torch.__version__}, "
@@ -402,16 +396,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _confidence_veto(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a confidence from 0 (off) up to 1, got {text!r}")
-    return value
-
-
 def _lean_correction(text: str) -> float:
     try:
         return checked_lean_correction(float(text))
@@ -431,10 +415,6 @@ LEAN_HELP = ("lower the policy's 'up' scores by this much in every round after t
 START_HELP = ("what the first round starts from: none = p 0.5 in the ROI (the paper's start); random-walker = the "
               "random walker's mask on the first round's clicks, which the policy refines (for structures the model "
               "was not trained on; default: none)")
-VETO_HELP = ("in rounds after the first, turn the steps the confidence network scores under this (0-1) into the "
-             "smallest step the other way; 0 keeps the policy's steps (default: the model's own)")
-LOCAL_HELP = ("in rounds after the first, keep the mask's changes only in the connected pieces that reach one of "
-              "the round's clicks (the rest of the mask stays as it was)")
 FLIP_HELP = ("average the policy over the ROI and its three single-axis flips: about a Dice point more, at 4x the "
              "policy's time")
 
@@ -530,8 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.precision)
         elif args.command == "segment":
             run_segment(args.image, args.clicks, Path(args.out), args.model, args.rounds, args.device, args.label,
-                        args.precision, args.steps_per_round, args.flip_average, args.lean_correction, args.start,
-                        args.local_changes, args.confidence_veto)
+                        args.precision, args.steps_per_round, args.flip_average, args.lean_correction, args.start)
         elif args.command == "train":
             run_train(args)
         elif args.command == "evaluate":

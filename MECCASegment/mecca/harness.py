@@ -78,20 +78,16 @@ class MeccaMethod(InteractiveMethod):
     """MECCA (or IteR-MRL: the same policy trained without confidence shaping), through a session."""
 
     def __init__(self, model: MeccaModel, name: str = "mecca", steps_per_round: int | str | None = None,
-                 flip_average: bool = False, lean_correction: float | None = None, start_estimate: str = "none",
-                 local_changes: bool = False, confidence_veto: float | None = None):
-        """``steps_per_round``, ``lean_correction`` and ``confidence_veto``: None takes the model's own
-        (MeccaModel.inference)."""
+                 flip_average: bool = False, lean_correction: float | None = None, start_estimate: str = "none"):
+        """``steps_per_round`` and ``lean_correction``: None takes the model's own (MeccaModel.inference)."""
         self.model, self.name, self.steps_per_round, self.flip_average = model, name, steps_per_round, flip_average
-        self.lean_correction, self.start_estimate, self.local_changes = lean_correction, start_estimate, local_changes
-        self.confidence_veto = confidence_veto
+        self.lean_correction, self.start_estimate = lean_correction, start_estimate
 
     def start(self, image: Volume, box) -> None:
         super().start(image, box)
         self.session = InteractiveSession(image, self.model, roi=box, steps_per_round=self.steps_per_round,
                                           flip_average=self.flip_average, lean_correction=self.lean_correction,
-                                          start_estimate=self.start_estimate, local_changes=self.local_changes,
-                                          confidence_veto=self.confidence_veto)
+                                          start_estimate=self.start_estimate)
 
     def refine(self, clicks: list[Click]) -> np.ndarray:
         for click in clicks[len(self.session.clicks):]:

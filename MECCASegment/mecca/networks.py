@@ -40,9 +40,8 @@ ImageFeatures = tuple[torch.Tensor, torch.Tensor]  # the split architecture's en
 # three "up" action scores in every round after the first: training up-weights the foreground's
 # reward (episodes.class_weights), so a policy trained so leans towards "up"; in the first round that
 # lean finds more of the object from a few clicks, later it keeps growing the mask past the clicks
-# that say "less" (research/NOTEBOOK.md, "Lower 'up' scores after the first round"). confidence_veto
-# turns the steps C doubts after the first round (session.InteractiveSession; 0 in files before it).
-INFERENCE_DEFAULTS = {"lean_correction": 0.5, "steps_per_round": "auto", "confidence_veto": 0.0}
+# that say "less" (research/NOTEBOOK.md, "Lower 'up' scores after the first round").
+INFERENCE_DEFAULTS = {"lean_correction": 0.5, "steps_per_round": "auto"}
 CONFIDENCE_CHANNELS = STATE_CHANNELS + 1  # plus the signed action
 ACTION_SCALE = 2.5  # maps the largest step, 0.4, to 1 inside the confidence head
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution")

@@ -17,7 +17,6 @@ from typing import TypedDict
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from .advice import (
     ADVICE_COUNT,
@@ -48,7 +47,6 @@ from .seeded import random_walker_probability, seed_map
 from .working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
 
 DEFAULT_ROI_MARGIN_MM = 30.0
-CLICK_REACH_MM = 5.0  # a piece of a round's change counts as the clicks' when it comes this close to one (or 2 voxels)
 AUTO_STEPS = "auto"
 START_ESTIMATES = ("none", "random-walker")
 # Automatic steps per round: as many policy steps as keep steps x working voxels within the time of
@@ -64,38 +62,6 @@ def checked_lean_correction(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
         raise InputError(f"the lean correction must be a finite number of at least 0, got {value!r}")
     return float(value)
-
-
-def changes_reaching_clicks(p_before: np.ndarray, p_after: np.ndarray, clicks: list[Click], offset,
-                            spacing_kji) -> np.ndarray:
-    """``p_after`` where the mask's change is the clicks' doing, ``p_before`` elsewhere.
-
-    The voxels that cross p = 0.5 in a round form connected pieces (6-connected); a piece that
-    comes within CLICK_REACH_MM (at least 2 voxels) of one of the round's ``clicks`` (whole-image
-    indices; ``offset``: the ROI's first voxel) keeps its change, whole, however far it reaches; the
-    others go back to where they were. So a click changes the mask where it was made and in the
-    region it connects to, and the policy's drift elsewhere (the lean that grows a mask past
-    clicks saying "less", a boundary that wavers from round to round) cannot undo what earlier
-    rounds got right. Probability changes that leave a voxel on its side stay (research/NOTEBOOK.md,
-    "A click never makes the mask worse")."""
-    crossed = (p_before > 5) != (p_after > 5)
-    if not crossed.any():
-        return p_after
-    pieces, _ = ndimage.label(crossed)
-    reach = np.maximum(np.ceil(CLICK_REACH_MM / np.asarray(spacing_kji)), 2).astype(int)
-    kept = set()
-    for click in clicks:
-        centre = np.asarray(click.position) - np.asarray(offset)
-        lo, hi = np.maximum(centre - reach, 0), np.minimum(centre + reach + 1, crossed.shape)
-        if np.any(hi <= lo):
-            continue
-        near = pieces[tuple(slice(a, b) for a, b in zip(lo, hi))]
-        grid = np.ogrid[tuple(slice(a - c, b - c) for a, b, c in zip(lo, hi, centre))]
-        inside = sum((g * np.asarray(spacing_kji)[axis]) ** 2 for axis, g in enumerate(grid)) \
-            <= max(CLICK_REACH_MM, 2 * min(spacing_kji)) ** 2
-        kept.update(np.unique(near[inside & (near > 0)]).tolist())
-    undone = crossed & ~np.isin(pieces, list(kept))
-    return np.where(undone, p_before, p_after)
 
 
 def automatic_steps(working_shape) -> int:
@@ -196,13 +162,6 @@ class InteractiveSession:
     lean_correction : float, optional
         Lower the policy's "up" scores by this much in every round after the first (0: the
         policy's own decisions). Settable between rounds. Default: the model's.
-    confidence_veto : float, optional
-        In every round after the first, a step C gives a confidence under this is turned into the
-        smallest step the other way (0: the policy's own steps). Settable between rounds. Default:
-        the model's.
-    local_changes : bool
-        In every round after the first that has new clicks, keep the mask's changes only where
-        they reach one of those clicks (``changes_reaching_clicks``). Settable between rounds.
     start_estimate : {"none", "random-walker"}
         What the first round starts from: p = 0.5 in the ROI (the paper's start), or the random
         walker's mask on the first round's clicks (p = 0.9 inside, 0.1 outside), which the policy
@@ -227,8 +186,7 @@ class InteractiveSession:
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
                  advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS,
                  steps_per_round: int | str | None = None, flip_average: bool = False,
-                 lean_correction: float | None = None, start_estimate: str = "none", local_changes: bool = False,
-                 confidence_veto: float | None = None):
+                 lean_correction: float | None = None, start_estimate: str = "none"):
         if not isinstance(image, Volume):
             raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
         validate_image(image.array, image.spacing, name=image.name or "image")
@@ -237,8 +195,6 @@ class InteractiveSession:
         self.start_estimate = start_estimate if initial_mask is None else "none"
         self.steps_per_round = model.inference["steps_per_round"] if steps_per_round is None else steps_per_round
         self.flip_average = flip_average
-        self.local_changes = local_changes
-        self.confidence_veto = model.inference["confidence_veto"] if confidence_veto is None else confidence_veto
         self.lean_correction = model.inference["lean_correction"] if lean_correction is None else lean_correction
         self.image = image
         self.model = model.eval()
@@ -282,16 +238,6 @@ class InteractiveSession:
         if not isinstance(value, (bool, np.bool_)):
             raise InputError(f"averaging over flips is on (True) or off (False), got {value!r}")
         self._flip_average = bool(value)
-
-    @property
-    def confidence_veto(self) -> float:
-        return self._confidence_veto
-
-    @confidence_veto.setter
-    def confidence_veto(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise InputError(f"the confidence veto is a confidence from 0 (off) up to 1, got {value!r}")
-        self._confidence_veto = float(value)
 
     @property
     def lean_correction(self) -> float:
@@ -463,13 +409,8 @@ class InteractiveSession:
                 p_start = np.where(estimate, MASK_TENTHS[1], MASK_TENTHS[0]).astype(np.uint8)
                 timings["start_estimate_s"] = time.perf_counter() - t
             features = self._image_features_for(box, grid.shape)
-            veto = self.confidence_veto if self._rounds else 0.0
             p_last_step, p_after, device_confidence = self._act(grid, image, p_start, hint, steps, up_bias, timings,
-                                                                features, veto)
-            if self.local_changes and self._rounds and self._pending:
-                t = time.perf_counter()
-                p_after = changes_reaching_clicks(p_before, p_after, self._pending, box[0], self.image.spacing_kji)
-                timings["local_changes_s"] = time.perf_counter() - t
+                                                                features)
             t = time.perf_counter()
             confidence = device_confidence.cpu().numpy()
             timings["to_host_s"] += time.perf_counter() - t
@@ -486,16 +427,6 @@ class InteractiveSession:
             round_.seconds = time.perf_counter() - start
             return round_.summary()
 
-    def _vetoed(self, grid: WorkingGrid, state: torch.Tensor, actions: torch.Tensor, native_actions: torch.Tensor,
-                veto: float, features: dict) -> torch.Tensor:
-        """The native actions, those whose confidence is under ``veto`` turned into the smallest step
-        the other way (eq. 6's reading of C: a doubted direction is the wrong one, and the smallest
-        step only starts the turn, which later steps confirm or undo)."""
-        confidence = torch.sigmoid(self.model.confidence_logits(state, (actions.float() / 10.0).to(state.dtype),
-                                                                features.get(None)).float())
-        doubted = confidence < veto if grid.is_native else grid.to_native(confidence) < veto
-        return torch.where(doubted, -native_actions.sign(), native_actions).to(native_actions.dtype)
-
     def _image_features_for(self, box: Box, working_shape) -> dict:
         """The image features of the split architecture's encoder for this ROI and working grid, by
         flip (MeccaModel.action_scores fills it): computed on the ROI's first round, reused while it
@@ -507,10 +438,9 @@ class InteractiveSession:
 
     @torch.no_grad()
     def _act(self, grid: WorkingGrid, image: torch.Tensor, p_tenths: np.ndarray, hint: np.ndarray, steps: int,
-             up_bias: float, timings: dict, features: dict, veto: float = 0.0):
+             up_bias: float, timings: dict, features: dict):
         """Greedy actions of the policy on the working grid, applied to p on the ROI's own voxels
-        (eq. 1), ``steps`` times with the same clicks, the "up" scores lowered by ``up_bias``, the
-        actions C doubts turned (``veto``: ``_vetoed``; 0: none).
+        (eq. 1), ``steps`` times with the same clicks, the "up" scores lowered by ``up_bias``.
         Returns p before the last step, p after it, and the confidence of the last step's actions.
         ``image`` (normalised) and ``hint`` are already on the working grid; ``features``: the
         image's features cache (``_image_features_for``)."""
@@ -530,8 +460,6 @@ class InteractiveSession:
                 logits = logits - up_bias * up_actions.to(logits.dtype)
             actions = action_tenths(logits.argmax(dim=1))
             native_actions = actions if grid.is_native else action_tenths(grid.argmax_to_native(logits))
-            if veto:
-                native_actions = self._vetoed(grid, state, actions, native_actions, veto, features)
             _synchronize(device)
             timings["policy_s"] += time.perf_counter() - t
             t = time.perf_counter()

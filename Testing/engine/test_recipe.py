@@ -27,7 +27,7 @@ def test_a_fine_tuning_inherits_the_models_network_steps_and_session_defaults():
     assert config.learning_rate == FINE_TUNING["learning_rate"] and config.class_balance_epochs == 0
     assert config.steps_per_round == (1, 3)
     assert network.min_working_voxels is None and network.hint_encoding == "geodesic" and network.width == 8
-    assert inference == {"lean_correction": 0.0, "steps_per_round": "auto", "confidence_veto": 0.0}
+    assert inference == {"lean_correction": 0.0, "steps_per_round": "auto"}
     _, _, changed = resolve_recipe({"inference": {"lean_correction": 0.25}}, init)
     assert changed["lean_correction"] == 0.25
     with pytest.raises(InputError, match="inference"):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy import ndimage
 from mecca.errors import InputError, SessionError
 from mecca.io import Volume
 from mecca.session import InteractiveSession, automatic_steps
@@ -354,74 +353,3 @@ def test_a_rounds_timed_parts_cover_the_work_and_fit_inside_the_round(blob_volum
     timings = session.history[0]["timings"]
     assert {"prepare_s", "hint_s", "policy_s", "transition_s", "confidence_s", "to_host_s"} <= set(timings)
     assert sum(timings.values()) <= summary["seconds"]
-
-
-def test_local_changes_keep_only_the_pieces_of_a_rounds_change_that_reach_its_clicks():
-    """Two pieces cross p = 0.5 in a round: the one a click touches keeps its change whole (however
-    far it reaches), the far one returns to where it was; changes that leave voxels on their side stay."""
-    from mecca.clicks import Click
-    from mecca.session import changes_reaching_clicks
-
-    before = np.full((20, 20, 20), 2, np.uint8)
-    before[5:9, 5:9, 5:9] = 8
-    after = before.copy()
-    after[5:9, 9:18, 5:9] = 7  # grows from the mask towards the click at the far end
-    after[15:18, 2:5, 15:18] = 9  # a distant island
-    after[5:9, 5:9, 5:9] = 10  # more sure of what it already had
-    kept = changes_reaching_clicks(before, after, [Click((6, 17, 6), True)], (0, 0, 0), (1.0, 1.0, 1.0))
-    assert (kept[5:9, 9:18, 5:9] == 7).all() and (kept[5:9, 5:9, 5:9] == 10).all()
-    assert (kept[15:18, 2:5, 15:18] == 2).all()
-    # a click given in whole-image indices on the island, the ROI starting at voxel (10, 10, 10)
-    kept = changes_reaching_clicks(before, after, [Click((26, 13, 26), False)], (10, 10, 10), (1.0, 1.0, 1.0))
-    assert (kept[15:18, 2:5, 15:18] == 9).all() and (kept[5:9, 9:18, 5:9] == 2).all()
-
-
-def test_a_session_with_local_changes_leaves_the_mask_alone_far_from_new_clicks(blob_volume, untrained_model):
-    volume, _ = blob_volume
-    runs = {}
-    for local in (False, True):
-        session = InteractiveSession(volume, untrained_model, roi=((2, 2, 2), (34, 38, 22)), steps_per_round=2,
-                                     local_changes=local)
-        session.add_click((18, 20, 12), positive=True)
-        session.step()
-        first = session.mask.copy()
-        session.add_click((4, 4, 3), positive=False)
-        session.step()
-        runs[local] = first, session.mask
-    assert np.array_equal(runs[False][0], runs[True][0])  # the first round is never restricted
-    changed = runs[True][0] != runs[True][1]
-    assert np.count_nonzero(changed) <= np.count_nonzero(runs[False][0] != runs[False][1])
-    pieces, _ = ndimage.label(changed)
-    for piece in range(1, pieces.max() + 1):  # every piece that changed reaches the new click (k, j, i = 3, 4, 4)
-        millimetres = (np.argwhere(pieces == piece) - [3, 4, 4]) * np.array(volume.spacing_kji)
-        assert np.sqrt((millimetres ** 2).sum(axis=1)).min() <= 5.0
-
-
-def test_a_confidence_veto_turns_every_doubted_step_into_the_smallest_step_the_other_way(blob_volume,
-                                                                                         untrained_model):
-    """With a veto above every confidence, each step of a round after the first is the policy's step
-    turned into 0.1 the other way; the first round is the policy's own; the veto is a confidence."""
-    from dataclasses import replace
-
-    volume, _ = blob_volume
-    untrained_model.config = replace(untrained_model.config, min_working_voxels=None)
-    roi = ((4, 6, 2), (30, 34, 20))
-    rounds = {}
-    for veto in (0.0, 0.999):
-        session = InteractiveSession(volume, untrained_model, roi=roi, steps_per_round=1, confidence_veto=veto)
-        session.add_click((18, 20, 12), positive=True)
-        session.step()
-        first = session.probability_tenths
-        session.add_click((6, 8, 4), positive=False)
-        session.step()
-        rounds[veto] = first, session.probability_tenths
-    assert np.array_equal(rounds[0.0][0], rounds[0.999][0])
-    region = (slice(2, 20), slice(6, 34), slice(4, 30))
-    own = rounds[0.0][1][region].astype(int) - rounds[0.0][0][region]
-    turned = rounds[0.999][1][region].astype(int) - rounds[0.999][0][region]
-    unclipped = (rounds[0.999][0][region] > 0) & (rounds[0.999][0][region] < 10) & (own != 0)
-    assert np.array_equal(turned[unclipped], -np.sign(own[unclipped]))
-    assert session.history[-1]["timings"]["policy_s"] > 0
-    for bad in (1.0, -0.1, True, "0.3"):
-        with pytest.raises(InputError, match="confidence veto"):
-            InteractiveSession(volume, untrained_model, confidence_veto=bad)
