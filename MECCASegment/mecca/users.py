@@ -55,9 +55,13 @@ class SimulatedUser:
         candidates = np.flatnonzero(errors & self.band if self.style == "edge" else errors)
         if candidates.size == 0:
             return interior_clicks(errors, false_negative, 1)
-        rng = np.random.default_rng([self.seed, round_index])
+        # every voxel of the grid draws a fixed random rank and the candidates go in rank order: a
+        # uniformly random order, as a permutation of the candidates would give, but one voxel more or
+        # less among them (a voxel decided the other way in bfloat16) leaves the other clicks as they
+        # were instead of reshuffling them all (docs/results.md, "The same session on any processor")
+        ranks = np.random.default_rng([self.seed, round_index]).random(errors.size, dtype=np.float32)
         chosen: list[np.ndarray] = []
-        for flat in rng.permutation(candidates):
+        for flat in candidates[np.argsort(ranks[candidates], kind="stable")]:
             point = np.array(np.unravel_index(flat, errors.shape))
             if all(np.linalg.norm(point - other) >= self.min_separation for other in chosen):
                 chosen.append(point)

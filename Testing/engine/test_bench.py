@@ -4,6 +4,7 @@ the figures themselves are for the benchmark, never asserted as timings)."""
 import json
 import math
 
+import pytest
 import torch
 from mecca import networks
 from mecca.bench import conv_calls, interleaved_best_seconds, useful_flops
@@ -55,3 +56,26 @@ def test_achieved_flops_leave_out_the_slabs_halo_rows(bundled_model_float32):
     per_row = 2 * 96 * 96 * (head.fuse.out_channels * head.fuse.in_channels * 27 + head.out.out_channels * head.out.in_channels)
     assert executed - useful_flops(policy, (state, False)) == 2 * per_row
     assert networks.SLAB_VOXELS == 1 << 19  # restored
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU bench is checked where one is")
+def test_bench_runs_on_a_gpu(tmp_path):
+    """Every tensor of the round and of the FLOP count on the model's device (an H200 run once built
+    the FLOP-count state on the CPU)."""
+    assert main(["bench", "--json", str(tmp_path / "bench.json"), "--roi", "24", "--repeats", "1", "--device", "cuda",
+                 "--no-big-volume"]) == 0
+    assert json.loads((tmp_path / "bench.json").read_text())["rois"]["24"]["policy_gflops_achieved"] > 0
+
+
+def test_bench_times_a_split_models_light_head_per_step(tmp_path):
+    from mecca.checkpoint import save_model
+
+    model = networks.MeccaModel.create(networks.NetworkConfig(architecture="split", width=8, encoder_width=8,
+                                                              confidence_width=8, head_dilations=(2,)))
+    save_model(model, tmp_path / "split.safetensors")
+    assert main(["bench", "--json", str(tmp_path / "bench.json"), "--roi", "16", "--repeats", "1", "--no-big-volume",
+                 "--model", str(tmp_path / "split.safetensors")]) == 0
+    roi = json.loads((tmp_path / "bench.json").read_text())["rois"]["16"]
+    joint = sum(flops for *_, flops in conv_calls(networks.MeccaModel.create().policy,
+                                                  torch.zeros(1, 3, 16, 16, 16), False))
+    assert 0 < roi["policy_gflop"] * 1e9 < joint  # the head alone, without the encoder the ROI ran once

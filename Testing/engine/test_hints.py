@@ -75,6 +75,19 @@ def test_simulated_user_is_deterministic_and_spreads_clicks():
     assert distances[np.triu_indices(len(a), 1)].min() >= 3
 
 
+def test_one_voxel_decided_otherwise_leaves_the_edge_users_other_clicks_where_they_were():
+    """Precisions and processors differ in a voxel here and there; a permutation of the candidates
+    would then pick a new set of clicks altogether, and the sessions go separate ways."""
+    label = _sphere()
+    user = SimulatedUser(label, seed=5)
+    before = user.clicks(np.zeros_like(label), 4, 1)
+    for click in before[:2]:  # one chosen voxel is now right: only its click moves
+        prediction = np.zeros_like(label)
+        prediction[click.position] = True
+        after = user.clicks(prediction, 4, 1)
+        assert len(set(before) & set(after)) >= 3 and click not in after
+
+
 def test_simulated_user_falls_back_to_the_deepest_point_of_the_largest_error():
     label = _sphere(radius=10)
     prediction = label.copy()
