@@ -596,7 +596,7 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
 # MECCASegmentTest
 #
 class MECCASegmentTest(ScriptedLoadableModuleTest):
-    """The pytest scenario (Testing/test_slicer_logic.py) inside Slicer, on the bundled sample:
+    """The pytest scenario (Testing/slicer_glue/test_logic.py) inside Slicer, on the bundled sample:
     a session with clicks as RAS points, a round, undo/redo, cancel and accept."""
 
     def setUp(self):

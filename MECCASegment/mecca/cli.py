@@ -13,7 +13,7 @@ import numpy as np
 from .checkpoint import load_model
 from .errors import CheckpointError, InputError, SessionError
 from .geometry import ijk_from_kji
-from .io import binary_label, read_volume, validate_image, write_json, write_volume
+from .io import binary_label, check_nifti_size, read_volume, validate_image, write_json, write_volume
 from .recipe import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_MODEL, NEW_STRUCTURE, TrainingConfig
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from .session import AUTO_STEPS, START_ESTIMATES, InteractiveSession, checked_lean_correction
@@ -127,12 +127,18 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
     out = _output_folder(out)
     image = read_volume(image_path)
     validate_image(image.array, image.spacing, name=image.name)  # an all-NaN image is refused before any note
+    check_nifti_size(image.size_ijk, image.name)  # the outputs must be writable before the work starts
     non_finite = int(np.count_nonzero(~np.isfinite(image.array))) if image.array.dtype.kind == "f" else 0
     if non_finite:
         _print(f"note: {non_finite} voxels of {image.name} are NaN or infinite; they take the lowest finite value of "
                "the region the networks see")
     clicks_by_round, roi = read_clicks(Path(clicks_path), image)
     label = binary_label(read_volume(label_path).array) if label_path else None
+    if label is not None and label.shape != image.shape:
+        raise InputError(f"--label {label_path}: size {ijk_from_kji(label.shape)} differs from the image's {image.size_ijk}")
+    if label is not None and not label.any():
+        raise InputError(f"--label {label_path}: no voxel is foreground (all 0); a Dice against it means nothing: "
+                         "give the reference segmentation, or leave --label out")
     model = _model(model_path, device, precision)
     rounds = rounds or max(clicks_by_round)
     session = InteractiveSession(image, model, roi=roi, steps_per_round=steps_per_round, flip_average=flip_average,
@@ -442,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                               '"positive": true, "round": 1}], "roi": {"min": [..], "max": [..]} (optional)}')
     segment.add_argument("--out", required=True, help="output folder")
     segment.add_argument("--model", help="model file; default: the bundled model")
-    segment.add_argument("--rounds", type=int, help="rounds to run (default: the last round in the clicks file)")
+    segment.add_argument("--rounds", type=_whole_steps, help="rounds to run (default: the last round in the clicks file)")
     segment.add_argument("--label", help="optional reference segmentation: report Dice per round")
     add_session_options(segment)
 
@@ -452,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--unlabeled", action="append",
                        help="MSD folder of cases segmented interactively but never labelled (image + recorded clicks); "
                             "they train through the confidence's simulated labels (paper eq. 6)")
-    train.add_argument("--out", required=True, help="model file to write (.safetensors); state and log in <out>.run/")
+    train.add_argument("--out", required=True,
+                       help="model file to write (.safetensors); state and log in <name>.run/ beside it (m.run/ for m.safetensors)")
     train.add_argument("--init", help="start from this model (fine-tuning: its own gentler schedule, see --lr)")
     train.add_argument("--epochs", type=_whole_steps, help=f"passes over the training cases (default: "
                        f"{TrainingConfig.epochs} for a new model; with --init {KNOWN_STRUCTURE['epochs']} where the model "

@@ -43,6 +43,8 @@ def read_clicks(path: str | Path, image) -> tuple[dict[int, list[tuple[np.ndarra
     flip = np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3)
 
     def to_index(point, what, inside=False):
+        if not isinstance(point, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point):
+            raise InputError(f"{path}: {what} must be three numbers [x, y, z] in mm, got {point!r}")
         values = np.asarray(point, dtype=float)
         if values.shape != (3,) or not np.all(np.isfinite(values)):
             raise InputError(f"{path}: {what} must be three finite numbers, got {point!r}")
@@ -61,12 +63,18 @@ def read_clicks(path: str | Path, image) -> tuple[dict[int, list[tuple[np.ndarra
     for n, click in enumerate(clicks):
         if not isinstance(click, dict) or "point" not in click or not isinstance(click.get("positive"), bool):
             raise InputError(f"{path}: click {n} needs \"point\" [x, y, z] and \"positive\" true/false")
-        round_ = int(click.get("round", 1))
-        if round_ < 1:
-            raise InputError(f"{path}: click {n} has round {round_}; rounds start at 1")
+        round_ = click.get("round", 1)
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
+            raise InputError(f"{path}: click {n} has round {round_!r}; rounds are whole numbers from 1")
         rounds.setdefault(round_, []).append((to_index(click["point"], f"click {n}", inside=True), click["positive"]))
     roi = None
     if spec.get("roi"):
+        if not isinstance(spec["roi"], dict) or not {"min", "max"} <= set(spec["roi"]):
+            raise InputError(f"{path}: 'roi' must be {{\"min\": [x, y, z], \"max\": [x, y, z]}}")
         corners = np.array([to_index(spec["roi"]["min"], "roi min"), to_index(spec["roi"]["max"], "roi max")])
-        roi = (np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int) + 1)
+        flat = [axis for axis, (a, b) in enumerate(zip(*corners)) if np.isclose(a, b)]
+        if flat:
+            raise InputError(f"{path}: the roi's min and max are equal along {', '.join('ijk'[a] for a in flat)}: a box "
+                             "of no size; give two opposite corners of the region")
+        roi = (tuple(int(v) for v in np.floor(corners.min(0))), tuple(int(v) for v in np.ceil(corners.max(0)) + 1))
     return rounds, roi

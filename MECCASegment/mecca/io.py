@@ -236,12 +236,24 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
             os.unlink(tmp)
 
 
+NIFTI_MAX_VOXELS_PER_AXIS = 32767  # the NIfTI-1 header stores each size as a signed 16-bit number
+
+
+def check_nifti_size(size_ijk, name: str) -> None:
+    """Refuse an image whose results NIfTI cannot hold, before any work is done for them."""
+    if max(size_ijk) > NIFTI_MAX_VOXELS_PER_AXIS:
+        raise InputError(f"{name}: size {tuple(int(v) for v in size_ijk)} has more than {NIFTI_MAX_VOXELS_PER_AXIS} "
+                         "voxels along an axis, more than a NIfTI file can hold; crop or resample the image first")
+
+
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     if not _has_supported_suffix(path):
         raise InputError(f"{path}: unsupported format; use one of {', '.join(SUPPORTED_SUFFIXES)}")
     suffix = next(s for s in SUPPORTED_SUFFIXES if path.name.lower().endswith(s))
+    if suffix in (".nii.gz", ".nii"):
+        check_nifti_size(volume.size_ijk, str(path))
     with atomic_path(path, suffix) as tmp:
         _simpleitk().WriteImage(volume.to_sitk(), tmp, compress)
     return path

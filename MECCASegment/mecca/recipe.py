@@ -49,7 +49,7 @@ class TrainingConfig:
     confidence_class_balance: float = 0.0  # foreground weighting of C's loss (class_weights strength; 0 = plain mean, method.md)
     confidence_only: bool = False  # train C alone, the policy kept as it is (recalibrating an existing model)
     frozen: tuple[str, ...] = ()  # parts kept as the --init model has them, e.g. "policy.trunk", "confidence"
-    imitation_weight: float = 1.0  # auxiliary cross-entropy towards the step to the label (see run_episode) ...
+    imitation_weight: float = 1.0  # auxiliary cross-entropy towards the step to the label (episodes.step_loss) ...
     imitation_epochs: float = 10.0  # ... fading to 0 over these epochs
     imitation_target: str = "fitting"  # the imitated step (environment.oracle_actions): "fitting" or "largest"
     final_lr_fraction: float = 0.1  # cosine decay of the learning rate to this fraction at the last epoch

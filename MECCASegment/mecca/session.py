@@ -261,15 +261,16 @@ class InteractiveSession:
     def set_roi(self, lo_ijk, hi_ijk) -> None:
         """Fix the ROI to the box [lo, hi) in (i, j, k) indices, clipped to the image."""
         lo, hi = np.array(kji_from_ijk(lo_ijk)), np.array(kji_from_ijk(hi_ijk))
+        lo_ijk, hi_ijk = ijk_from_kji(lo), ijk_from_kji(hi)  # plain ints for the messages
         shape = np.array(self.image.shape)
         lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
         if np.any(hi <= lo):
-            raise InputError(f"ROI {tuple(lo_ijk)}-{tuple(hi_ijk)} does not overlap the image "
+            raise InputError(f"ROI {lo_ijk}-{hi_ijk} does not overlap the image "
                              f"(size {self.image.size_ijk} in i, j, k)")
         for click in getattr(self, "_pending", []):
             if any(not low <= p < high for p, low, high in zip(click.position, lo, hi)):
                 raise InputError(f"the queued click at {ijk_from_kji(click.position)} lies outside the ROI "
-                                 f"{tuple(lo_ijk)}-{tuple(hi_ijk)}; run or undo that click first, or make the ROI larger")
+                                 f"{lo_ijk}-{hi_ijk}; run or undo that click first, or make the ROI larger")
         self._user_box = (tuple(int(v) for v in lo), tuple(int(v) for v in hi))
 
     def clear_roi(self) -> None:

@@ -118,7 +118,8 @@ def distributed_context() -> tuple[int, int]:
 
 
 class Trainer:
-    """Runs (or resumes) a training run; state and log live in ``<out>.run/`` beside the output.
+    """Runs (or resumes) a training run; state and log live in ``<name>.run/`` beside the output
+    (``m.run/`` for ``m.safetensors``).
 
     Under torchrun each process takes its share of every step's batch (DistributedSampler over
     the batch's cases); DistributedDataParallel averages the gradients, so N processes with
@@ -178,6 +179,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(trained, lr=config.learning_rate)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self._resumed_at = (0, 0.0)  # steps and seconds done before this process started (for the ETA)
+        self._started: float | None = None  # when the time not yet added to ``elapsed`` began
         self.history: list[dict] = []
 
     @property
@@ -213,7 +215,7 @@ class Trainer:
         return epoch_batches(self.train, replace(self.config, batch_size=self.config.batch_size * self.world), epoch)
 
     def resume(self) -> bool:
-        """Continue from ``<out>.run/last.safetensors`` when it exists; True if it did."""
+        """Continue from ``<name>.run/last.safetensors`` when it exists; True if it did."""
         if not self.state_path.exists():
             return False
         meta = load_training_state(self.state_path, self.model, self.optimizer)
@@ -299,9 +301,24 @@ class Trainer:
         self.optimizer.step()
         return totals, batch.labeled
 
-    def fit(self, save_every_s: float = 300.0) -> Path:
+    def fit(self, save_every_s: float = 300.0, say=print) -> Path:
+        """Train to the last epoch and write the model (``finish``). Interrupted (Ctrl-C), the run's
+        state is saved first, so the same command resumes it where it stopped."""
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._fit(save_every_s)
+        except KeyboardInterrupt:
+            if self.world > 1:  # the other processes may not stop at the same step
+                raise
+            if self._started is not None:
+                self.elapsed += time.monotonic() - self._started
+            self._save_state()
+            say(f"interrupted at epoch {self.epoch + 1}, step {self.step}: the run's state is saved in "
+                f"{self.state_path}; the same command resumes it there (a step under way is done again)")
+            raise
+
+    def _fit(self, save_every_s: float) -> Path:
         config = self.config
         monitor = _validation_subset(self.validation, config.validation_cases_per_epoch)
         last_save = time.monotonic()
@@ -310,7 +327,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.epoch)
             totals: dict[str, list[float]] = {}
-            started = time.monotonic()
+            started = self._started = time.monotonic()
             bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
                        disable=not self.progress, dynamic_ncols=True)
             while self.step < len(batches):
@@ -332,11 +349,12 @@ class Trainer:
                                peak_memory_mb=peak_memory_mb())
                 if time.monotonic() - last_save > save_every_s:
                     self.elapsed += time.monotonic() - started
-                    started = time.monotonic()
+                    started = self._started = time.monotonic()
                     self._save_state()
                     last_save = time.monotonic()
             bar.close()
             self.elapsed += time.monotonic() - started
+            self._started = None
             if self.rank == 0:
                 self._end_epoch(monitor, totals)
             self.epoch += 1
@@ -391,7 +409,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         MSD folders (``dataset.json``, ``imagesTr/``, ``labelsTr/``) with labelled cases.
     out : path
         The model file to write (``.safetensors``); the resumable state and the log go to
-        ``<out>.run/`` beside it.
+        ``<name>.run/`` beside it.
     init : path, optional
         A model to fine-tune: the run keeps its network and session defaults and takes the gentler
         fine-tuning schedule (``recipe.FINE_TUNING``) instead of a new model's, at a rate chosen by
@@ -407,7 +425,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         MSD folders of interactively segmented, never labelled cases (image + clicks; paper eq. 6).
     device : {"cpu", "cuda"}
     restart : bool
-        Ignore a saved state in ``<out>.run/`` and start over (otherwise the run resumes there).
+        Ignore a saved state in ``<name>.run/`` and start over (otherwise the run resumes there).
     skip_bad : bool
         Train on the usable cases when some are bad (they are reported either way).
     save_every_s : float
@@ -453,7 +471,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         say(f"resuming {trainer.state_path} at epoch {trainer.epoch + 1}, step {trainer.step}")
     say(f"training on {sum(c.labeled for c in train_cases)} labelled + {sum(not c.labeled for c in train_cases)} "
         f"unlabelled cases, validating on {len(validation)}; state and log in {trainer.run_dir}/")
-    path = trainer.fit(save_every_s=save_every_s)
+    path = trainer.fit(save_every_s=save_every_s, say=say)
     say(f"wrote {path}")
     return path
 

@@ -72,14 +72,48 @@ def test_segment_places_world_clicks_on_the_right_voxel(image_and_model, system)
     (json.dumps({"coordinate_system": "RAS", "clicks": []}), "non-empty list"),
     (json.dumps({"coordinate_system": "RAS", "clicks": [{"point": [0, 0], "positive": True}]}), "three finite"),
     (json.dumps({"coordinate_system": "RAS", "clicks": [{"point": [1e6, 0, 0], "positive": True}]}), "outside the image"),
+    (json.dumps({"coordinate_system": "RAS", "clicks": [{"point": ["1", "2", "3"], "positive": True}]}),
+     "three numbers [x, y, z]"),
+    (json.dumps({"coordinate_system": "LPS", "clicks": [{"point": "10,20,30", "positive": True}]}), "three numbers"),
+    (json.dumps({"coordinate_system": "LPS", "clicks": [{"point": [0, 0, 0], "positive": True, "round": "2"}]}),
+     "rounds are whole numbers"),
+    ("ROI", "a box of no size"),
 ])
 def test_segment_reports_bad_click_files(image_and_model, capsys, content, message):
-    _, folder = image_and_model
+    volume, folder = image_and_model
+    if content == "ROI":  # min and max on the same plane: no box at all
+        corner = volume.index_to_world((18, 20, 12)).tolist()
+        content = json.dumps({"coordinate_system": "LPS", "clicks": [{"point": corner, "positive": True}],
+                              "roi": {"min": corner, "max": volume.index_to_world((25, 26, 12)).tolist()}})
     (folder / "clicks.json").write_text(content)
     code = main(["segment", "--image", str(folder / "image.nrrd"), "--clicks", str(folder / "clicks.json"),
                  "--out", str(folder / "out"), "--model", str(folder / "model.safetensors")])
-    assert code == 2
-    assert message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and "Traceback" not in error and "np.int64" not in error
+    assert not (folder / "out").exists()
+
+
+def test_segment_refuses_an_empty_reference_a_zero_round_count_and_an_image_nifti_cannot_hold(
+        image_and_model, capsys):
+    volume, folder = image_and_model
+    clicks = {"coordinate_system": "LPS", "clicks": [{"point": volume.index_to_world((18, 20, 12)).tolist(),
+                                                      "positive": True}]}
+    (folder / "clicks.json").write_text(json.dumps(clicks))
+    write_volume(volume.with_array(np.zeros(volume.shape, np.uint8)), folder / "empty.nrrd")
+    common = ["--clicks", str(folder / "clicks.json"), "--out", str(folder / "out"), "--model",
+              str(folder / "model.safetensors")]
+    assert main(["segment", "--image", str(folder / "image.nrrd"), "--label", str(folder / "empty.nrrd"), *common]) == 2
+    assert "no voxel is foreground" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", "--image", str(folder / "image.nrrd"), "--rounds", "0", *common])
+    assert exit_.value.code == 2
+    long = np.random.default_rng(0).normal(0, 1, (40000, 1, 1)).astype(np.float32)  # 1 x 1 x 40000 (i, j, k)
+    write_volume(volume.with_array(long), folder / "long.nrrd")
+    (folder / "clicks.json").write_text(json.dumps({"coordinate_system": "LPS", "clicks": [
+        {"point": volume.with_array(long).index_to_world((0, 0, 20000)).tolist(), "positive": True}]}))
+    assert main(["segment", "--image", str(folder / "long.nrrd"), *common]) == 2
+    assert "more than a NIfTI file can hold" in capsys.readouterr().err
+    assert not (folder / "out").exists()
 
 
 def test_missing_model_is_a_clear_error(image_and_model, capsys):

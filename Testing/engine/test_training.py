@@ -566,3 +566,24 @@ def test_a_split_model_trains_its_encoder_once_per_episode(tiny_dataset, tmp_pat
     assert len(calls) == 2
     for name, parameter in trainer.model.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_ctrl_c_saves_the_runs_state_and_says_how_to_resume(tiny_dataset, tmp_path, monkeypatch):
+    config = TrainingConfig(epochs=1, learning_rate=1e-3, clicks_per_round=(1, 2), validation_fraction=0.0)
+    train, _, record = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+    trainer = Trainer(tmp_path / "m.safetensors", config, train, [], record, network=SMALL, progress=False)
+    plain_step, calls = Trainer.train_step, []
+
+    def interrupted_second_step(self, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return plain_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_second_step)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(save_every_s=1e9, say=said.append)  # no timed save before the interrupt
+    assert trainer.state_path.exists() and "the same command resumes it" in said[0]
+    resumed = Trainer(tmp_path / "m.safetensors", config, train, [], record, network=SMALL, progress=False)
+    assert resumed.resume() and (resumed.epoch, resumed.step) == (0, 1)
