@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .clicks import Click  # noqa: E402
 from .io import atomic_path  # noqa: E402
@@ -160,6 +161,7 @@ def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict |
         colour = METHOD_COLOURS.get(name)
         curve.plot(rounds, mean, marker="o", label=f"{name} (n={summary[name]['cases']})", color=colour)
         curve.fill_between(rounds, mean - sd, mean + sd, alpha=0.12, color=colour)
+    curve.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole: no tick at round 1.5
     curve.set_xlabel("interaction round")
     curve.set_ylabel("Dice")
     curve.set_ylim(0, 1)
