@@ -271,7 +271,7 @@ def evaluation_report(args, dataset, cases, factories: dict, used_models: dict) 
               else "the model's policy steps per round") + (", policy averaged over flips" if args.flip_average else ""))
     summary, failures, figure_case = evaluate(cases, factories, parse_labels(args.labels), args.rounds,
                                               args.clicks_per_round, args.seed, user=args.user)
-    result = {"dataset": dataset.name, "user": args.user, "start": args.start, "rounds": args.rounds,
+    result = {"dataset": dataset.name, "labels": args.labels, "user": args.user, "start": args.start, "rounds": args.rounds,
               "clicks_per_round": args.clicks_per_round, "steps_per_round": args.steps_per_round,
               "flip_average": args.flip_average, "lean_correction": args.lean_correction, "cases": len(cases),
               "split": args.split, "seed": args.seed, "methods": summary, "failures": failures,
@@ -348,18 +348,45 @@ def format_bench_table(result: dict) -> str:
 
 
 # -- info ---------------------------------------------------------------------------------------
-def run_info(model_path: str | None, card: bool = False) -> dict:
+def run_info(model_path: str | None, card: bool = False, as_json: bool = False) -> dict:
     model = _model(model_path)
+    path = Path(model_path or resource_path(*DEFAULT_MODEL))
     if card:
         from .report import model_card
 
-        print(model_card(model_path or resource_path(*DEFAULT_MODEL), model.metadata, model.config.to_dict()))
+        print(model_card(path, model.metadata, model.config.to_dict()))
         return model.metadata
     info = {"network": model.config.to_dict(), **{k: v for k, v in model.metadata.items() if k != "training"}}
     training = model.metadata.get("training", {})
     info["training"] = {k: v for k, v in training.items() if k != "history"}
-    print(json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2) if as_json else model_summary(path, model))
     return info
+
+
+def model_summary(path: Path, model) -> str:
+    """A few lines a person reads: what the file is, how it was trained, on what, what it measured."""
+    from .report import evaluated_structure
+
+    config, metadata = model.config, model.metadata
+    training = metadata.get("training", {})
+    weights = sum(p.numel() for p in model.parameters())
+    lines = [f"{path.name}: MECCA model, {config.architecture} architecture (width {config.width}, stride "
+             f"{config.stride}), {weights:,} weights, {config.hint_encoding} hints"]
+    if training:
+        hours = (training.get("wall_time_s") or 0) / 3600
+        stages = len(metadata.get("lineage", []))
+        lines.append(f"last trained: {training.get('config', {}).get('epochs', '?')} epochs, {hours:.2f} h, "
+                     f"{training.get('machine', '?')}" + (f"; {stages} earlier stages" if stages else ""))
+        for dataset in training.get("data", {}).get("datasets", []):
+            lines.append(f"  data: {dataset['name']}, {dataset['cases']} cases ({len(dataset['validation'])} held out)")
+    if metadata.get("weight_average_of"):
+        lines.append(f"weights: the mean of {', '.join(metadata['weight_average_of'])}")
+    lines.append("session defaults: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in model.inference.items()))
+    for evaluation in metadata.get("metrics", {}).get("evaluations", []):
+        lines.append(f"  evaluated: {evaluated_structure(evaluation)}, {evaluation['user']} user, {evaluation['cases']} cases: "
+                     f"Dice {evaluation['dice_mean_per_round'][-1]:.3f} after round {len(evaluation['dice_mean_per_round'])}")
+    lines.append("mecca info --card prints the whole Markdown card, --json the whole record")
+    return "\n".join(lines)
 
 
 PRECISIONS = ["auto", "float32", "bfloat16"]
@@ -506,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a model file's architecture, training record and metrics")
     info.add_argument("--model", help="model file; default: the bundled model")
     info.add_argument("--card", action="store_true", help="print a Markdown model card")
+    info.add_argument("--json", action="store_true", help="print the file's whole record as JSON")
     return parser
 
 
@@ -525,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             run_bench(args)
         elif args.command == "info":
-            run_info(args.model, args.card)
+            run_info(args.model, args.card, args.json)
     except (InputError, CheckpointError, SessionError, FileNotFoundError) as error:
         print(f"mecca {args.command}: error: {error}", file=sys.stderr)
         return 2

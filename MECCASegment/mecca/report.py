@@ -195,6 +195,13 @@ def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict |
     return _save(figure, path)
 
 
+def evaluated_structure(evaluation: dict) -> str:
+    """An evaluation's dataset, with the label values it scored when they were chosen (one organ of
+    a label map of several)."""
+    labels = evaluation.get("labels")
+    return f"{evaluation['dataset']} (label {labels})" if labels else evaluation["dataset"]
+
+
 def model_card(path: str | Path, metadata: dict, network: dict) -> str:
     """A Markdown model card from a model file's own record (what it was trained on, how, how long,
     and what it measured), so a fine-tuned model documents itself like the bundled one."""
@@ -231,7 +238,7 @@ def model_card(path: str | Path, metadata: dict, network: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for e in evaluations:
             means = " | ".join(f"{v:.3f}" for v in e["dice_mean_per_round"])
-            lines.append(f"| {e['dataset']} | {e['user']} | {e['cases']} ({e['split']}) | {e['clicks_per_round']} | "
+            lines.append(f"| {evaluated_structure(e)} | {e['user']} | {e['cases']} ({e['split']}) | {e['clicks_per_round']} | "
                          f"{means} | `{e['command']}` |")
     if metrics.get("validation"):
         lines += ["", "## Validation at the end of training", "", f"Protocol: {metrics.get('protocol', '?')}.", "",

@@ -206,3 +206,13 @@ def test_version_and_help_name_defaults_and_choices(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert "(default: 64,96,128)" in capsys.readouterr().out
+
+
+def test_info_prints_a_summary_a_person_reads_and_the_whole_record_as_json_on_request(capsys):
+    assert main(["info"]) == 0
+    summary = capsys.readouterr().out
+    assert summary.startswith("mecca.safetensors: MECCA model, joint architecture") and len(summary.splitlines()) < 30
+    assert "evaluated: Hippocampus, interior user, 44 cases: Dice" in summary and "(label 1)" in summary
+    assert main(["info", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["network"]["width"] == 16 and "evaluations" in record["metrics"]

@@ -20,7 +20,8 @@ from mecca.checkpoint import read_model_file, write_model_file
 from mecca.training import lineage_of
 
 ROOT = Path(__file__).resolve().parents[2]
-EVALUATION_FIELDS = ("dataset", "user", "split", "cases", "rounds", "clicks_per_round", "seed", "command", "machine")
+EVALUATION_FIELDS = ("dataset", "labels", "user", "split", "cases", "rounds", "clicks_per_round", "seed", "command",
+                     "machine")
 
 
 def git_lineage(model: Path) -> list[dict]:
@@ -59,7 +60,8 @@ def evaluation_record(path: Path) -> dict:
     result = json.loads(path.read_text())
     mecca = result["methods"]["mecca"]
     return {**{key: result.get(key) for key in EVALUATION_FIELDS},
-            **{key: mecca[key] for key in ("dice_mean_per_round", "dice_sd_per_round", "assd_mm_mean_per_round")}}
+            **{key: mecca[key] for key in ("cases", "dice_mean_per_round", "dice_sd_per_round",
+                                           "assd_mm_mean_per_round")}}  # the cases scored, not those asked for
 
 
 def main(argv: list[str] | None = None) -> int:
