@@ -370,7 +370,7 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """List the scene's volume + segment pairs (labelled) and the recorded click sessions."""
         self.ui.fineTuneCasesList.clear()
         self.ui.heldOutComboBox.clear()
-        self.ui.heldOutComboBox.addItem(_("(automatic: the last labelled case checked)"))
+        self.ui.heldOutComboBox.addItem(_("(automatic: the last of every four labelled cases checked)"))
         labelled = self.logic.labelledCases()
         interactive = self.logic.interactiveCases()
         self._caseChoices = labelled + interactive
@@ -394,7 +394,7 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             interactive = [case for case in chosen if isinstance(case, InteractiveCase)]
             heldOutIndex = self.ui.heldOutComboBox.currentIndex - 1
             labelledAll = [case for case in self._caseChoices if isinstance(case, LabelledCase)]
-            heldOut = labelledAll[heldOutIndex] if heldOutIndex >= 0 else None
+            heldOut = [labelledAll[heldOutIndex]] if heldOutIndex >= 0 else None
             folder = self.ui.fineTuneDatasetPathLineEdit.currentPath
             parameters = self._parameterNode
             self.fineTuning = self.logic.startFineTuning(
@@ -557,36 +557,36 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         return [InteractiveCase(node) for node in slicer.util.getNodesByClass("vtkMRMLScriptedModuleNode")
                 if node.GetAttribute(ROLE_ATTRIBUTE) == CLICK_RECORD_ROLE and node.GetNodeReference("volume")]
 
-    def exportTrainingData(self, folder, labelledCases, interactiveCases=(), heldOutCase=None) -> TrainingData:
+    def exportTrainingData(self, folder, labelledCases, interactiveCases=(), heldOutCases=()) -> TrainingData:
         """The cases as MSD-layout folders for ``mecca train`` / ``mecca evaluate`` (finetuning.exportCases)."""
-        return exportCases(folder, labelledCases, interactiveCases, heldOutCase)
+        return exportCases(folder, labelledCases, interactiveCases, heldOutCases)
 
     def trainCommand(self, data: TrainingData, outputModel, epochs: int, device: str = "auto",
                      datasetFolders=()) -> list[str]:
         """``mecca train --init <current model>`` on the exported and the given MSD folders."""
         return trainCommand(self.modelFile, data, outputModel, epochs, device, datasetFolders)
 
-    def startFineTuning(self, outputFolder, labelledCases, interactiveCases=(), datasetFolders=(), heldOutCase=None,
+    def startFineTuning(self, outputFolder, labelledCases, interactiveCases=(), datasetFolders=(), heldOutCases=None,
                         epochs: int = 0, device: str = "auto"):
         """Export the cases, then in background processes: evaluate the current model on the
-        held-back case, fine-tune it (``epochs`` 0: as many as ``mecca train`` chooses for the
+        held-back cases (None: one in four of the labelled cases, the last ones, at least one), fine-tune it (``epochs`` 0: as many as ``mecca train`` chooses for the
         structure), evaluate the new model. Returns the running FineTuningRun."""
         from mecca.errors import InputError
 
         for datasetFolder in datasetFolders:
             if not (Path(datasetFolder) / "dataset.json").exists():
                 raise InputError(f"{datasetFolder}: no dataset.json; expected an MSD-layout folder")
-        if heldOutCase is None:  # the new model is offered only once it beats the current one on a case it never saw
+        if heldOutCases is None:  # the new model is offered only once it beats the current one on cases it never saw
             if len(labelledCases) < 2:
                 raise InputError("fine-tuning needs a labelled case to hold back, on which the new model is checked "
                                  "against the current one before it is offered: choose one, or select at least two "
                                  "labelled cases (the last one is then held back)")
-            heldOutCase = labelledCases[-1]
-        if not datasetFolders and not [case for case in labelledCases if case != heldOutCase]:
+            heldOutCases = labelledCases[-max(1, len(labelledCases) // 4):]
+        if not datasetFolders and not [case for case in labelledCases if case not in heldOutCases]:
             raise InputError("fine-tuning needs at least one labelled case besides the held-back one "
                              "(a volume + segment pair, or an MSD folder)")
         folder = Path(outputFolder) / time.strftime("finetune-%Y%m%d-%H%M%S")
-        data = self.exportTrainingData(folder / "data", labelledCases, interactiveCases, heldOutCase)
+        data = self.exportTrainingData(folder / "data", labelledCases, interactiveCases, heldOutCases)
         run = FineTuningRun(self, data, folder / "mecca-finetuned.safetensors", epochs, device, datasetFolders)
         run.start()
         return run

@@ -1,6 +1,6 @@
 """Fine-tuning on local cases: the scene's segments and accepted sessions exported as MSD folders,
 and the engine's command line run in background processes (evaluate the current model on a
-held-back case, train --init, evaluate the new model), read through the engine's progress stream
+held-back cases, train --init, evaluate the new model), read through the engine's progress stream
 (mecca.progress) without blocking the application."""
 
 import json
@@ -75,11 +75,11 @@ def safeName(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "case"
 
 
-def exportCases(folder, labelledCases, interactiveCases=(), heldOutCase=None) -> TrainingData:
+def exportCases(folder, labelledCases, interactiveCases=(), heldOutCases=()) -> TrainingData:
     """Write the cases as MSD-layout folders for ``mecca train`` / ``mecca evaluate``.
 
     ``labelled/``: image + label per case; ``interactive/``: image + the recorded clicks (RAS, per
-    round; the format of ``mecca segment --clicks``); ``heldout/``: the held-back labelled case,
+    round; the format of ``mecca segment --clicks``); ``heldout/``: the held-back labelled cases,
     kept out of training for the before/after comparison. Volumes are written in their own frame
     (parent transforms are not baked in); labels are resampled onto the volume's grid.
     """
@@ -87,7 +87,7 @@ def exportCases(folder, labelledCases, interactiveCases=(), heldOutCase=None) ->
     from mecca.io import write_json, write_volume
 
     folder = Path(folder)
-    training = [case for case in labelledCases if case != heldOutCase]
+    training = [case for case in labelledCases if case not in heldOutCases]
     names = {}
 
     def caseName(text):
@@ -127,7 +127,7 @@ def exportCases(folder, labelledCases, interactiveCases=(), heldOutCase=None) ->
         folder,
         writeLabelled(folder / "labelled", training) if training else None,
         writeInteractive(folder / "interactive", list(interactiveCases)) if interactiveCases else None,
-        writeLabelled(folder / "heldout", [heldOutCase]) if heldOutCase is not None else None)
+        writeLabelled(folder / "heldout", list(heldOutCases)) if heldOutCases else None)
 
 
 def trainCommand(modelFile, data: TrainingData, outputModel, epochs: int, device: str = "auto",
@@ -141,15 +141,18 @@ def trainCommand(modelFile, data: TrainingData, outputModel, epochs: int, device
         arguments += ["--dataset", dataset]
     if data.interactiveDir is not None:
         arguments += ["--unlabeled", data.interactiveDir]
-    # no validation split: the held-back case is the comparison, and local datasets are small
+    # no validation split: the held-back cases are the comparison, and local datasets are small
     arguments += ["--init", modelFile, "--out", outputModel, *(["--epochs", int(epochs)] if epochs else []),
                   "--device", device, "--validation-fraction", 0, "--progress", "jsonl"]
     return meccaCommand(*arguments)
 
 
 def evaluateCommand(datasetDir, modelFile, jsonPath) -> list[str]:
-    """``mecca evaluate`` of one model with the simulated user on every case of a dataset folder."""
-    return meccaCommand("evaluate", "--dataset", datasetDir, "--model", modelFile, "--split", "all", "--json", jsonPath)
+    """``mecca evaluate`` of one model on every case of a dataset folder, with the simulated user
+    that clicks as a person does (the deepest point of the largest error): a fine-tuning that
+    pleased the paper's edge user but lost how to follow such clicks was offered before (issue 37)."""
+    return meccaCommand("evaluate", "--dataset", datasetDir, "--model", modelFile, "--split", "all",
+                        "--user", "interior", "--json", jsonPath)
 
 
 def formatDuration(seconds: float) -> str:
@@ -275,7 +278,7 @@ def engineEnvironment() -> dict:
 
 
 class FineTuningRun(BackgroundJob):
-    """Evaluate the current model on the held-back case, fine-tune it, evaluate the new model."""
+    """Evaluate the current model on the held-back cases, fine-tune it, evaluate the new model."""
 
     def __init__(self, logic, data: TrainingData, newModelPath: Path, epochs: int, device: str, datasetFolders=()):
         """``logic`` gives the current model file and the training command."""
@@ -286,9 +289,9 @@ class FineTuningRun(BackgroundJob):
         self.afterJson = folder / "evaluation-new-model.json"
         steps = [JobStep("fine-tuning", logic.trainCommand(data, self.newModelPath, epochs, device, datasetFolders), 10.0)]
         if data.heldOutDir is not None:
-            steps.insert(0, JobStep("evaluating the current model on the held-back case",
+            steps.insert(0, JobStep("evaluating the current model on the held-back cases",
                                     evaluateCommand(data.heldOutDir, logic.modelFile, self.beforeJson)))
-            steps.append(JobStep("evaluating the new model on the held-back case",
+            steps.append(JobStep("evaluating the new model on the held-back cases",
                                  evaluateCommand(data.heldOutDir, self.newModelPath, self.afterJson)))
         super().__init__(steps, engineEnvironment())
         self.trainingFraction = 0.0
@@ -315,7 +318,7 @@ class FineTuningRun(BackgroundJob):
         return self.currentStep.name if self.running else self.status
 
     def comparison(self) -> dict:
-        """Dice per round of the simulated user on the held-back case: {"before": [...], "after": [...]}
+        """Mean Dice per round of the simulated user on the held-back cases: {"before": [...], "after": [...]}
         (None where that evaluation did not run or wrote nothing)."""
 
         def dicePerRound(path: Path):
@@ -329,7 +332,7 @@ class FineTuningRun(BackgroundJob):
 
     @property
     def newModelIsBetter(self) -> bool:
-        """Whether the new model's mean Dice over the rounds on the held-back case beats the current
+        """Whether the new model's mean Dice over the rounds on the held-back cases beats the current
         model's: only then does the module offer it."""
         result = self.comparison()
         if result["before"] is None or result["after"] is None:
@@ -342,8 +345,8 @@ class FineTuningRun(BackgroundJob):
             return "" if self.status == "finished" else f"Fine-tuning {self.status}."
         text = lambda values: " ".join(f"{v:.3f}" for v in values)  # noqa: E731
         verdict = ("The new model is better: use it for the next sessions?" if self.newModelIsBetter else
-                   "The new model is not better on the held-back case: the current model stays in use.")
-        return (f"Held-back case, Dice per round: current model {text(result['before'])}; "
-                f"new model {text(result['after'])}. {verdict}")
+                   "The new model is not better on the held-back cases: the current model stays in use.")
+        return (f"Held-back cases, mean Dice per round (simulated clicks at the deepest error): "
+                f"current model {text(result['before'])}; new model {text(result['after'])}. {verdict}")
 
 

@@ -264,3 +264,23 @@ def test_made_structures_are_objects_of_the_scans_that_are_not_the_label_in_a_da
             made.main(arguments)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "a").rglob("*")} == before  # nothing rewritten
     assert not (tmp_path / "c").exists()
+
+
+def test_the_new_structure_proxy_fine_tunes_on_training_patients_with_the_structure_alone(head_neck_ct_dir, tmp_path):
+    """research/experiments/new_structure.py writes, as the panel exports one segment, binary masks of
+    the one organ from patients `mecca train` trains on (never a validation patient), on their images."""
+    import numpy as np
+    from mecca.io import MSDDataset, read_volume
+
+    module = _results_script("new_structure")
+    dataset = MSDDataset.open(head_neck_ct_dir)
+    names = module.write_fine_tuning_cases(dataset, 7, 2, tmp_path / "cases")
+    written = MSDDataset.open(tmp_path / "cases")
+    assert [c.name for c in written.cases] == names and len(names) == 2
+    assert not set(names) & {c.name for c in dataset.validation_cases(0.2)}
+    for case in written.cases:
+        source = next(c for c in dataset.cases if c.name == case.name)
+        image, label = case.load()
+        assert set(np.unique(label)) == {0, 1}
+        assert np.array_equal(label, read_volume(source.label).array == 7)
+        assert np.array_equal(image.array, read_volume(source.image).array)

@@ -528,7 +528,7 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tm
     assert len(interactive) == 1 and len(interactive[0].clicks) == 2 * CLICKS_PER_ROUND
 
     heldOut = cases[3]
-    data = logic.exportTrainingData(tmp_path / "data", cases, interactive, heldOut)
+    data = logic.exportTrainingData(tmp_path / "data", cases, interactive, [heldOut])
     labelled = MSDDataset.open(data.labelledDir)
     assert len(labelled.cases) == 3 and len(MSDDataset.open(data.heldOutDir).cases) == 1
     original = read_volume(_sample_paths()[0])
@@ -558,8 +558,9 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tm
     assert "--epochs" not in automatic and build_parser().parse_args(automatic[3:]).epochs is None
     evaluate = finetuning.evaluateCommand(data.heldOutDir, "m.safetensors", "out.json")[3:]
     assert evaluate == ["evaluate", "--dataset", str(data.heldOutDir), "--model", "m.safetensors", "--split", "all",
-                        "--json", "out.json"]
-    assert build_parser().parse_args(evaluate).split == "all"  # the one held-back case, not a split of it
+                        "--user", "interior", "--json", "out.json"]
+    arguments = build_parser().parse_args(evaluate)
+    assert arguments.split == "all" and arguments.user == "interior"  # every held-back case, clicked as a person does
 
 
 def test_the_panel_reads_the_engines_progress_stream(logic, tmp_path):
@@ -598,8 +599,8 @@ def test_fine_tuning_run_reports_progress_and_results_without_blocking(scene, lo
     commands here are stand-ins printing what ``mecca`` prints, so no training runs."""
     data = finetuning.TrainingData(tmp_path, tmp_path / "labelled", None, tmp_path / "heldout")
     run = finetuning.FineTuningRun(logic, data, tmp_path.parent / "new.safetensors", 2, "cpu")
-    assert [step.name for step in run.steps] == ["evaluating the current model on the held-back case", "fine-tuning",
-                                                 "evaluating the new model on the held-back case"]
+    assert [step.name for step in run.steps] == ["evaluating the current model on the held-back cases", "fine-tuning",
+                                                 "evaluating the new model on the held-back cases"]
     assert run.steps[0].command[run.steps[0].command.index("--model") + 1] == str(logic.modelFile)
     assert run.steps[1].command[run.steps[1].command.index("--init") + 1] == str(logic.modelFile)
     assert run.steps[2].command[run.steps[2].command.index("--model") + 1] == str(run.newModelPath)
@@ -626,16 +627,20 @@ def test_fine_tuning_run_reports_progress_and_results_without_blocking(scene, lo
 
 
 def test_fine_tuning_always_holds_a_case_back_to_check_the_new_model(scene, logic, tmp_path, monkeypatch):
-    """Without a chosen held-back case, the last of two or more labelled cases is held back; with a
-    single labelled case fine-tuning is refused, since the new model could not be checked."""
+    """Without chosen held-back cases, one in four of the labelled cases (the last ones, at least one)
+    is held back; with a single labelled case fine-tuning is refused, since the new model could not
+    be checked."""
     from mecca.errors import InputError
 
     exported = {}
     monkeypatch.setattr(logic, "exportTrainingData", lambda folder, labelled, interactive, heldOut: exported.update(
-        labelled=list(labelled), heldOut=heldOut) or finetuning.TrainingData(Path(folder), None, None, None))
+        labelled=list(labelled), heldOut=list(heldOut)) or finetuning.TrainingData(Path(folder), None, None, None))
     monkeypatch.setattr(finetuning.FineTuningRun, "start", lambda run: None)  # no process: only the plan is checked
     logic.startFineTuning(tmp_path, ["case a", "case b", "case c"], epochs=1)
-    assert exported == {"labelled": ["case a", "case b", "case c"], "heldOut": "case c"}
+    assert exported == {"labelled": ["case a", "case b", "case c"], "heldOut": ["case c"]}
+    eight = [f"case {n}" for n in range(8)]
+    logic.startFineTuning(tmp_path, eight, epochs=1)
+    assert exported["heldOut"] == ["case 6", "case 7"]
     with pytest.raises(InputError, match="hold back"):
         logic.startFineTuning(tmp_path, ["case a"], epochs=1)
 
