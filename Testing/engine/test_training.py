@@ -477,7 +477,8 @@ def test_a_fine_tuning_keeps_the_gentle_schedule_on_a_structure_the_model_segmen
 def test_a_fine_tuning_takes_from_the_schedule_only_what_it_is_not_given(tiny_dataset, tmp_path, monkeypatch):
     """`mecca train --init` on real cases with a model that does not know them: without --epochs and
     --lr both come from NEW_STRUCTURE (its length shortened here to 1 epoch to keep the test short),
-    a recipe's rate stays."""
+    a recipe's rate stays. The fine-tuned model's lean correction is the candidate it follows interior
+    clicks best under on its cases (recorded), unless the recipe sets one."""
     from mecca.checkpoint import load_model, save_model
     from mecca.recipe import NEW_STRUCTURE
 
@@ -485,11 +486,18 @@ def test_a_fine_tuning_takes_from_the_schedule_only_what_it_is_not_given(tiny_da
     start = tmp_path / "start.safetensors"
     save_model(MeccaModel.create(SMALL, seed=0), start, {})
     assert _train(tiny_dataset, tmp_path, "auto", {}, "--init", str(start), epochs=None) == 0
-    config = load_model(tmp_path / "auto.safetensors").metadata["training"]["config"]
+    auto = load_model(tmp_path / "auto.safetensors")
+    config = auto.metadata["training"]["config"]
     assert config["epochs"] == 1 and config["learning_rate"] == NEW_STRUCTURE["learning_rate"]
-    assert _train(tiny_dataset, tmp_path, "rate", {"learning_rate": 1e-3}, "--init", str(start), epochs=None) == 0
-    config = load_model(tmp_path / "rate.safetensors").metadata["training"]["config"]
+    scores = auto.metadata["lean_correction_choice"]["mean_dice_over_rounds"]
+    assert set(scores) == {str(lean) for lean in training.LEAN_CORRECTIONS}
+    assert scores[str(auto.inference["lean_correction"])] == max(scores.values())
+    assert _train(tiny_dataset, tmp_path, "rate", {"learning_rate": 1e-3, "inference": {"lean_correction": 1.0}},
+                  "--init", str(start), epochs=None) == 0
+    rate = load_model(tmp_path / "rate.safetensors")
+    config = rate.metadata["training"]["config"]
     assert config["epochs"] == 1 and config["learning_rate"] == 1e-3
+    assert rate.inference["lean_correction"] == 1.0 and "lean_correction_choice" not in rate.metadata
 
 
 def test_each_label_value_is_a_structure_and_a_connected_union_one_more():
