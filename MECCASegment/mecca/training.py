@@ -415,7 +415,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         fine-tuning schedule (``recipe.FINE_TUNING``) instead of a new model's, at a rate chosen by
         how the model segments these cases (``fine_tuning_schedule``), for as many epochs, unless given;
         the written model's lean correction is then guarded against collapse on the same cases
-        (``choose_lean_correction``).
+        (``guard_lean_correction``).
     recipe : dict, optional
         Training settings (``recipe.TrainingConfig`` fields, ``"network"``, ``"inference"``), as a
         ``--config`` file holds them.
@@ -475,7 +475,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         f"unlabelled cases, validating on {len(validation)}; state and log in {trainer.run_dir}/")
     path = trainer.fit(save_every_s=save_every_s, say=say)
     if model is not None and "lean_correction" not in (recipe or {}).get("inference", {}):
-        choose_lean_correction(path, train_cases, say)
+        guard_lean_correction(path, train_cases, say)
     say(f"wrote {path}")
     return path
 
@@ -484,7 +484,7 @@ LEAN_CORRECTIONS = (0.0, 0.25, 0.5)
 COLLAPSE_SHARE = 0.5
 
 
-def choose_lean_correction(path: Path, cases: list[TrainingCase], say=print, scored: int = 4) -> float:
+def guard_lean_correction(path: Path, cases: list[TrainingCase], say=print, scored: int = 4) -> float:
     """Guard a fine-tuned model's lean correction (its session default, inherited from the ``--init``
     model) against collapse: scored by round-5 Dice of 5 rounds of 3 interior clicks on the first
     ``scored`` labelled cases it was tuned on, the inherited value stays unless it reaches less than
