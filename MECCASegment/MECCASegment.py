@@ -12,7 +12,7 @@ MRML nodes and the engine. ``MECCASegmentLogic`` is also a scripting API (Python
     session.addClick(rasPoint, positive=True)          # world RAS, like every Slicer API
     session.refine()                                   # one round; updates the segment; returns stats
     session.confidenceVolumeNode                       # vtkMRMLScalarVolumeNode on the volume's grid
-    session.adviceRegions                              # 5 regions: rank, RAS centre, voxels, mean confidence
+    session.adviceRegions                              # 5 regions: rank, RAS centre, voxels, mL, mean confidence
     session.undo(); session.redo(); session.accept(); session.cancel()
 
 Importing this file needs no Qt and no PyTorch: under the ``slicer-core`` wheel (no GUI) the Logic
@@ -27,6 +27,7 @@ from typing import Annotated
 import numpy as np
 import slicer
 import vtk
+from mecca import colours
 from MECCASegmentLib.dependencies import DEVICES, installMissingRequirements, requireDependencies, resolveDevice
 from MECCASegmentLib.editing import CLICK_RECORD_ROLE, ROLE_ATTRIBUTE, MECCASession, lostOnThisStructure
 from MECCASegmentLib.finetuning import (
@@ -337,8 +338,12 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         regions = self.session.adviceRegions if self._parameterNode.adviceVisible else []
         self.ui.adviceTable.setRowCount(len(regions))
         for row, region in enumerate(regions):
-            for column, text in enumerate((str(region.rank), str(region.voxelCount), f"{region.meanConfidence:.2f}")):
+            for column, text in enumerate(region.tableRow):
                 self.ui.adviceTable.setItem(row, column, qt.QTableWidgetItem(text))
+            rank = self.ui.adviceTable.item(row, 0)  # a swatch: the rank in its colour in the views, on a dark scan
+            rank.setForeground(qt.QColor.fromRgbF(*colours.ADVICE))
+            rank.setBackground(qt.QColor("black"))
+        self.ui.adviceTable.resizeColumnsToContents()
 
     def onAdviceRowClicked(self, row: int, column: int) -> None:
         """Centre the slice views on the chosen advice region."""
@@ -569,8 +574,9 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
     def startFineTuning(self, outputFolder, labelledCases, interactiveCases=(), datasetFolders=(), heldOutCases=None,
                         epochs: int = 0, device: str = "auto"):
         """Export the cases, then in background processes: evaluate the current model on the
-        held-back cases (None: one in four of the labelled cases, the last ones, at least one), fine-tune it (``epochs`` 0: as many as ``mecca train`` chooses for the
-        structure), evaluate the new model. Returns the running FineTuningRun."""
+        held-back cases (None: one in four of the labelled cases, the last ones, at least one),
+        fine-tune it (``epochs`` 0: as many as ``mecca train`` chooses for the structure), evaluate
+        the new model. Returns the running FineTuningRun."""
         from mecca.errors import InputError
 
         for datasetFolder in datasetFolders:

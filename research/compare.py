@@ -67,16 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{', '.join(f'{b:g}' for b in RANDOM_WALKER_BETAS)} on training cases (default: tune)")
     parser.add_argument("--tuning-cases", type=int, default=8,
                         help="training cases (first N by name) on which --random-walker-beta tune chooses (default: 8)")
+    parser.add_argument("--curves-from", metavar="JSON",
+                        help="only draw --plot again for this earlier result: its curves, its first case run again")
     return parser
 
 
-def run(args) -> dict:
+def method_factories(args, dataset) -> tuple[dict, dict]:
+    """The chosen methods' factories and the models (or the random walker's beta) each uses."""
     chosen = args.methods is not None
     names = [m.strip() for m in args.methods.split(",") if m.strip()] if chosen else list(NAMES)
     unknown = set(names) - set(NAMES)
     if unknown:
         raise InputError(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(NAMES)}")
-    dataset, cases = evaluation_cases(args)
     factories, used_models = {}, {}
     for name in names:
         if name in ("mecca", "iter-mrl"):
@@ -117,7 +119,34 @@ def run(args) -> dict:
                       + ", ".join(f"{b:g}: {d:.3f}" for b, d in beta_scores.items()) + ")", flush=True)
             used_models["random-walker"] = {"beta": beta, "tuning_mean_dice": beta_scores}
             factories[name] = lambda b=beta: RandomWalkerMethod(b)
-    return evaluation_report(args, dataset, cases, factories, used_models)
+    return factories, used_models
+
+
+def run(args) -> dict:
+    dataset, cases = evaluation_cases(args)
+    return evaluation_report(args, dataset, cases, *method_factories(args, dataset))
+
+
+def redraw(args) -> None:
+    """The figure of an earlier result (--curves-from) in today's drawing: its Dice curves as they
+    were, its one case run again with the same methods, clicks and random-walker beta (--model gives
+    the MECCA model that result used)."""
+    import json
+
+    from mecca.harness import evaluate
+    from mecca.report import write_evaluation_figure
+
+    earlier = json.loads(Path(args.curves_from).read_text())
+    args.methods = ",".join(name for name, stats in earlier["methods"].items() if stats.get("cases"))
+    args.random_walker_beta = earlier["models"].get("random-walker", {}).get("beta", args.random_walker_beta)
+    args.user, args.rounds, args.clicks_per_round = earlier["user"], earlier["rounds"], earlier["clicks_per_round"]
+    dataset, cases = evaluation_cases(args)
+    factories, _ = method_factories(args, dataset)
+    _, _, figure_case = evaluate(cases[:1], factories, parse_labels(args.labels), args.rounds, args.clicks_per_round,
+                                 earlier["seed"], user=args.user)
+    write_evaluation_figure(args.plot, earlier["methods"], figure_case, f"{dataset.name}: {earlier['cases']} cases, "
+                            f"{args.clicks_per_round} simulated {args.user} clicks per round")
+    print(f"wrote {args.plot}", flush=True)
 
 
 def paired_tests(result: dict, reference: str = "mecca") -> dict:
@@ -144,6 +173,11 @@ def paired_tests(result: dict, reference: str = "mecca") -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.curves_from:
+            if not args.plot:
+                raise InputError("--curves-from only draws a figure: give --plot")
+            redraw(args)
+            return 0
         result = run(args)
         result["wilcoxon_vs_mecca"] = paired_tests(result)
         write_json(result, args.json)

@@ -14,28 +14,38 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 import vtk
+from mecca import colours
 from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk
 from slicer.util import VTKObservationMixin
 
 from .mrml import boxUnion, engineVolume, ijkToRasMatrix, ijkToWorld, labelmapImage, maskBox, worldToIjk
 
-CONFIDENT = 0.999  # confidence overlay: voxels at or above this are transparent (nothing to see there)
-POSITIVE_COLOR = (0.2, 0.85, 0.2)
-NEGATIVE_COLOR = (0.95, 0.25, 0.2)
-ADVICE_COLOR = (1.0, 0.85, 0.0)
 ROLE_ATTRIBUTE = "MECCASegment.Role"  # marks the nodes this module creates (never the user's)
 CLICK_RECORD_ROLE = "clickRecord"
 
 
 @dataclass(frozen=True)
-class AdviceRegion:
-    """A "click here next" region: rank 1 is where the model doubts its last actions most."""
+class PlacedAdviceRegion:
+    """A "click here next" region of the engine's session (mecca.advice.AdviceRegion) placed in the
+    scene: rank 1 is where the model doubts its last actions most."""
 
     rank: int
     centreRas: tuple  # world RAS of a voxel inside the region, near its centre
     centreIjk: tuple  # the same voxel as (i, j, k) of the volume
     voxelCount: int
+    volumeMl: float  # voxelCount times the volume's voxel size
     meanConfidence: float
+
+    @property
+    def where(self) -> str:
+        """The centre as Slicer's views label a point: R/L, A/P, S/I in mm."""
+        return "  ".join(f"{(positive if value >= 0 else negative)} {abs(value):.1f}"
+                         for value, positive, negative in zip(self.centreRas, "RAS", "LPI"))
+
+    @property
+    def tableRow(self) -> tuple[str, str, str, str]:
+        """The module panel's advice table row: rank, where, volume (mL), mean confidence."""
+        return str(self.rank), self.where, f"{self.volumeMl:.2f}", f"{self.meanConfidence:.2f}"
 
 
 @dataclass
@@ -124,7 +134,8 @@ class MECCASession(VTKObservationMixin):
     def _addHelperNode(self, className: str, name: str, role: str):
         node = slicer.mrmlScene.AddNewNodeByClass(className, slicer.mrmlScene.GenerateUniqueName(name))
         node.SetAttribute(ROLE_ATTRIBUTE, role)
-        node.CreateDefaultDisplayNodes()
+        if node.IsA("vtkMRMLDisplayableNode"):
+            node.CreateDefaultDisplayNodes()
         return node
 
     def _createClickNode(self, positive: bool):
@@ -132,7 +143,7 @@ class MECCASession(VTKObservationMixin):
         node = self._addHelperNode("vtkMRMLMarkupsFiducialNode", f"MECCA {sign} clicks", f"clicks{sign}")
         node.SetMarkupLabelFormat(f"{sign}%d")
         display = node.GetDisplayNode()
-        color = POSITIVE_COLOR if positive else NEGATIVE_COLOR
+        color = colours.POSITIVE_CLICK if positive else colours.NEGATIVE_CLICK
         display.SetSelectedColor(*color)
         display.SetColor(*color)
         self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self._onPointPlaced)
@@ -145,15 +156,22 @@ class MECCASession(VTKObservationMixin):
         node.SetAndObserveTransformNodeID(self.volumeNode.GetTransformNodeID())
         slicer.util.updateVolumeFromArray(node, self._engine.confidence_map())
         display = node.GetDisplayNode()
-        colorID = next((c for c in ("vtkMRMLColorTableNodeFileViridis.txt", "vtkMRMLColorTableNodeRainbow")
-                        if slicer.mrmlScene.GetNodeByID(c)), None)
-        if colorID:
-            display.SetAndObserveColorNodeID(colorID)
+        display.SetAndObserveColorNodeID(self._createDoubtColors().GetID())
         display.AutoWindowLevelOff()
-        display.SetWindowLevelMinMax(0.0, 1.0)
+        display.SetWindowLevelMinMax(0.0, colours.CONFIDENT)
         display.SetApplyThreshold(True)
-        display.SetThreshold(0.0, CONFIDENT)  # outside the round's ROI the confidence is 1: transparent
+        display.SetThreshold(0.0, colours.CONFIDENT)  # outside the round's ROI the confidence is 1: transparent
         return node
+
+    def _createDoubtColors(self):
+        """The overlay's colour table: the module's doubt ramp (mecca.colours), the montage's too."""
+        table = self._addHelperNode("vtkMRMLColorTableNode", "MECCA doubt colours", "doubtColors")
+        table.SetTypeToUser()
+        ramp = colours.doubt_ramp()
+        table.SetNumberOfColors(len(ramp))
+        for index, rgb in enumerate(ramp):
+            table.SetColor(index, *rgb, 1.0)
+        return table
 
     # -- clicks --------------------------------------------------------------------------------
     def addClick(self, rasPoint, positive: bool = True) -> tuple:
@@ -399,8 +417,10 @@ class MECCASession(VTKObservationMixin):
     def adviceRegions(self) -> list:
         """The last round's five "click here next" regions, least confident first (empty before
         the first round)."""
-        return [AdviceRegion(region.rank, tuple(ijkToWorld(self.volumeNode, region.centre)), tuple(region.centre),
-                             region.voxel_count, region.mean_confidence)
+        voxelMl = float(np.prod(self.volumeNode.GetSpacing())) / 1000.0
+        return [PlacedAdviceRegion(region.rank, tuple(ijkToWorld(self.volumeNode, region.centre)),
+                                   tuple(region.centre), region.voxel_count, region.voxel_count * voxelMl,
+                                   region.mean_confidence)
                 for region in self._engine.advice_regions]
 
     def _showAdvice(self) -> None:
@@ -416,7 +436,7 @@ class MECCASession(VTKObservationMixin):
         segmentation.RemoveAllSegments()
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         for region in regions:
-            segmentId = segmentation.AddEmptySegment(f"advice{region.rank}", str(region.rank), ADVICE_COLOR)
+            segmentId = segmentation.AddEmptySegment(f"advice{region.rank}", str(region.rank), colours.ADVICE)
             image = labelmapImage(rankMap == region.rank, lo, ijkToRasMatrix(self.volumeNode))
             logic.SetBinaryLabelmapToSegment(image, outlines, segmentId, logic.MODE_REPLACE)
         labels.RemoveAllControlPoints()
@@ -436,8 +456,8 @@ class MECCASession(VTKObservationMixin):
         display.SetVisibility3D(False)
         labels = self._addHelperNode("vtkMRMLMarkupsFiducialNode", "MECCA advice", "adviceLabels")
         labels.SetLocked(True)
-        labels.GetDisplayNode().SetSelectedColor(*ADVICE_COLOR)
-        labels.GetDisplayNode().SetColor(*ADVICE_COLOR)
+        labels.GetDisplayNode().SetSelectedColor(*colours.ADVICE)
+        labels.GetDisplayNode().SetColor(*colours.ADVICE)
         return outlines, labels
 
     # -- ending --------------------------------------------------------------------------------
@@ -482,7 +502,8 @@ class MECCASession(VTKObservationMixin):
         self.stopPlacingClicks()
         self._restoreForeground()
         self.removeObservers()
-        helpers = [*self._clickNodes.values(), self.confidenceVolumeNode, *(self._adviceNodes or ())]
+        helpers = [*self._clickNodes.values(), self.confidenceVolumeNode,
+                   self.confidenceVolumeNode.GetDisplayNode().GetColorNode(), *(self._adviceNodes or ())]
         for node in helpers:
             slicer.mrmlScene.RemoveNode(node)
         self.closed = True

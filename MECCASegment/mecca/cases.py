@@ -17,7 +17,6 @@ from .harness import EVAL_ROI_MARGIN, label_box
 from .io import MSDDataset, Volume, binary_label, check_dataset, resample_to_shape, split_validation
 from .working_grid import working_grid
 
-
 STRUCTURE_MODES = ("union", "each")
 MIN_STRUCTURE_VOXELS = 20  # a contour smaller than this is a stray mark, not an object a user would segment
 UNION_CONNECTED = 0.9  # share of a union's voxels its largest connected part must hold to count as one object

@@ -48,7 +48,7 @@ def _crop_around(box, shape, pad: int = 4):
 def write_session_outputs(session: InteractiveSession, out: Path, snapshots, label: np.ndarray | None,
                           slice_k: int, summary: dict, title: str) -> None:
     """Segmentation, probability, confidence, advice regions (NIfTI, input geometry), montage, summary."""
-    from .report import write_montage
+    from .report import SliceView, write_montage
 
     image = session.image
     write_volume(image.with_array(session.mask), out / "segmentation.nii.gz")
@@ -56,7 +56,7 @@ def write_session_outputs(session: InteractiveSession, out: Path, snapshots, lab
     write_volume(image.with_array(session.confidence_map()), out / "confidence.nii.gz")
     write_volume(image.with_array(session.advice_map()), out / "advice_regions.nii.gz")
     crop = _crop_around(session.last_box, image.shape) if session.last_box else None
-    write_montage(out / "montage.png", image.array[slice_k].astype(np.float32), snapshots,
+    write_montage(out / "montage.png", image.array[slice_k].astype(np.float32), snapshots, SliceView.of(image, slice_k),
                   None if label is None else label[slice_k], crop, title)
     write_json(summary, out / "summary.json")
 
@@ -110,7 +110,8 @@ def run_demo(out: Path, model_path: str | None, rounds: int, clicks_per_round: i
                "misunderstanding_rate_per_round": [round(m, 6) for m in run.misunderstanding],
                "history": session.history}
     write_session_outputs(session, out, snapshots, label, slice_k, summary,
-                          f"MECCA demo on {image.name}: Dice per round {', '.join(f'{d:.3f}' for d in run.dice)}")
+                          f"MECCA demo on {image.name}: Dice against the expert label per round "
+                          f"{', '.join(f'{d:.3f}' for d in run.dice)}")
     _print(f"wrote {out}/ (segmentation, probability, confidence, advice_regions .nii.gz, montage.png, "
            f"summary.json) in {time.perf_counter() - started:.1f} s")
     return summary

@@ -31,3 +31,27 @@ def box_slices(box: Box) -> tuple[slice, slice, slice]:
 
 def box_shape(box: Box) -> Index:
     return tuple(int(hi - lo) for lo, hi in zip(*box))
+
+
+PATIENT_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))  # ITK's world axes (LPS): the side each one points to, and away
+PLANE_OF_NORMAL = ("sagittal", "coronal", "axial")  # the plane whose normal is that world axis
+
+
+def _dominant(vector: Sequence[float]) -> int:
+    return max(range(3), key=lambda axis: abs(vector[axis]))
+
+
+def side_of(vector: Sequence[float]) -> str:
+    """The patient side (L, R, P, A, S or I) an LPS world direction points to most."""
+    axis = _dominant(vector)
+    return PATIENT_LETTERS[axis][0 if vector[axis] > 0 else 1]
+
+
+def slice_orientation(direction: Sequence[float]) -> tuple[str, dict[str, str]]:
+    """The plane of a slice k of an image with this ITK direction (row-major 3x3, columns the i, j, k
+    axes in LPS), and the patient side at each edge of that slice drawn as numpy shows it (rows j
+    downwards, columns i to the right): ("axial", {"top": "A", "bottom": "P", "left": "R", "right": "L"})."""
+    i_axis, j_axis, k_axis = ([direction[3 * row + column] for row in range(3)] for column in range(3))
+    edges = {"right": side_of(i_axis), "left": side_of([-v for v in i_axis]),
+             "bottom": side_of(j_axis), "top": side_of([-v for v in j_axis])}
+    return PLANE_OF_NORMAL[_dominant(k_axis)], edges

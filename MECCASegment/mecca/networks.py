@@ -530,8 +530,10 @@ class MeccaModel:
     @property
     def inference(self) -> dict:
         """The model's own session defaults (``lean_correction``, ``steps_per_round``), as its training
-        run recorded them; files from before the setting get those the bundled model was used with."""
-        return {**INFERENCE_DEFAULTS, **self.metadata.get("inference", {})}
+        run recorded them; files from before the setting get those the bundled model was used with, and
+        settings of session levers since retired (a file's ``confidence_veto``) are dropped."""
+        recorded = self.metadata.get("inference", {})
+        return {key: recorded.get(key, default) for key, default in INFERENCE_DEFAULTS.items()}
 
     def to(self, device=None, memory_format=None) -> MeccaModel:
         options = {k: v for k, v in (("device", device), ("memory_format", memory_format)) if v is not None}

@@ -14,29 +14,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from . import colours  # noqa: E402
 from .clicks import Click  # noqa: E402
-from .io import atomic_path  # noqa: E402
+from .colours import hex_code  # noqa: E402
+from .geometry import slice_orientation  # noqa: E402
+from .io import Volume, atomic_path  # noqa: E402
 from .session import InteractiveSession  # noqa: E402
 
 
-def _save(figure, path: str | Path) -> Path:
-    """Save a figure atomically: a failed save leaves the previous figure in place."""
+def _save(figure, path: str | Path, metadata: dict | None = None) -> Path:
+    """Save a figure atomically: a failed save leaves the previous figure in place. ``metadata``:
+    PNG text fields (a picture's own figures, which a test compares with the caption quoting them)."""
     path = Path(path)
     try:
         with atomic_path(path, ".png") as tmp:
-            figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+            figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata=metadata)
     finally:
         plt.close(figure)
     return path
 
 
-ADVICE_COLOURS = ("#e41a1c", "#ff7f00", "#984ea3", "#377eb8", "#a65628")  # ranks 1-5, told apart at a glance
 SHOWN_SLICES = 2  # clicks within this many slices of the one shown are drawn on it
+SMALLEST_HOLE_SHOWN = 4  # pixels: smaller holes in an outline would read as markers
 
 
 @dataclass
 class RoundSnapshot:
-    """One axial slice of a round's result (2D arrays, so long sessions stay light)."""
+    """One slice of a round's result (2D arrays, so long sessions stay light)."""
 
     round_index: int
     slice_k: int
@@ -48,15 +52,39 @@ class RoundSnapshot:
     dice: float | None = None
 
 
+@dataclass
+class SliceView:
+    """Where the montage's slice lies and how it is drawn: its plane and number, the patient side at
+    each edge, and its pixels' size in mm (rows, columns) so that the picture keeps the scan's proportions."""
+
+    plane: str
+    slice_k: int
+    edges: dict[str, str]
+    pixel_mm: tuple[float, float]
+
+    @classmethod
+    def of(cls, image: Volume, slice_k: int) -> SliceView:
+        plane, edges = slice_orientation(image.direction)
+        return cls(plane, slice_k, edges, image.spacing_kji[1:])
+
+
 def snapshot(session: InteractiveSession, slice_k: int, new_clicks: list[Click], dice: float | None) -> RoundSnapshot:
     return RoundSnapshot(session.rounds, slice_k, session.mask[slice_k].copy(), session.confidence_map()[slice_k].copy(),
                          session.advice_map()[slice_k].copy(), [r.rank for r in session.advice_regions],
                          list(new_clicks), dice)
 
 
-def _contour(axis, mask: np.ndarray, color: str) -> None:
-    if mask.any() and mask.min() != mask.max():
-        axis.contour(mask.astype(float), levels=[0.5], colors=color, linewidths=1.2)
+def _outline(axis, mask: np.ndarray, rgb: tuple, dashed: bool = False) -> None:
+    """The outline of a 2D mask, its holes of a few pixels filled (they would read as markers)."""
+    from scipy import ndimage
+
+    holes, count = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    if count:
+        small = np.flatnonzero(np.bincount(holes.ravel())[1:] < SMALLEST_HOLE_SHOWN) + 1
+        mask = mask | np.isin(holes, small)
+    if mask.any() and not mask.all():
+        axis.contour(mask.astype(float), levels=[0.5], colors=[hex_code(rgb)], linewidths=1.3,
+                     linestyles="dashed" if dashed else "solid")
 
 
 def _label_positions(advice: np.ndarray, min_distance: float = 4.5) -> dict[int, tuple[float, float]]:
@@ -75,80 +103,108 @@ def _label_positions(advice: np.ndarray, min_distance: float = 4.5) -> dict[int,
     return placed
 
 
-def write_montage(path: str | Path, image_slice: np.ndarray, snapshots: list[RoundSnapshot],
+def doubt_colour_map():
+    """The confidence overlay's colours (mecca.colours.doubt_ramp), transparent at and above CONFIDENT."""
+    return matplotlib.colors.ListedColormap(colours.doubt_ramp(), name="doubt").with_extremes(over=(0, 0, 0, 0))
+
+
+def _orient(axis, view: SliceView, with_scale: bool) -> None:
+    """Patient sides at the panel's edges and, on the first panel, a scale bar in mm."""
+    for edge, (x, y, ha, va) in {"top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom"),
+                                 "left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center")}.items():
+        axis.text(x, y, view.edges[edge], transform=axis.transAxes, ha=ha, va=va, color="white", fontsize=7,
+                  weight="bold", bbox={"boxstyle": "square,pad=0.1", "fc": "black", "ec": "none", "alpha": 0.5})
+    if with_scale:
+        from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+        width_mm = (axis.get_xlim()[1] - axis.get_xlim()[0]) * view.pixel_mm[1]
+        length_mm = 10 if width_mm >= 25 else 5
+        axis.add_artist(AnchoredSizeBar(axis.transData, length_mm / view.pixel_mm[1], f"{length_mm} mm", "lower left",
+                                        pad=0.6, color="white", frameon=False, size_vertical=0.4, fontproperties={"size": 7}))
+
+
+def write_montage(path: str | Path, image_slice: np.ndarray, snapshots: list[RoundSnapshot], view: SliceView,
                   label_slice: np.ndarray | None = None, crop=None, title: str = "") -> Path:
-    """Rows = rounds; columns = segmentation with the round's clicks, confidence of the round's
-    actions, the five "click here next" regions on this slice. ``crop`` = (rows, cols) slices.
-    Every panel says what its colours are, so the figure reads without the README."""
+    """Rows = rounds; columns = the segment with the round's clicks, where the model doubts the
+    round's changes, the five "click here next" regions on this slice. ``crop`` = (rows, cols) slices.
+    Colours as everywhere (mecca.colours); every panel says what it shows, so the figure reads without
+    the README; the scan's proportions, its patient sides and a mm scale are kept."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     crop = crop or (slice(None), slice(None))
     image = image_slice[crop]
     low, high = np.percentile(image, (1, 99))
+    aspect = view.pixel_mm[0] / view.pixel_mm[1]
     rows = len(snapshots)
-    figure, axes = plt.subplots(rows, 3, figsize=(8.2, 2.9 * rows + 1.2), squeeze=False, layout="constrained")
+    figure, axes = plt.subplots(rows, 3, figsize=(8.2, 2.9 * rows + 1.6), squeeze=False, layout="constrained")
+    offset = np.array([crop[0].start or 0, crop[1].start or 0])
     for row, snap in zip(axes, snapshots):
-        for axis in row:
-            axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        for number, axis in enumerate(row):
+            axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest", aspect=aspect)
             axis.set_xticks([]), axis.set_yticks([])
+            _orient(axis, view, with_scale=number == 0 and snap is snapshots[0])
         if label_slice is not None:
-            _contour(row[0], label_slice[crop], "lime")
-        _contour(row[0], snap.mask[crop], "yellow")
+            _outline(row[0], label_slice[crop] > 0, colours.REFERENCE, dashed=True)
+        _outline(row[0], snap.mask[crop] > 0, colours.SEGMENT)
         shown = 0
         for click in snap.clicks:
             k, j, i = click.position
             if abs(k - snap.slice_k) > SHOWN_SLICES:
                 continue  # clicks on far slices would mislead on this one
             shown += 1
-            r, c = j - (crop[0].start or 0), i - (crop[1].start or 0)
-            row[0].plot(c, r, marker="P" if click.positive else "X", color="cyan" if click.positive else "red",
-                        markersize=8, markeredgecolor="black", linestyle="none")
+            r, c = np.array([j, i]) - offset
+            row[0].plot(c, r, marker="P" if click.positive else "X", linestyle="none", markersize=8, markeredgecolor="black",
+                        color=hex_code(colours.POSITIVE_CLICK if click.positive else colours.NEGATIVE_CLICK))
         positive = sum(c.positive for c in snap.clicks)
         dice = f", Dice {snap.dice:.3f}" if snap.dice is not None else ""
         row[0].set_title(f"Round {snap.round_index}{dice}\n{positive} + and {len(snap.clicks) - positive} - clicks, "
-                         f"{shown} near this slice", fontsize=8)
-        confidence = row[1].imshow(snap.confidence[crop], cmap="RdYlGn", vmin=0, vmax=1, alpha=0.6,
-                                   interpolation="nearest")
-        _contour(row[1], snap.mask[crop], "black")
-        row[1].set_title("Confidence of the round's moves", fontsize=8)
+                         f"{shown} on or near this slice", fontsize=8)
+        doubt = row[1].imshow(snap.confidence[crop], cmap=doubt_colour_map(), vmin=0, vmax=colours.CONFIDENT, alpha=0.7,
+                              interpolation="nearest", aspect=aspect)
+        _outline(row[1], snap.mask[crop] > 0, colours.SEGMENT)
+        row[1].set_title("Where the model doubts\nthis round's changes", fontsize=8)
         advice = snap.advice[crop]
-        for rank in range(1, 6):
-            region = advice == rank
-            if region.any():
-                colour = ADVICE_COLOURS[rank - 1]
-                row[2].imshow(np.ma.masked_where(~region, np.ones(region.shape)), cmap=matplotlib.colors.ListedColormap([colour]),
-                              alpha=0.35, interpolation="nearest")
-                _contour(row[2], region, colour)
-        _contour(row[2], snap.mask[crop], "yellow")
+        shown_ranks = advice > 0
+        if shown_ranks.any():
+            row[2].imshow(np.ma.masked_where(~shown_ranks, np.ones(advice.shape)), alpha=0.25, interpolation="nearest",
+                          cmap=matplotlib.colors.ListedColormap([hex_code(colours.ADVICE)]), aspect=aspect)
+            for rank in np.unique(advice[shown_ranks]):
+                _outline(row[2], advice == rank, colours.ADVICE)
+        _outline(row[2], snap.mask[crop] > 0, colours.SEGMENT)
         for rank, (r, c) in _label_positions(advice).items():
-            row[2].text(c, r, str(rank), color="white", fontsize=9, ha="center", va="center", weight="bold",
-                        bbox={"boxstyle": "circle,pad=0.12", "fc": ADVICE_COLOURS[rank - 1], "ec": "black"})
+            row[2].text(c, r, str(rank), color="black", fontsize=9, ha="center", va="center", weight="bold",
+                        bbox={"boxstyle": "circle,pad=0.12", "fc": hex_code(colours.ADVICE), "ec": "black"})
         elsewhere = sorted(set(snap.advice_ranks) - set(np.unique(advice)))
-        note = (f"\n(rank {elsewhere[0]} lies on another slice)" if len(elsewhere) == 1 else
-                f"\n(ranks {', '.join(map(str, elsewhere))} lie on other slices)" if elsewhere else "")
-        row[2].set_title("Advice: where the model doubts itself most" + note, fontsize=8)
-    bar = figure.colorbar(confidence, ax=axes[:, 1].tolist(), fraction=0.05, pad=0.01, shrink=0.6)
-    bar.set_label("confidence (red = doubtful, green = sure)", fontsize=8)
-    handles = [Line2D([], [], color="yellow", label="MECCA segment"),
-               *([Line2D([], [], color="lime", label="reference")] if label_slice is not None else []),
-               Line2D([], [], marker="P", color="cyan", markeredgecolor="black", linestyle="none", label="+ click (grow)"),
-               Line2D([], [], marker="X", color="red", markeredgecolor="black", linestyle="none", label="- click (shrink)"),
-               *[Patch(facecolor=c, edgecolor=c, alpha=0.6, label=f"advice {rank}" + (" (least confident)" if rank == 1 else ""))
-                 for rank, c in enumerate(ADVICE_COLOURS, start=1)]]
-    figure.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+        note = (f"\n(number {elsewhere[0]} lies on another slice)" if len(elsewhere) == 1 else
+                f"\n(numbers {', '.join(map(str, elsewhere))} lie on other slices)" if elsewhere else "\n")
+        row[2].set_title("Click here next: where it doubts most,\n1 = most" + note, fontsize=8)
+    bar = figure.colorbar(doubt, ax=axes[-1, 1], location="bottom", shrink=0.95, pad=0.02)
+    bar.set_label(f"confidence in the change (clear: {colours.CONFIDENT} and above)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    handles = [Line2D([], [], color=hex_code(colours.SEGMENT), label="MECCA segment"),
+               *([Line2D([], [], color=hex_code(colours.REFERENCE), linestyle="dashed",
+                         label="expert label (Dice is against it)")] if label_slice is not None else []),
+               Line2D([], [], marker="P", color=hex_code(colours.POSITIVE_CLICK), markeredgecolor="black", linestyle="none",
+                      label="+ click (grow)"),
+               Line2D([], [], marker="X", color=hex_code(colours.NEGATIVE_CLICK), markeredgecolor="black", linestyle="none",
+                      label="- click (shrink)"),
+               Patch(facecolor=hex_code(colours.DOUBTFUL), alpha=0.7, label="doubtful change"),
+               Patch(facecolor=hex_code(colours.ADVICE), edgecolor="black", alpha=0.6, label="click-here-next region")]
+    figure.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    where = f"{view.plane} slice {view.slice_k + 1} of the scan (k = {view.slice_k}), patient sides at the edges"
+    figure.suptitle(f"{title}\n{where}" if title else where, fontsize=10)
+    return _save(figure, path, {"Description": title})
 
 
-METHOD_COLOURS = {"mecca": "tab:red", "iter-mrl": "tab:orange", "intercnn": "tab:blue", "deepigeos": "tab:cyan",
+# MECCA in its segment's yellow, darkened to read on white
+METHOD_COLOURS = {"mecca": "#c89b00", "iter-mrl": "tab:orange", "intercnn": "tab:blue", "deepigeos": "tab:cyan",
                   "p-net": "tab:gray", "u-net": "tab:brown", "grow-from-seeds": "tab:green", "random-walker": "tab:purple"}
 
 
 def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict | None, title: str = "") -> Path:
     """Left: mean Dice per round per method (+/- sd), as the paper's Figure 6 left. Right: one case,
-    reference contour (green) against each method's round-5 contour (yellow), as Figure 6 right."""
+    the expert label (cyan, dashed) against each method's last contour (yellow), as Figure 6 right."""
     methods = [m for m in summary if summary[m].get("cases")]
     panels = len(figure_case["masks"]) if figure_case else 0
     figure = plt.figure(figsize=(5.5 + 2.4 * panels, 4.2))
@@ -180,14 +236,14 @@ def write_evaluation_figure(path: str | Path, summary: dict, figure_case: dict |
         for n, (name, mask) in enumerate(figure_case["masks"].items()):
             axis = figure.add_subplot(grid[0, 1 + n])
             axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-            _contour(axis, label[slice_k][crop], "lime")
-            _contour(axis, mask[slice_k][crop] > 0, "yellow")
+            _outline(axis, label[slice_k][crop], colours.REFERENCE, dashed=True)
+            _outline(axis, mask[slice_k][crop] > 0, colours.SEGMENT)
             axis.set_title(name, fontsize=8)
             axis.set_xticks([]), axis.set_yticks([])
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], color="lime", label="reference (expert label)"),
-                   Line2D([], [], color="yellow", label="method after the last round")]
+        handles = [Line2D([], [], color=hex_code(colours.REFERENCE), linestyle="dashed", label="expert label"),
+                   Line2D([], [], color=hex_code(colours.SEGMENT), label="method after the last round")]
         figure.legend(handles=handles, loc="lower right", ncol=2, fontsize=7, frameon=False,
                       title=f"case {figure_case['case']}, slice {slice_k}", title_fontsize=7)
     if title:

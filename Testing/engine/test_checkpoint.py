@@ -60,6 +60,19 @@ def test_files_from_before_the_fusion_width_keep_their_fusion_layer(tmp_path):
         NetworkConfig(fusion_width=0)
 
 
+def test_files_with_settings_of_a_retired_session_lever_load_and_fine_tune(tmp_path):
+    """Models saved while the confidence veto existed record it among their session defaults: they
+    keep their own defaults, the retired one dropped, and still seed a fine-tuning (mecca train --init)."""
+    from mecca.recipe import resolve_recipe
+
+    model = MeccaModel.create(NetworkConfig())
+    model.metadata["inference"] = {"lean_correction": 0.25, "steps_per_round": "auto", "confidence_veto": 0.0}
+    save_model(model, tmp_path / "veto.safetensors")
+    loaded = load_model(tmp_path / "veto.safetensors")
+    assert loaded.inference == {"lean_correction": 0.25, "steps_per_round": "auto"}
+    assert resolve_recipe({}, loaded)[2] == loaded.inference
+
+
 def test_training_state_restores_adam_moments(tmp_path):
     model = _small()
     optimizer = torch.optim.Adam(list(model.parameters()), lr=1e-3)

@@ -31,6 +31,24 @@ def test_demo_writes_every_output_with_the_input_geometry(tmp_path, capsys):
     assert set(np.unique(read_volume(tmp_path / "demo" / "advice_regions.nii.gz").array)) <= set(range(6))
 
 
+def test_the_readme_montage_and_its_caption_are_the_demo_as_it_runs_now(tmp_path, capsys):
+    """The README's picture and the figures its caption quotes come from one demo run: a change of
+    model or session that moves the demo makes this fail until both are made again."""
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[2]
+    caption = re.search(r"Dice against the expert label after rounds 1-5: ([0-9., ]+)\n", (root / "README.md").read_text())
+    quoted = [float(value) for value in caption.group(1).replace("\n", " ").split(", ")]
+    drawn = Image.open(root / "docs" / "images" / "demo-montage.png").text["Description"]
+    assert [float(value) for value in drawn.split("per round ")[1].split(", ")] == quoted
+    assert main(["demo", "--precision", "float32", "--out", str(tmp_path / "demo")]) == 0
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert [round(dice, 3) for dice in summary["dice_per_round"]] == quoted
+
+
 @pytest.fixture
 def image_and_model(tmp_path, blob_volume, untrained_model):
     volume, label = blob_volume

@@ -107,3 +107,23 @@ except InputError as error:
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert "needs SimpleITK: pip install SimpleITK" in done.stdout
+
+
+@pytest.mark.parametrize("axes", [(0, 1, 2), (0, 2, 1), (2, 0, 1), (1, 2, 0)])
+@pytest.mark.parametrize("signs", [(1, 1, 1), (-1, -1, 1), (1, -1, -1)])
+def test_a_slices_plane_and_sides_are_those_itk_names(axes, signs):
+    """The montage's plane and edge letters agree with ITK's orientation code (DICOM: the side each
+    of i, j, k points to) for permuted and flipped directions, tilted by 10 degrees."""
+    import SimpleITK as sitk
+    from mecca.geometry import slice_orientation
+
+    direction = np.zeros((3, 3))
+    for column, (axis, sign) in enumerate(zip(axes, signs)):
+        direction[axis, column] = sign
+    tilt = np.radians(10)
+    rotation = np.array([[np.cos(tilt), -np.sin(tilt), 0], [np.sin(tilt), np.cos(tilt), 0], [0, 0, 1]])
+    direction = rotation @ direction
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(direction.ravel().tolist())
+    plane, edges = slice_orientation(direction.ravel())
+    assert (edges["right"], edges["bottom"]) == (code[0], code[1])
+    assert plane == {"L": "sagittal", "R": "sagittal", "P": "coronal", "A": "coronal", "S": "axial", "I": "axial"}[code[2]]

@@ -198,7 +198,7 @@ def test_a_session_runs_the_split_encoder_once_per_roi_and_flip_averaging_once_p
     array = np.random.default_rng(0).normal(0, 1, (20, 24, 22)).astype(np.float32)
     for flip_average, encodings in ((False, 1), (True, 4)):
         calls = []
-        hook = model.encoder.register_forward_hook(lambda *_: calls.append(1))
+        hook = model.encoder.register_forward_hook(lambda *_, calls=calls: calls.append(1))
         try:
             session = InteractiveSession(Volume(array), model, roi=((2, 2, 2), (20, 22, 18)), steps_per_round=2,
                                          flip_average=flip_average)

@@ -24,7 +24,7 @@ from headless_slicer import headless_slicer, scene  # noqa: F401  (pytest fixtur
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS, CLICKS_PER_ROUND, SEED = 3, 3, 0
 
-from mecca import progress  # noqa: E402
+from mecca import colours, progress  # noqa: E402
 from MECCASegmentLib import dependencies, editing, finetuning, mrml  # noqa: E402
 from MECCASegmentLib.mrml import ijkToRasMatrix, ijkToWorld, worldToIjk  # noqa: E402
 
@@ -413,11 +413,15 @@ def test_confidence_node_is_on_the_volume_grid(scan, logic):
     assert node.GetTransformNodeID() == volumeNode.GetTransformNodeID()
     values = slicer.util.arrayFromVolume(node)
     assert np.array_equal(values, session._engine.confidence_map()) and values.min() >= 0 and values.max() <= 1
+    table = node.GetDisplayNode().GetColorNode()  # the overlay's colours are the module's doubt ramp
+    assert table.GetNumberOfColors() == len(colours.doubt_ramp())
+    assert np.allclose(table.GetLookupTable().GetTableValue(0)[:3], colours.DOUBTFUL, atol=1 / 255)
     session.setConfidenceVisible(True, 0.3)
     composite = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
     assert composite.GetForegroundVolumeID() == node.GetID() and abs(composite.GetForegroundOpacity() - 0.3) < 1e-6
     session.cancel()
     assert composite.GetForegroundVolumeID() is None  # the views get their previous foreground back
+    assert slicer.mrmlScene.GetNodeByID(table.GetID()) is None  # the session's helper nodes go with it
 
 
 def test_advice_regions_lie_inside_the_roi_and_are_shown_numbered(scan, logic):
@@ -436,6 +440,9 @@ def test_advice_regions_lie_inside_the_roi_and_are_shown_numbered(scan, logic):
         assert all(low <= v < high for v, low, high in zip(region.centreIjk, lo, hi))
         assert np.allclose(worldToIjk(volumeNode, region.centreRas), region.centreIjk, atol=1e-6)
         assert region.voxelCount > 0
+        assert region.volumeMl == pytest.approx(region.voxelCount * np.prod(volumeNode.GetSpacing()) / 1000)
+        assert region.where.split()[::2] == [axis[int(value < 0)] for axis, value in zip(("RL", "AP", "SI"),
+                                                                                         region.centreRas)]
     session.setAdviceVisible(True)
     outlines, labels = session._adviceNodes
     assert outlines.GetSegmentation().GetNumberOfSegments() == 5

@@ -77,8 +77,9 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
     import matplotlib.pyplot as plt
     import vtk.util.numpy_support
     from matplotlib.lines import Line2D
+    from mecca import colours
+    from mecca.colours import hex_code
     from mecca.geometry import ijk_from_kji
-    from MECCASegmentLib.editing import CONFIDENT
     from MECCASegmentLib.mrml import ijkToWorld, worldToIjk
 
     regions = session.adviceRegions
@@ -110,31 +111,40 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
 
     fig, ax = plt.subplots(figsize=(5.2, 5.6), dpi=110)
     ax.imshow(rgba[..., :3], origin="lower")
-    ax.contour(resample(label), levels=[0.5], colors="#00e5ff", linewidths=1.0, linestyles="dashed")
-    ax.contour(resample(segment), levels=[0.5], colors="#ffd400", linewidths=1.6)
+    ax.contour(resample(label), levels=[0.5], colors=hex_code(colours.REFERENCE), linewidths=1.0, linestyles="dashed")
+    ax.contour(resample(segment), levels=[0.5], colors=hex_code(colours.SEGMENT), linewidths=1.6)
+    advice = session._engine.advice_map()  # what the module's advice segments hold
+    for region in regions:
+        ax.contour(resample(advice == region.rank), levels=[0.5], colors=hex_code(colours.ADVICE), linewidths=1.0)
     for click in clicks:
         if abs(click.position[0] - k) <= 1:
             x, y = to_xy(ijkToWorld(volumeNode, ijk_from_kji(click.position)))
-            ax.plot(x, y, "o", ms=7, mec="white", mfc="#2fbf4a" if click.positive else "#ff4d3d")
+            ax.plot(x, y, "P" if click.positive else "X", ms=8, mec="black",
+                    mfc=hex_code(colours.POSITIVE_CLICK if click.positive else colours.NEGATIVE_CLICK))
     for region in regions:
         if abs(region.centreIjk[2] - k) <= 2:
             x, y = to_xy(region.centreRas)
             ax.text(x, y, str(region.rank), color="black", fontsize=9, fontweight="bold", ha="center", va="center",
-                    bbox={"boxstyle": "circle,pad=0.2", "fc": "#ffd400", "ec": "none"})
+                    bbox={"boxstyle": "circle,pad=0.2", "fc": hex_code(colours.ADVICE), "ec": "black"})
+    for text, (x, y) in {"R": (0.02, 0.5), "L": (0.98, 0.5), "A": (0.5, 0.98), "P": (0.5, 0.02)}.items():
+        ax.text(x, y, text, transform=ax.transAxes, color="white", fontsize=8, weight="bold", ha="center",
+                va="center")  # Slicer's axial view: the patient's right on the screen's left
     ax.set_axis_off()
     ax.set_title(f"{CASE}, axial slice {k}, after 3 rounds", fontsize=9)
-    handles = [Line2D([], [], color="#ffd400", lw=1.6, label="MECCA segment"),
-               Line2D([], [], color="#00e5ff", lw=1.0, ls="--", label="expert label"),
-               Line2D([], [], ls="", marker="o", ms=7, mec="white", mfc="#2fbf4a", label="+ click"),
-               Line2D([], [], ls="", marker="o", ms=7, mec="white", mfc="#ff4d3d", label="- click"),
-               Line2D([], [], ls="", marker="o", ms=10, mfc="#ffd400", mec="none", label="advice region (rank)")]
+    handles = [Line2D([], [], color=hex_code(colours.SEGMENT), lw=1.6, label="MECCA segment"),
+               Line2D([], [], color=hex_code(colours.REFERENCE), lw=1.0, ls="--", label="expert label"),
+               Line2D([], [], ls="", marker="P", ms=8, mec="black", mfc=hex_code(colours.POSITIVE_CLICK), label="+ click"),
+               Line2D([], [], ls="", marker="X", ms=8, mec="black", mfc=hex_code(colours.NEGATIVE_CLICK), label="- click"),
+               Line2D([], [], color=hex_code(colours.ADVICE), lw=1.0, marker="o", ms=9, mfc=hex_code(colours.ADVICE),
+                      mec="black", label="click-here-next region (rank)")]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7,
               frameon=False)
     table = session.confidenceVolumeNode.GetDisplayNode().GetColorNode().GetLookupTable()  # the overlay's own colours
     overlay = matplotlib.colors.ListedColormap([table.GetTableValue(i)[:3] for i in range(table.GetNumberOfTableValues())])
-    colours = plt.cm.ScalarMappable(cmap=overlay, norm=matplotlib.colors.Normalize(0, 1))
-    bar = fig.colorbar(colours, ax=ax, orientation="vertical", fraction=0.04, pad=0.02)
-    bar.set_label(f"action confidence (overlay; transparent at {CONFIDENT} and above)", fontsize=7)
+    scale = plt.cm.ScalarMappable(cmap=overlay, norm=matplotlib.colors.Normalize(0, colours.CONFIDENT))
+    bar = fig.colorbar(scale, ax=ax, orientation="vertical", fraction=0.04, pad=0.02)
+    bar.set_label(f"confidence in the change (overlay: purple = doubtful; clear at {colours.CONFIDENT} and above)",
+                  fontsize=7)
     bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path)
@@ -144,8 +154,10 @@ def slice_figure(app, session, volumeNode, segment, label, clicks, path: Path) -
 def panel_figure(logic, session, volumeNode, stats, path: Path) -> None:
     """The .ui drawn by Qt with stand-ins for the Slicer/CTK widgets, filled with the session's values."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from mecca import colours
     from mecca.session import START_ESTIMATES
     from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor
     from PySide6.QtUiTools import QUiLoader
     from PySide6.QtWidgets import QApplication, QComboBox, QGroupBox, QLineEdit, QPushButton, QSlider, QTableWidgetItem, QWidget
 
@@ -192,8 +204,11 @@ def panel_figure(logic, session, volumeNode, stats, path: Path) -> None:
     regions = session.adviceRegions
     table.setRowCount(len(regions))
     for row, region in enumerate(regions):
-        for column, text in enumerate((str(region.rank), str(region.voxelCount), f"{region.meanConfidence:.2f}")):
+        for column, text in enumerate(region.tableRow):
             table.setItem(row, column, QTableWidgetItem(text))
+        table.item(row, 0).setForeground(QColor.fromRgbF(*colours.ADVICE))  # as the widget's showRound
+        table.item(row, 0).setBackground(QColor("black"))
+    table.resizeColumnsToContents()
     panel.resize(400, 760)
     panel.grab().save(str(path))
     del app
