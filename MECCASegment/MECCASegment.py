@@ -28,7 +28,8 @@ import numpy as np
 import slicer
 import vtk
 from mecca import colours
-from MECCASegmentLib.dependencies import DEVICES, installMissingRequirements, requireDependencies, resolveDevice
+from mecca.defaults import DEVICES, START_ESTIMATES
+from MECCASegmentLib.dependencies import installMissingRequirements, requireDependencies
 from MECCASegmentLib.editing import CLICK_RECORD_ROLE, ROLE_ATTRIBUTE, MECCASession, lostOnThisStructure
 from MECCASegmentLib.finetuning import (
     FineTuningRun,
@@ -59,7 +60,6 @@ try:  # Slicer loads non-core MRML classes into the slicer namespace only after 
 except ImportError:  # the slicer-core wheel has them in the slicer namespace
     from slicer import vtkMRMLMarkupsROINode
 
-START_ESTIMATES = ("none", "random-walker")  # the engine's session.START_ESTIMATES (the engine may not be installed yet)
 AUTO_REFINE_DELAY_MS = 400  # clicks placed within this time of each other go into one round
 
 
@@ -480,9 +480,9 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         """The loaded model (loads it, with a version check, on first use)."""
         if self._model is None:
             requireDependencies()
-            from mecca.checkpoint import load_model
+            from mecca.checkpoint import load_model, resolve_device
 
-            self._model = load_model(self.modelFile, device=resolveDevice(self.device), precision="auto")
+            self._model = load_model(self.modelFile, device=resolve_device(self.device), precision="auto")
         return self._model
 
     @property

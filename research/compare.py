@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from mecca.checkpoint import load_model
-from mecca.cli import add_evaluation_options, evaluation_cases, evaluation_report, parse_labels, resolve_device
+from mecca.checkpoint import load_model, resolve_device
+from mecca.cli import add_evaluation_options, evaluation_cases, evaluation_report, parse_labels
 from mecca.errors import CheckpointError, InputError
 from mecca.harness import METHODS, MeccaMethod
 from mecca.io import write_json

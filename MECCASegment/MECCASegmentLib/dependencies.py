@@ -9,7 +9,6 @@ import slicer
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class DependencyError(RuntimeError):
@@ -99,19 +98,3 @@ def installMissingRequirements(confirm: Callable[[str], bool]) -> bool:
         raise DependencyError(f"still missing after the installation: {', '.join(stillMissing)}; restart Slicer "
                               "and try again")
     return True
-
-
-def resolveDevice(device: str) -> str:
-    """"auto" -> "cuda" when PyTorch sees a GPU, else "cpu"; a clear error for an unusable choice."""
-    import torch
-    from mecca.errors import InputError
-
-    if device not in DEVICES:
-        raise InputError(f"device {device!r}: choose one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda: this PyTorch sees no CUDA GPU; choose cpu or auto")
-    return device
-
-

@@ -18,7 +18,7 @@ Names are imported on first use, so ``import mecca.geometry`` (stdlib only) stay
 from importlib import import_module
 
 _PUBLIC = {
-    "InteractiveSession": "session", "RoundSummary": "session", "AUTO_STEPS": "session",
+    "InteractiveSession": "session", "RoundSummary": "session", "AUTO_STEPS": "defaults",
     "load_model": "checkpoint", "save_model": "checkpoint",
     "MeccaModel": "networks", "NetworkConfig": "networks",
     "Volume": "io", "read_volume": "io", "write_volume": "io", "MSDDataset": "io",

@@ -20,10 +20,11 @@ import torch
 from scipy import ndimage
 
 from . import networks
+from .defaults import AUTO_STEPS
 from .geometry import ijk_from_kji
 from .io import Volume
 from .networks import Conv3d, MeccaModel
-from .session import AUTO_STEPS, InteractiveSession
+from .session import InteractiveSession
 from .users import SimulatedUser
 
 BIG_VOLUME = (300, 512, 512)  # k, j, i: a typical CT

@@ -16,13 +16,26 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .defaults import DEVICES
+from .errors import CheckpointError, InputError
 from .io import atomic_path
 from .networks import NETWORK_NAMES, MeccaModel, NetworkConfig
 
 FORMAT = "mecca-model"
 FORMAT_VERSION = 1
 MODEL_SUFFIX = ".safetensors"
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when PyTorch sees a GPU, else "cpu"; a clear error for an unusable choice.
+    The command line and the Slicer module both resolve their device option here."""
+    if device not in DEVICES:
+        raise InputError(f"device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda: this PyTorch sees no CUDA GPU; choose cpu or auto")
+    return device
 
 
 def write_model_file(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> Path:

@@ -7,31 +7,34 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checkpoint import load_model
+from .defaults import (
+    AUTO_STEPS,
+    KNOWN_STRUCTURE,
+    KNOWN_STRUCTURE_DICE,
+    NEW_MODEL,
+    NEW_STRUCTURE,
+    START_ESTIMATES,
+    USER_STYLES,
+    checked_lean_correction,
+)
 from .errors import CheckpointError, InputError, SessionError
 from .geometry import ijk_from_kji
 from .io import binary_label, check_nifti_size, read_volume, validate_image, write_json, write_volume
-from .recipe import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_MODEL, NEW_STRUCTURE, TrainingConfig
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
-from .session import AUTO_STEPS, START_ESTIMATES, InteractiveSession, checked_lean_correction
-from .users import USER_STYLES
+
+# The networks (PyTorch) load inside the commands that run them: --version and --help start at once.
+if TYPE_CHECKING:
+    from .session import InteractiveSession
 
 
 def _model(path: str | None, device: str = "cpu", precision: str = "auto"):
+    from .checkpoint import load_model, resolve_device
+
     return load_model(path or resource_path(*DEFAULT_MODEL), device=resolve_device(device), precision=precision)
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is available to this PyTorch; use --device cpu")
-    return name
 
 
 def _focus_slice(mask: np.ndarray) -> int:
@@ -124,6 +127,7 @@ def run_segment(image_path: str, clicks_path: str, out: Path, model_path: str | 
     from .clicks import Click, read_clicks
     from .metrics import dice
     from .report import snapshot
+    from .session import InteractiveSession
 
     out = _output_folder(out)
     image = read_volume(image_path)
@@ -181,6 +185,7 @@ def parse_labels(text: str | None) -> tuple[int, ...] | None:
 
 
 def run_train(args) -> Path:
+    from .checkpoint import resolve_device
     from .progress import event_line
     from .recipe import read_recipe
     from .training import train
@@ -197,6 +202,7 @@ def run_train(args) -> Path:
 # -- evaluate -----------------------------------------------------------------------------------
 def run_evaluate(args) -> dict:
     """MECCA model files (the bundled one by default) under the seeded simulated user."""
+    from .checkpoint import load_model, resolve_device
     from .harness import MeccaMethod
 
     dataset, cases = evaluation_cases(args)
@@ -299,6 +305,7 @@ def run_bench(args) -> dict:
     import torch
 
     from .bench import bench_big_volume, bench_roi, machine_description
+    from .checkpoint import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -490,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model file to write (.safetensors); state and log in <name>.run/ beside it (m.run/ for m.safetensors)")
     train.add_argument("--init", help="start from this model (fine-tuning: its own gentler schedule, see --lr)")
     train.add_argument("--epochs", type=_whole_steps, help=f"passes over the training cases (default: "
-                       f"{TrainingConfig.epochs} for a new model; with --init {KNOWN_STRUCTURE['epochs']} where the model "
+                       f"{NEW_MODEL['epochs']} for a new model; with --init {KNOWN_STRUCTURE['epochs']} where the model "
                        f"already segments the cases, else {NEW_STRUCTURE['epochs']})")
     train.add_argument("--lr", type=float, help=f"Adam learning rate, cosine decay to a tenth (default: "
                        f"{NEW_MODEL['learning_rate']:g} for a new model; with --init {KNOWN_STRUCTURE['learning_rate']:g} where the "

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defaults import INFERENCE_DEFAULTS
 from .environment import NUM_ACTIONS
 from .hints import HINT_ENCODINGS
 
@@ -41,7 +42,6 @@ ImageFeatures = tuple[torch.Tensor, torch.Tensor]  # the split architecture's en
 # reward (episodes.class_weights), so a policy trained so leans towards "up"; in the first round that
 # lean finds more of the object from a few clicks, later it keeps growing the mask past the clicks
 # that say "less" (research/NOTEBOOK.md, "Lower 'up' scores after the first round").
-INFERENCE_DEFAULTS = {"lean_correction": 0.5, "steps_per_round": "auto"}
 CONFIDENCE_CHANNELS = STATE_CHANNELS + 1  # plus the signed action
 ACTION_SCALE = 2.5  # maps the largest step, 0.4, to 1 inside the confidence head
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution")

@@ -10,22 +10,22 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .cases import STRUCTURE_MODES
+from .defaults import FINE_TUNING, INFERENCE_DEFAULTS, NEW_MODEL, USER_STYLES
 from .environment import IMITATION_TARGETS
 from .errors import InputError, read_json_input
-from .networks import INFERENCE_DEFAULTS, MeccaModel, NetworkConfig
-from .users import USER_STYLES
+from .networks import MeccaModel, NetworkConfig
 
 
 @dataclass
 class TrainingConfig:
     """Everything that determines a run (stored in its checkpoints)."""
 
-    epochs: int = 30
+    epochs: int = NEW_MODEL["epochs"]
     rounds: int = 5
     gamma: float = 0.95
     alpha: float = 0.8
     beta: float = 1.0
-    learning_rate: float = 1e-4
+    learning_rate: float = NEW_MODEL["learning_rate"]  # a fine-tuning's: defaults.FINE_TUNING, training.fine_tuning_schedule
     entropy_weight: float = 0.01
     confidence_reward: bool = True  # False = IteR-MRL ablation (c = 1 in the reward)
     clicks_per_round: tuple[int, int] = (1, 5)  # drawn per episode, inclusive
@@ -87,26 +87,6 @@ class TrainingConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-# The schedule of a new model, and that of a fine-tuning (--init), which must not restart the
-# from-scratch schedule: a high rate, balanced foreground weights and a strong imitation term
-# undid the bundled model's training on a few cases of a new structure (research/NOTEBOOK.md,
-# "Fine-tuning on a few cases"). Its rate, 2e-5, is the one of 1e-4, 5e-5 and 2e-5 that cost the
-# bundled model least when fine-tuned 10 epochs on 3 left-atrium cases (docs/results.md).
-NEW_MODEL = {"learning_rate": 5e-4, "class_balance_epochs": 6.0, "imitation_weight": 1.0, "imitation_epochs": 10.0}
-FINE_TUNING = {"learning_rate": 2e-5, "class_balance_epochs": 0.0, "imitation_weight": 0.3, "imitation_epochs": 1000.0}
-# A fine-tuning on a structure the model does not know wants the opposite: 2e-5 taught a
-# hippocampus-only model nothing on 3 left-atrium cases, 3e-4 lifted it most of 2e-5, 1e-4, 3e-4
-# and 1e-3 (docs/results.md). Which case it is, is read from the model's own round-5 Dice on the
-# fine-tuning cases (training.fine_tuning_schedule): a known structure scored 0.8 and more there, an
-# unknown one 0.3-0.6 (the spleen, tumours and lesions of the project's judges: 0.06-0.58).
-# And its length: on a structure the model does not know, 40 epochs on 3 cases lifted the
-# hippocampus-only model 15 (edge) / 7 (interior) points more than 10 did, 120 no further; on a
-# known one 40 epochs cost the bundled model 5 points where 10 cost 1 (docs/results.md).
-KNOWN_STRUCTURE = {"learning_rate": FINE_TUNING["learning_rate"], "epochs": 10}
-NEW_STRUCTURE = {"learning_rate": 3e-4, "epochs": 40}
-KNOWN_STRUCTURE_DICE = 0.7
-
-
 def read_recipe(path: str | Path) -> dict:
     """A research recipe: a JSON object of TrainingConfig fields (and "network": NetworkConfig fields)."""
     recipe = read_json_input(path, "recipe file")
@@ -117,8 +97,8 @@ def read_recipe(path: str | Path) -> dict:
 
 def resolve_recipe(recipe: dict, init: MeccaModel | None = None,
                    **given) -> tuple[TrainingConfig, NetworkConfig, dict]:
-    """The run's settings: the schedule of a new model (NEW_MODEL) or of a fine-tuning (FINE_TUNING,
-    with ``init``), then the recipe's fields, then the ``given`` ones (the command line's options
+    """The run's settings: the schedule of a new model (TrainingConfig's defaults) or of a fine-tuning
+    (defaults.FINE_TUNING, with ``init``), then the recipe's fields, then the ``given`` ones (the command line's options
     that were given; None means not given). A fine-tuning inherits the ``init`` model's network
     settings (working-grid minimum, hints, widths) and its training steps per round unless the
     recipe changes them. The third result is the model's session defaults (MeccaModel.inference:
@@ -129,7 +109,7 @@ def resolve_recipe(recipe: dict, init: MeccaModel | None = None,
     inference = {**(init.inference if init is not None else INFERENCE_DEFAULTS), **recipe.pop("inference", {})}
     if set(inference) != set(INFERENCE_DEFAULTS):
         raise InputError(f"recipe: \"inference\" takes {', '.join(INFERENCE_DEFAULTS)}, got {', '.join(sorted(inference))}")
-    base = dict(FINE_TUNING if init is not None else NEW_MODEL)
+    base = dict(FINE_TUNING if init is not None else {})
     if init is not None and "steps_per_round" in init.metadata.get("training", {}).get("config", {}):
         base["steps_per_round"] = init.metadata["training"]["config"]["steps_per_round"]
     values = {**base, **recipe, **{k: v for k, v in given.items() if v is not None}}

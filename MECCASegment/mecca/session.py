@@ -29,6 +29,7 @@ from .advice import (
     supervoxels,
 )
 from .clicks import Click
+from .defaults import AUTO_STEPS, START_ESTIMATES, checked_lean_correction
 from .environment import (
     ACTION_TENTHS,
     MASK_TENTHS,
@@ -47,8 +48,6 @@ from .seeded import random_walker_probability, seed_map
 from .working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
 
 DEFAULT_ROI_MARGIN_MM = 30.0
-AUTO_STEPS = "auto"
-START_ESTIMATES = ("none", "random-walker")
 # Automatic steps per round: as many policy steps as keep steps x working voxels within the time of
 # three steps at 80^3 (about 0.2 s on a 2-core laptop CPU, under the 96^3 round's 0.25 s target),
 # at most MAX_AUTO_STEPS (more gain nothing: research/NOTEBOOK.md, "Steps per round"). Why more than one:
@@ -56,12 +55,6 @@ START_ESTIMATES = ("none", "random-walker")
 # click shows only a round later.
 STEP_BUDGET_VOXELS = 3 * 80**3
 MAX_AUTO_STEPS = 3
-
-
-def checked_lean_correction(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise InputError(f"the lean correction must be a finite number of at least 0, got {value!r}")
-    return float(value)
 
 
 def automatic_steps(working_shape) -> int:

@@ -26,12 +26,13 @@ from tqdm import tqdm
 
 from .cases import TrainingCase
 from .checkpoint import load_model, load_training_state, save_model, save_training_state
+from .defaults import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_STRUCTURE
 from .episodes import make_batch, rollout, step_loss
 from .errors import InputError
 from .harness import MeccaMethod, simulate
 from .networks import MeccaModel, NetworkConfig, native_bfloat16
 from .progress import event_line
-from .recipe import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_STRUCTURE, TrainingConfig
+from .recipe import TrainingConfig
 
 
 def epoch_batches(train: list[TrainingCase], config: TrainingConfig, epoch: int) -> list[list[int]]:
@@ -130,7 +131,7 @@ class Trainer:
     def __init__(self, out: str | os.PathLike, config: TrainingConfig, train: list[TrainingCase],
                  validation: list[TrainingCase], record: dict, network: NetworkConfig | None = None,
                  init: str | None = None, device: str = "cpu", command: str = "", progress: bool = True,
-                 json_progress: bool = False, inference: dict | None = None):
+                 json_progress: bool = False, inference: dict | None = None, init_model: MeccaModel | None = None):
         self.out = Path(out)
         self.run_dir = self.out.with_name(self.out.name.split(".")[0] + ".run")
         self.config, self.train, self.validation, self.record = config, train, validation, record
@@ -143,7 +144,7 @@ class Trainer:
         self.command = command
         self.inference = inference  # the model's session defaults (None: the --init model's, else the defaults)
         if init:
-            self.model = load_model(init)
+            self.model = init_model if init_model is not None else load_model(init)  # train() has it loaded
             self.record["init"] = str(init)
             self.lineage = lineage_of(self.model.metadata)
             if network is not None:  # the working grid and hints may change when fine-tuning; the weights fit either way
@@ -412,7 +413,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
         ``<name>.run/`` beside it.
     init : path, optional
         A model to fine-tune: the run keeps its network and session defaults and takes the gentler
-        fine-tuning schedule (``recipe.FINE_TUNING``) instead of a new model's, at a rate chosen by
+        fine-tuning schedule (``defaults.FINE_TUNING``) instead of a new model's, at a rate chosen by
         how the model segments these cases (``fine_tuning_schedule``), for as many epochs, unless given;
         the written model's lean correction is then guarded against collapse on the same cases
         (``guard_lean_correction``).
@@ -468,7 +469,7 @@ def train(datasets, out, *, init=None, recipe: dict | None = None, epochs: int |
             schedule = fine_tuning_schedule(model, train_cases, say)
             config = replace(config, **{name: schedule[name] for name in left})
     trainer = Trainer(out, config, train_cases, validation, record, network=network, init=init, device=device,
-                      command=command_line(), json_progress=json_progress, inference=inference)
+                      command=command_line(), json_progress=json_progress, inference=inference, init_model=model)
     if not restart and trainer.resume():
         say(f"resuming {trainer.state_path} at epoch {trainer.epoch + 1}, step {trainer.step}")
     say(f"training on {sum(c.labeled for c in train_cases)} labelled + {sum(not c.labeled for c in train_cases)} "

@@ -9,11 +9,11 @@ import numpy as np
 from scipy import ndimage
 
 from .clicks import Click
+from .defaults import USER_STYLES
 
 SURFACE_BAND = 2  # the edge user clicks within this many voxels of the true surface
 
 
-USER_STYLES = ("edge", "interior", "random")
 
 
 class SimulatedUser:

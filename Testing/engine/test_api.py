@@ -19,8 +19,11 @@ def test_every_public_name_resolves():
         mecca.Session  # noqa: B018
 
 
-def test_importing_the_package_or_its_geometry_loads_neither_torch_nor_slicer():
-    code = ("import sys, mecca, mecca.geometry; "
+def test_importing_the_package_its_light_modules_or_the_command_loads_neither_torch_nor_slicer():
+    """mecca --version and --help start at once, and the Slicer module reads the defaults and colours
+    before PyTorch is installed."""
+    code = ("import sys, mecca, mecca.geometry, mecca.defaults, mecca.colours, mecca.cli; "
+            "mecca.cli.build_parser().format_help(); "
             "print(sorted(m for m in ('torch', 'SimpleITK', 'slicer', 'vtk', 'qt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "MECCASegment", capture_output=True, text=True,
                          check=True).stdout

@@ -2,9 +2,10 @@
 about its training (lineage) and its own session defaults."""
 
 import pytest
+from mecca.defaults import FINE_TUNING, INFERENCE_DEFAULTS
 from mecca.errors import InputError
-from mecca.networks import INFERENCE_DEFAULTS, MeccaModel, NetworkConfig
-from mecca.recipe import FINE_TUNING, NEW_MODEL, resolve_recipe
+from mecca.networks import MeccaModel, NetworkConfig
+from mecca.recipe import TrainingConfig, resolve_recipe
 from mecca.training import lineage_of
 
 
@@ -17,7 +18,7 @@ def _trained(**metadata) -> MeccaModel:
 def test_command_line_over_recipe_over_schedule():
     config, network, inference = resolve_recipe({"learning_rate": 1e-3, "epochs": 4}, epochs=9, learning_rate=None)
     assert config.learning_rate == 1e-3 and config.epochs == 9  # None: not given on the command line
-    assert config.class_balance_epochs == NEW_MODEL["class_balance_epochs"] and network == NetworkConfig()
+    assert config.class_balance_epochs == TrainingConfig.class_balance_epochs and network == NetworkConfig()
     assert inference == INFERENCE_DEFAULTS
 
 

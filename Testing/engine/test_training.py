@@ -463,7 +463,7 @@ def test_a_gpu_run_trains_and_resumes_there(tiny_dataset, tmp_path):
 
 def test_a_fine_tuning_keeps_the_gentle_schedule_on_a_structure_the_model_segments_and_a_longer_stronger_one_elsewhere(
         tiny_dataset, bundled_model_float32):
-    from mecca.recipe import KNOWN_STRUCTURE, NEW_STRUCTURE
+    from mecca.defaults import KNOWN_STRUCTURE, NEW_STRUCTURE
 
     train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
     said = []
@@ -480,7 +480,7 @@ def test_a_fine_tuning_takes_from_the_schedule_only_what_it_is_not_given(tiny_da
     a recipe's rate stays. The fine-tuned model keeps its inherited lean correction unless it collapses
     on its cases against the best candidate (scores recorded), and a recipe's own value stays."""
     from mecca.checkpoint import load_model, save_model
-    from mecca.recipe import NEW_STRUCTURE
+    from mecca.defaults import NEW_STRUCTURE
 
     monkeypatch.setitem(NEW_STRUCTURE, "epochs", 1)
     start = tmp_path / "start.safetensors"

@@ -13,10 +13,11 @@ stay in research/results/existing-segment-correcting-round-1.json.
 """
 
 import numpy as np
+from mecca.defaults import AUTO_STEPS
 from mecca.geometry import ijk_from_kji
 from mecca.harness import label_box
 from mecca.metrics import dice
-from mecca.session import AUTO_STEPS, InteractiveSession
+from mecca.session import InteractiveSession
 from mecca.users import SimulatedUser
 from scipy import ndimage
 

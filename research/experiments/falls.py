@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from mecca.checkpoint import load_model
-from mecca.cli import add_device_option, resolve_device
+from mecca.checkpoint import load_model, resolve_device
+from mecca.cli import add_device_option
 from mecca.harness import MeccaMethod, simulate
 from mecca.io import MSDDataset, write_json
 from mecca.resources import DEFAULT_MODEL, resource_path

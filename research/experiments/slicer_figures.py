@@ -155,7 +155,7 @@ def panel_figure(logic, session, volumeNode, stats, path: Path) -> None:
     """The .ui drawn by Qt with stand-ins for the Slicer/CTK widgets, filled with the session's values."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from mecca import colours
-    from mecca.session import START_ESTIMATES
+    from mecca.defaults import START_ESTIMATES
     from PySide6.QtCore import Qt
     from PySide6.QtGui import QColor
     from PySide6.QtUiTools import QUiLoader
