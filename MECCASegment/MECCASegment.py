@@ -30,14 +30,12 @@ import vtk
 from mecca import colours
 from mecca.defaults import DEVICES, START_ESTIMATES
 from MECCASegmentLib.dependencies import installMissingRequirements, requireDependencies
-from MECCASegmentLib.editing import CLICK_RECORD_ROLE, ROLE_ATTRIBUTE, MECCASession, lostOnThisStructure
+from MECCASegmentLib.editing import CLICK_RECORD_ROLE, ROLE_ATTRIBUTE, MECCASession, RoundStats, lostOnThisStructure
 from MECCASegmentLib.finetuning import (
     FineTuningRun,
     InteractiveCase,
     LabelledCase,
-    TrainingData,
     exportCases,
-    trainCommand,
 )
 from MECCASegmentLib.headless import (
     Choice,
@@ -324,7 +322,7 @@ class MECCASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = str(error)
         self.updateButtons()
 
-    def showRound(self, stats: dict) -> None:
+    def showRound(self, stats: RoundStats) -> None:
         self.ui.statusLabel.text = _("Round {round} (policy steps: {steps}): {seconds:.2f} s, {changed} voxels "
                                      "changed, segment {voxels} voxels.").format(
             round=stats["round"], steps=stats["policySteps"], seconds=stats["seconds"],
@@ -533,7 +531,7 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         if createdSegment:
             segmentId = segmentation.AddEmptySegment("", segmentation.GenerateUniqueSegmentID("MECCA"))
         try:
-            return MECCASession(self, volumeNode, segmentationNode, segmentId, roiNode,
+            return MECCASession(self.model, self.saveUndoState, volumeNode, segmentationNode, segmentId, roiNode,
                                 createdSegment=createdSegment, createdSegmentation=createdSegmentation,
                                 startEstimate=startEstimate)
         except Exception:
@@ -562,15 +560,6 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
         return [InteractiveCase(node) for node in slicer.util.getNodesByClass("vtkMRMLScriptedModuleNode")
                 if node.GetAttribute(ROLE_ATTRIBUTE) == CLICK_RECORD_ROLE and node.GetNodeReference("volume")]
 
-    def exportTrainingData(self, folder, labelledCases, interactiveCases=(), heldOutCases=()) -> TrainingData:
-        """The cases as MSD-layout folders for ``mecca train`` / ``mecca evaluate`` (finetuning.exportCases)."""
-        return exportCases(folder, labelledCases, interactiveCases, heldOutCases)
-
-    def trainCommand(self, data: TrainingData, outputModel, epochs: int, device: str = "auto",
-                     datasetFolders=()) -> list[str]:
-        """``mecca train --init <current model>`` on the exported and the given MSD folders."""
-        return trainCommand(self.modelFile, data, outputModel, epochs, device, datasetFolders)
-
     def startFineTuning(self, outputFolder, labelledCases, interactiveCases=(), datasetFolders=(), heldOutCases=None,
                         epochs: int = 0, device: str = "auto"):
         """Export the cases, then in background processes: evaluate the current model on the
@@ -592,8 +581,8 @@ class MECCASegmentLogic(ScriptedLoadableModuleLogic):
             raise InputError("fine-tuning needs at least one labelled case besides the held-back one "
                              "(a volume + segment pair, or an MSD folder)")
         folder = Path(outputFolder) / time.strftime("finetune-%Y%m%d-%H%M%S")
-        data = self.exportTrainingData(folder / "data", labelledCases, interactiveCases, heldOutCases)
-        run = FineTuningRun(self, data, folder / "mecca-finetuned.safetensors", epochs, device, datasetFolders)
+        data = exportCases(folder / "data", labelledCases, interactiveCases, heldOutCases)
+        run = FineTuningRun(self.modelFile, data, folder / "mecca-finetuned.safetensors", epochs, device, datasetFolders)
         run.start()
         return run
 

@@ -44,7 +44,7 @@ def head_neck_ct_dir() -> Path:
 @pytest.fixture(scope="session")
 def hippocampus_case(hippocampus_dir):
     """A real hippocampus MRI (validation split of the bundled model) and its binary label."""
-    from mecca.io import MSDDataset
+    from mecca.datasets import MSDDataset
 
     dataset = MSDDataset.open(hippocampus_dir)
     case = next(c for c in dataset.cases if c.name == "hippocampus_014")
@@ -74,7 +74,7 @@ def untrained_model():
 @pytest.fixture
 def blob_volume():
     """A synthetic bright ellipsoid in noise with anisotropic spacing and an oblique direction."""
-    from mecca.io import Volume
+    from mecca.volume import Volume
 
     rng = np.random.default_rng(0)
     k, j, i = np.mgrid[:24, :40, :36]

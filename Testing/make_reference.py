@@ -41,7 +41,7 @@ def data_dir(dataset: str = "Task04_Hippocampus") -> Path:
 
 def regression_cases(dataset: str):
     """The first held-out (validation) cases of a shared dataset, by name."""
-    from mecca.io import MSDDataset
+    from mecca.datasets import MSDDataset
 
     return MSDDataset.open(data_dir(dataset)).validation_cases(0.2)[: REGRESSION_CASES[dataset]]
 
@@ -62,7 +62,7 @@ def regression_dice(model) -> dict:
 def make_click_script(image, label: np.ndarray) -> dict:
     """Three rounds of simulated clicks (model-independent, see the module docstring) in world RAS,
     and the ROI the engine's evaluation uses (object box + 8 voxels) as RAS voxel-centre corners."""
-    from mecca.harness import label_box
+    from mecca.geometry import label_box
     from mecca.users import SimulatedUser
     from scipy import ndimage
 
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("what", choices=["clicks", "reference", "dice"])
     args = parser.parse_args(argv)
     sys.path[:0] = [str(ROOT / "MECCASegment"), str(TESTING)]
-    from mecca.io import MSDDataset, write_json, write_volume
+    from mecca.datasets import MSDDataset
+    from mecca.io import write_json, write_volume
 
     case = next(c for c in MSDDataset.open(data_dir()).cases if c.name == CASE)
     image, label = case.load()

@@ -13,12 +13,15 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from mecca.bench import bench_roi, cube_case, machine_description, median_seconds, timing_stats
+from mecca.bench import bench_roi, cube_case, median_seconds, timing_stats
 from mecca.checkpoint import load_model
-from mecca.io import Volume, binary_label, read_volume, write_json
+from mecca.datasets import binary_label
+from mecca.io import read_volume, write_json
 from mecca.networks import MeccaModel
+from mecca.provenance import machine_description
 from mecca.resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from mecca.users import SimulatedUser
+from mecca.volume import Volume
 
 from .baselines.seeded_tools import GrowFromSeedsMethod, RandomWalkerMethod
 

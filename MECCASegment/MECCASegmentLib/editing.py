@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import slicer
@@ -57,7 +58,23 @@ class PlacedClick:
     pointId: str | None = None
 
 
-def lostOnThisStructure(stats: dict) -> bool:
+class RoundStats(TypedDict):
+    """What ``MECCASession.refine``, ``undo`` and ``redo`` return: the engine's RoundSummary as the
+    module shows it (Slicer's camelCase; voxel positions in (i, j, k) order)."""
+
+    round: int  # rounds now in effect
+    clicks: int  # new in the round
+    policySteps: int  # taken in the round
+    seconds: float  # the whole update, as the user waits for it
+    networkSeconds: float
+    changedVoxels: int  # of the segment
+    segmentVoxels: int
+    roiIjk: tuple[tuple[int, int, int], tuple[int, int, int]]  # the round's region, lo and hi (exclusive)
+    clicksNotFollowed: int  # clicks left on the wrong side of the segment (lostOnThisStructure)
+    clicksInEffect: int
+
+
+def lostOnThisStructure(stats: RoundStats) -> bool:
     """Whether a round's outcome says the model is not following the user (at least two clicks, and
     half of them, left on the wrong side of the segment): a Dice-free sign of a structure unlike
     the model's training, on which the module suggests the random-walker start or fine-tuning."""
@@ -73,12 +90,14 @@ class MECCASession(VTKObservationMixin):
     and removes them when it ends; it never deletes or renames a node of the user's.
     """
 
-    def __init__(self, logic, volumeNode, segmentationNode, segmentId, roiNode=None, createdSegment=False,
-                 createdSegmentation=False, startEstimate: str = "none"):
+    def __init__(self, model, saveUndoState: Callable, volumeNode, segmentationNode, segmentId, roiNode=None,
+                 createdSegment=False, createdSegmentation=False, startEstimate: str = "none"):
+        """``model``: the engine's MeccaModel; ``saveUndoState(segmentationNode)`` makes the Segment
+        Editor's undo step when the result is accepted."""
         from mecca.session import InteractiveSession
 
         VTKObservationMixin.__init__(self)
-        self.logic = logic
+        self._saveUndoState = saveUndoState
         self.volumeNode = volumeNode
         self.segmentationNode = segmentationNode
         self.segmentId = segmentId
@@ -90,7 +109,7 @@ class MECCASession(VTKObservationMixin):
         self._touched = None  # box of every voxel written so far (numpy k, j, i order)
         self._confidenceBox = None  # where the confidence volume holds the last round's values
         roi = self._roiBox(roiNode) if roiNode is not None else None
-        self._engine = InteractiveSession(engineVolume(volumeNode), logic.model, roi=roi,
+        self._engine = InteractiveSession(engineVolume(volumeNode), model, roi=roi,
                                           initial_mask=self._original if self._original.any() else None,
                                           start_estimate=startEstimate)
         # the clicks' history is the engine session's (its rounds, pending clicks and redo); this only
@@ -261,7 +280,7 @@ class MECCASession(VTKObservationMixin):
         return dict(self._clickNodes)
 
     # -- rounds --------------------------------------------------------------------------------
-    def refine(self, stepsPerRound: int | str = 0, flipAverage: bool = False) -> dict:
+    def refine(self, stepsPerRound: int | str = 0, flipAverage: bool = False) -> RoundStats:
         """Run one MECCA round with every click so far and update the segment; ``stepsPerRound``
         policy steps with the same clicks (1: the paper's round; more reach a Dice in fewer rounds, at
         2-3 times the time: research/NOTEBOOK.md, "Steps per round"); 0 or "auto" (the
@@ -269,11 +288,8 @@ class MECCASession(VTKObservationMixin):
         (3 up to 80^3 voxels). ``flipAverage``: each step averages the policy over the ROI and its
         three mirror images (about a Dice point more, 4 times the policy's time).
 
-        Returns round (rounds now in effect), clicks (new in the round), policySteps (taken in the
-        round), seconds (the whole update as the user waits for it), networkSeconds, changedVoxels
-        (of the segment), segmentVoxels and roiIjk ((i, j, k) lo, hi of the round's region). undo()
-        and redo() return the same keys. SessionError before the first click when there is no ROI and
-        no starting segment.
+        Returns the round's RoundStats; undo() and redo() return the same keys. SessionError before
+        the first click when there is no ROI and no starting segment.
         """
         self._requireOpen()
         start = time.perf_counter()
@@ -282,7 +298,7 @@ class MECCASession(VTKObservationMixin):
         summary = self._engine.step()
         return self._afterChange(summary, start, networkSeconds=summary["seconds"])
 
-    def undo(self) -> dict:
+    def undo(self) -> RoundStats:
         """Take back the last round (and the clicks not yet run). SessionError when there is none."""
         from mecca.errors import SessionError
 
@@ -296,7 +312,7 @@ class MECCASession(VTKObservationMixin):
             self._hideClick(self._placed[id(click)])
         return self._afterChange(summary, start)
 
-    def redo(self) -> dict:
+    def redo(self) -> RoundStats:
         """Re-apply the last round taken back. SessionError when there is none."""
         from mecca.errors import SessionError
 
@@ -310,7 +326,7 @@ class MECCASession(VTKObservationMixin):
             click.pointId = self._showClick(click)
         return self._afterChange(summary, start)
 
-    def _afterChange(self, summary: dict, start: float, networkSeconds: float = 0.0) -> dict:
+    def _afterChange(self, summary: dict, start: float, networkSeconds: float = 0.0) -> RoundStats:
         """Segment, confidence and advice after a round was run, taken back or re-applied.
 
         Only the round's region is read from the engine and written to the nodes: a large volume
@@ -321,13 +337,12 @@ class MECCASession(VTKObservationMixin):
         self._updateConfidence()
         if self._adviceVisible:
             self._showAdvice()
-        return {"round": self._engine.rounds, "clicks": summary["clicks"], "policySteps": summary["policy_steps"],
-                "seconds": time.perf_counter() - start,
-                "networkSeconds": networkSeconds, "changedVoxels": changed,
-                "segmentVoxels": int(np.count_nonzero(self._mask)),
-                "roiIjk": (tuple(summary["roi_lo_ijk"]), tuple(summary["roi_hi_ijk"])),
-                "clicksNotFollowed": self._engine.clicks_not_followed,
-                "clicksInEffect": sum(len(clicks) for clicks in self._engine.clicks_by_round)}
+        return RoundStats(round=self._engine.rounds, clicks=summary["clicks"], policySteps=summary["policy_steps"],
+                          seconds=time.perf_counter() - start, networkSeconds=networkSeconds, changedVoxels=changed,
+                          segmentVoxels=int(np.count_nonzero(self._mask)),
+                          roiIjk=(tuple(summary["roi_lo_ijk"]), tuple(summary["roi_hi_ijk"])),
+                          clicksNotFollowed=self._engine.clicks_not_followed,
+                          clicksInEffect=sum(len(clicks) for clicks in self._engine.clicks_by_round))
 
     @property
     def canUndo(self) -> bool:
@@ -469,7 +484,7 @@ class MECCASession(VTKObservationMixin):
             region = box_slices(self._touched)
             result = self._mask[region].copy()
             self._writeSegment(self._original[region], self._touched)
-            self.logic.saveUndoState(self.segmentationNode)
+            self._saveUndoState(self.segmentationNode)
             self._writeSegment(result, self._touched)
         if any(self._engine.clicks_by_round):
             self._recordClicks()

@@ -280,17 +280,19 @@ def engineEnvironment() -> dict:
 class FineTuningRun(BackgroundJob):
     """Evaluate the current model on the held-back cases, fine-tune it, evaluate the new model."""
 
-    def __init__(self, logic, data: TrainingData, newModelPath: Path, epochs: int, device: str, datasetFolders=()):
-        """``logic`` gives the current model file and the training command."""
+    def __init__(self, modelFile, data: TrainingData, newModelPath: Path, epochs: int, device: str, datasetFolders=()):
+        """Fine-tunes ``modelFile`` (the current model) on ``data`` (exportCases) and the MSD
+        ``datasetFolders`` into ``newModelPath``."""
         folder = data.folder.parent
         self.folder = folder
         self.newModelPath = Path(newModelPath)
         self.beforeJson = folder / "evaluation-current-model.json"
         self.afterJson = folder / "evaluation-new-model.json"
-        steps = [JobStep("fine-tuning", logic.trainCommand(data, self.newModelPath, epochs, device, datasetFolders), 10.0)]
+        training = trainCommand(modelFile, data, self.newModelPath, epochs, device, datasetFolders)
+        steps = [JobStep("fine-tuning", training, 10.0)]
         if data.heldOutDir is not None:
             steps.insert(0, JobStep("evaluating the current model on the held-back cases",
-                                    evaluateCommand(data.heldOutDir, logic.modelFile, self.beforeJson)))
+                                    evaluateCommand(data.heldOutDir, modelFile, self.beforeJson)))
             steps.append(JobStep("evaluating the new model on the held-back cases",
                                  evaluateCommand(data.heldOutDir, self.newModelPath, self.afterJson)))
         super().__init__(steps, engineEnvironment())

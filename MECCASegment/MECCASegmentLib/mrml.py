@@ -33,7 +33,7 @@ def ijkToWorld(volumeNode, ijk) -> np.ndarray:
 
 def engineVolume(volumeNode):
     """The volume's voxels (a copy) and geometry as the engine's Volume (ITK/LPS convention)."""
-    from mecca.io import Volume
+    from mecca.volume import Volume
 
     matrix = ijkToRasMatrix(volumeNode)
     spacing = np.array(volumeNode.GetSpacing())

@@ -21,7 +21,7 @@ _PUBLIC = {
     "InteractiveSession": "session", "RoundSummary": "session", "AUTO_STEPS": "defaults",
     "load_model": "checkpoint", "save_model": "checkpoint",
     "MeccaModel": "networks", "NetworkConfig": "networks",
-    "Volume": "io", "read_volume": "io", "write_volume": "io", "MSDDataset": "io",
+    "Volume": "volume", "read_volume": "io", "write_volume": "io", "MSDDataset": "datasets",
     "Click": "clicks", "read_clicks": "clicks",
     "SimulatedUser": "users",
     "InputError": "errors", "SessionError": "errors", "CheckpointError": "errors",

@@ -11,7 +11,6 @@ levers (each optimisation switched off).
 from __future__ import annotations
 
 import multiprocessing
-import platform
 import resource
 import time
 
@@ -19,13 +18,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from . import networks
+from . import cpu_kernels
+from .cpu_kernels import Conv3d
 from .defaults import AUTO_STEPS
 from .geometry import ijk_from_kji
-from .io import Volume
-from .networks import Conv3d, MeccaModel
+from .networks import MeccaModel
 from .session import InteractiveSession
 from .users import SimulatedUser
+from .volume import Volume
 
 BIG_VOLUME = (300, 512, 512)  # k, j, i: a typical CT
 
@@ -104,12 +104,12 @@ def useful_flops(net: torch.nn.Module, inputs: tuple) -> int:
     """FLOPs of the policy's forward pass as the whole-volume path computes it: the slabbed fusion
     head also convolves each slab's halo rows, work the result does not need, which must not count
     as achieved."""
-    slab_voxels = networks.SLAB_VOXELS
-    networks.SLAB_VOXELS = inputs[0].shape[2:].numel()  # the whole volume is one slab
+    slab_voxels = cpu_kernels.SLAB_VOXELS
+    cpu_kernels.SLAB_VOXELS = inputs[0].shape[2:].numel()  # the whole volume is one slab
     try:
         return sum(layer_flops for *_, layer_flops in conv_calls(net, *inputs))
     finally:
-        networks.SLAB_VOXELS = slab_voxels
+        cpu_kernels.SLAB_VOXELS = slab_voxels
 
 
 def interleaved_best_seconds(functions, repeats: int) -> list[float]:
@@ -242,12 +242,3 @@ def bench_big_volume(model_path: str | None, precision: str, threads: int) -> di
     if process.exitcode != 0:
         raise RuntimeError(f"the big-volume benchmark process failed (exit code {process.exitcode})")
     return queue.get()
-
-
-def machine_description(device: str) -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": multiprocessing.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device": device}
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    return info

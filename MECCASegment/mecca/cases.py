@@ -11,10 +11,10 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from .clicks import Click, read_clicks
+from .datasets import MSDDataset, binary_label, check_dataset, split_validation
 from .errors import InputError
-from .geometry import ijk_from_kji, kji_from_ijk
-from .harness import EVAL_ROI_MARGIN, label_box
-from .io import MSDDataset, Volume, binary_label, check_dataset, resample_to_shape, split_validation
+from .geometry import EVAL_ROI_MARGIN, ijk_from_kji, kji_from_ijk, label_box
+from .volume import Volume, resample_to_shape
 from .working_grid import working_grid
 
 STRUCTURE_MODES = ("union", "each")

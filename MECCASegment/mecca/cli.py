@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .datasets import binary_label
 from .defaults import (
     AUTO_STEPS,
     KNOWN_STRUCTURE,
@@ -23,8 +24,9 @@ from .defaults import (
 )
 from .errors import CheckpointError, InputError, SessionError
 from .geometry import ijk_from_kji
-from .io import binary_label, check_nifti_size, read_volume, validate_image, write_json, write_volume
+from .io import check_nifti_size, read_volume, write_json, write_volume
 from .resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+from .volume import validate_image
 
 # The networks (PyTorch) load inside the commands that run them: --version and --help start at once.
 if TYPE_CHECKING:
@@ -253,7 +255,7 @@ def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
 
 def evaluation_cases(args):
     """(dataset, the cases to evaluate) from the evaluation options."""
-    from .io import MSDDataset
+    from .datasets import MSDDataset
 
     dataset = MSDDataset.open(args.dataset)
     cases = dataset.validation_cases(args.validation_fraction) if args.split == "validation" \
@@ -269,8 +271,8 @@ def evaluation_report(args, dataset, cases, factories: dict, used_models: dict) 
     import torch
 
     from .harness import evaluate
+    from .provenance import command_line
     from .report import write_evaluation_figure
-    from .training import command_line
 
     _print(f"evaluating {', '.join(factories)} on {len(cases)} cases of {dataset.name} ({args.split} split), "
            f"{_plural(args.rounds, 'round')} x {_plural(args.clicks_per_round, f'{args.user} click')}, "
@@ -304,8 +306,9 @@ def evaluation_report(args, dataset, cases, factories: dict, used_models: dict) 
 def run_bench(args) -> dict:
     import torch
 
-    from .bench import bench_big_volume, bench_roi, machine_description
+    from .bench import bench_big_volume, bench_roi
     from .checkpoint import resolve_device
+    from .provenance import machine_description
 
     if args.threads:
         torch.set_num_threads(args.threads)

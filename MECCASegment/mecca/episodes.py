@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from .cases import TrainingCase
 from .clicks import Click
+from .cpu_kernels import native_bfloat16
 from .environment import (
     MASK_TENTHS,
     START_TENTHS,
@@ -38,7 +39,7 @@ from .environment import (
     transition,
 )
 from .hints import encode_hints
-from .networks import ImageFeatures, MeccaModel, native_bfloat16
+from .networks import ImageFeatures, MeccaModel
 from .recipe import TrainingConfig
 from .synthetic import synthetic_object, thick_slices
 from .users import SimulatedUser

@@ -1,9 +1,11 @@
-"""Axis order, in one place.
+"""Axis order, boxes and the patient's sides, in one place.
 
 ITK and Slicer index a voxel (i, j, k); the numpy arrays of their images are indexed (k, j, i).
-Inside the engine every position and box is in numpy order; the two functions below are the only
-places that turn one order into the other, at the engine's boundary (ITK/Slicer indices in, the
-same out).
+Inside the engine every position and box is in numpy order; kji_from_ijk and ijk_from_kji are the
+only places that turn one order into the other, at the engine's boundary (ITK/Slicer indices in,
+the same out). Also here: an object's box (label_box) and which plane and patient sides a slice
+shows (slice_orientation). The standard library only (numpy inside label_box), so importing this
+stays light.
 """
 
 from __future__ import annotations
@@ -22,6 +24,22 @@ def kji_from_ijk(ijk: Sequence) -> Index:
 def ijk_from_kji(kji: Sequence) -> Index:
     """A numpy (k, j, i) index as an ITK/Slicer (i, j, k) index."""
     return tuple(int(v) for v in reversed(tuple(kji)))
+
+
+EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
+
+
+def label_box(label, margin: int = EVAL_ROI_MARGIN) -> tuple[Index, Index]:
+    """The (i, j, k) box [lo, hi) of a label's object plus a margin, clipped to the image (the ROI of
+    an evaluation and of a training case). ``label``: a numpy array (numpy is imported here only)."""
+    import numpy as np
+
+    points = np.argwhere(label > 0)
+    if points.size == 0:
+        raise ValueError("the label is empty: there is no object to segment")
+    lo = np.maximum(points.min(0) - margin, 0)
+    hi = np.minimum(points.max(0) + 1 + margin, label.shape)
+    return ijk_from_kji(lo), ijk_from_kji(hi)
 
 
 def box_slices(box: Box) -> tuple[slice, slice, slice]:

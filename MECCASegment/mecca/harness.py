@@ -19,27 +19,17 @@ import numpy as np
 import torch
 
 from .clicks import Click
+from .datasets import Case
 from .environment import simulated_labels
 from .errors import InputError
-from .geometry import Box, box_slices, ijk_from_kji, kji_from_ijk
-from .io import Case, Volume
+from .geometry import Box, box_slices, ijk_from_kji, kji_from_ijk, label_box
 from .metrics import assd, dice, misunderstanding_rate, roc_auc
 from .networks import MeccaModel
 from .session import InteractiveSession, Round
 from .users import SimulatedUser
+from .volume import Volume
 
-EVAL_ROI_MARGIN = 8  # voxels around the true object: the box a user would draw
 HARNESS_KEYS = {"case", "dice_per_round", "assd_mm_per_round", "misunderstanding_rate_per_round", "seconds_per_round"}
-
-
-def label_box(label: np.ndarray, margin: int = EVAL_ROI_MARGIN):
-    """The (i, j, k) box [lo, hi) of the object plus a margin, clipped to the image."""
-    points = np.argwhere(label > 0)
-    if points.size == 0:
-        raise ValueError("the label is empty: there is no object to segment")
-    lo = np.maximum(points.min(0) - margin, 0)
-    hi = np.minimum(points.max(0) + 1 + margin, label.shape)
-    return ijk_from_kji(lo), ijk_from_kji(hi)
 
 
 # -- methods -------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from . import colours  # noqa: E402
 from .clicks import Click  # noqa: E402
 from .colours import hex_code  # noqa: E402
 from .geometry import slice_orientation  # noqa: E402
-from .io import Volume, atomic_path  # noqa: E402
+from .io import atomic_path  # noqa: E402
 from .session import InteractiveSession  # noqa: E402
+from .volume import Volume  # noqa: E402
 
 
 def _save(figure, path: str | Path, metadata: dict | None = None) -> Path:

@@ -42,9 +42,9 @@ from .environment import (
 from .errors import InputError, SessionError
 from .geometry import Box, box_slices, ijk_from_kji, kji_from_ijk
 from .hints import encode_hints
-from .io import Volume, validate_image
 from .networks import MeccaModel
 from .seeded import random_walker_probability, seed_map
+from .volume import Volume, validate_image
 from .working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
 
 DEFAULT_ROI_MARGIN_MM = 30.0

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -26,12 +25,14 @@ from tqdm import tqdm
 
 from .cases import TrainingCase
 from .checkpoint import load_model, load_training_state, save_model, save_training_state
+from .cpu_kernels import native_bfloat16
 from .defaults import KNOWN_STRUCTURE, KNOWN_STRUCTURE_DICE, NEW_STRUCTURE
 from .episodes import make_batch, rollout, step_loss
 from .errors import InputError
 from .harness import MeccaMethod, simulate
-from .networks import MeccaModel, NetworkConfig, native_bfloat16
+from .networks import MeccaModel, NetworkConfig
 from .progress import event_line
+from .provenance import command_line, peak_memory_mb
 from .recipe import TrainingConfig
 
 
@@ -547,24 +548,3 @@ def lineage_of(metadata: dict) -> list[dict]:
              "epochs": training.get("config", {}).get("epochs"), "wall_time_s": training.get("wall_time_s"),
              "init": training.get("data", {}).get("init"), "validation": metadata.get("metrics", {}).get("validation")}
     return [*metadata.get("lineage", []), stage]
-
-
-def peak_memory_mb() -> float | None:
-    """This process's peak resident memory so far (MB; None where the system does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2  # Linux reports KiB, macOS bytes
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, 1)
-
-
-def command_line() -> str:
-    """The command as typed: ``mecca ...``, or ``python -m module ...`` for a module run with -m."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    program = Path(sys.argv[0]).name
-    if spec is not None and spec.name not in ("mecca.cli", "mecca.__main__"):
-        program = f"python -m {spec.name.removesuffix('.__main__')}"
-    elif spec is not None:
-        program = "mecca"
-    return " ".join([program] + sys.argv[1:])

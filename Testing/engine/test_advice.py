@@ -5,8 +5,9 @@ import pytest
 import torch
 from mecca.advice import SLIC_MAX_VOXELS, Supervoxels, advice_label_map, rank_regions, segments_for_round, supervoxels
 from mecca.environment import normalize_image
-from mecca.io import read_volume, resample_to_shape
+from mecca.io import read_volume
 from mecca.resources import SAMPLE_IMAGE, resource_path
+from mecca.volume import resample_to_shape
 
 
 def test_ranking_picks_the_least_confident_regions_in_order():

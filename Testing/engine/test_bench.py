@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from mecca import networks
+from mecca import cpu_kernels, networks
 from mecca.bench import conv_calls, interleaved_best_seconds, useful_flops
 from mecca.cli import main
 
@@ -50,12 +50,12 @@ def test_achieved_flops_leave_out_the_slabs_halo_rows(bundled_model_float32):
     and 8 rows: the slab boundary costs two extra rows of the fusion and output convolutions."""
     policy = bundled_model_float32.policy
     state = torch.zeros(1, 3, 64, 96, 96).contiguous(memory_format=torch.channels_last_3d)
-    assert state.shape[2:].numel() > networks.SLAB_VOXELS
+    assert state.shape[2:].numel() > cpu_kernels.SLAB_VOXELS
     head = policy.policy_out
     executed = sum(flops for *_, flops in conv_calls(policy, state, False))
     per_row = 2 * 96 * 96 * (head.fuse.out_channels * head.fuse.in_channels * 27 + head.out.out_channels * head.out.in_channels)
     assert executed - useful_flops(policy, (state, False)) == 2 * per_row
-    assert networks.SLAB_VOXELS == 1 << 19  # restored
+    assert cpu_kernels.SLAB_VOXELS == 1 << 19  # restored
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU bench is checked where one is")

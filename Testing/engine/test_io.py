@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from mecca.datasets import MSDDataset
 from mecca.errors import InputError
-from mecca.io import MSDDataset, read_volume, write_json, write_volume
+from mecca.io import read_volume, write_json, write_volume
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])

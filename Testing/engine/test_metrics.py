@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from mecca.harness import label_box
+from mecca.geometry import label_box
 from mecca.metrics import assd, dice
 
 

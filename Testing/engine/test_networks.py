@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mecca import networks
+from mecca import cpu_kernels, networks
 from mecca.checkpoint import load_model
+from mecca.datasets import binary_label
 from mecca.environment import build_state, normalize_image
 from mecca.hints import hint_map
-from mecca.io import binary_label, read_volume
+from mecca.io import read_volume
 from mecca.resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from mecca.users import SimulatedUser
 
@@ -19,7 +20,7 @@ from mecca.users import SimulatedUser
 @pytest.mark.parametrize("stride, dilation", [(1, 1), (1, 4), (2, 1)])
 def test_the_direct_onednn_convolution_equals_nn_conv3d(stride, dilation):
     torch.manual_seed(0)
-    conv = networks.Conv3d(5, 7, 3, stride=stride, padding=dilation, dilation=dilation).eval()
+    conv = cpu_kernels.Conv3d(5, 7, 3, stride=stride, padding=dilation, dilation=dilation).eval()
     x = torch.randn(1, 5, 13, 10, 11)
     with torch.no_grad():
         fast = conv(x)
@@ -31,7 +32,7 @@ def test_the_direct_onednn_convolution_equals_nn_conv3d(stride, dilation):
 def test_a_trace_records_the_regular_convolution():
     """An ONNX export (a trace) must record convolutions other runtimes know, not the direct oneDNN
     call that plain inference takes (research/experiments/onnxruntime_lever.py)."""
-    conv = networks.Conv3d(2, 3, 3, padding=1).eval()
+    conv = cpu_kernels.Conv3d(2, 3, 3, padding=1).eval()
     with torch.no_grad():
         graph = str(torch.jit.trace(conv, torch.randn(1, 2, 8, 8, 8)).inlined_graph)
     assert "mkldnn_convolution" not in graph and "aten::_convolution" in graph
@@ -40,7 +41,7 @@ def test_a_trace_records_the_regular_convolution():
 @pytest.mark.parametrize("channels", [2, 8])
 def test_bfloat16_upsampling_is_the_float32_result_rounded(channels):
     x = torch.randn(1, channels, 6, 7, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
-    out = networks.upsample(x, (12, 13, 10))
+    out = cpu_kernels.upsample(x, (12, 13, 10))
     reference = F.interpolate(x.float(), size=(12, 13, 10), mode="trilinear", align_corners=False)
     assert out.dtype == torch.bfloat16 and out.shape == (1, channels, 12, 13, 10)
     assert torch.equal(out, reference.to(torch.bfloat16))
@@ -94,7 +95,7 @@ def test_the_fusion_head_in_slabs_gives_exactly_the_whole_volume_result(monkeypa
         state = state.to(model.dtype).contiguous(memory_format=torch.channels_last_3d)
         logits = {}
         for name, voxels in (("whole", 1 << 40), ("slabs", rows * image.shape[1] * image.shape[2])):
-            monkeypatch.setattr(networks, "SLAB_VOXELS", voxels)
+            monkeypatch.setattr(cpu_kernels, "SLAB_VOXELS", voxels)
             with torch.no_grad():
                 logits[name], _ = model.policy(state, with_value=False)
         assert logits["slabs"].is_contiguous(memory_format=torch.channels_last_3d)
@@ -191,8 +192,8 @@ def test_the_split_architecture_reuses_the_image_features_and_survives_a_file_ro
 def test_a_session_runs_the_split_encoder_once_per_roi_and_flip_averaging_once_per_flip():
     """Three rounds on one ROI encode the image once (four times with flip averaging: once per
     flip), not once per policy step; a new ROI encodes again."""
-    from mecca.io import Volume
     from mecca.session import InteractiveSession
+    from mecca.volume import Volume
 
     model = _trained_looking(networks.MeccaModel.create(SPLIT, seed=4))
     array = np.random.default_rng(0).normal(0, 1, (20, 24, 22)).astype(np.float32)

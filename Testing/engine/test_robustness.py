@@ -22,10 +22,12 @@ from helpers import FileCreatingPickle
 from mecca import checkpoint
 from mecca.checkpoint import load_model, load_training_state, save_model, save_training_state
 from mecca.cli import main
+from mecca.datasets import MSDDataset, check_dataset
 from mecca.errors import CheckpointError, InputError
-from mecca.io import MSDDataset, Volume, check_dataset, read_volume, write_json, write_volume
+from mecca.io import read_volume, write_json, write_volume
 from mecca.networks import MeccaModel, NetworkConfig
 from mecca.session import InteractiveSession
+from mecca.volume import Volume
 from safetensors.torch import load_file, save_file
 
 SMALL = NetworkConfig(width=8, confidence_width=8)

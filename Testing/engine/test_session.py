@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 from mecca.errors import InputError, SessionError
-from mecca.io import Volume
 from mecca.session import InteractiveSession, automatic_steps
+from mecca.volume import Volume
 
 
 def test_a_round_changes_only_the_roi_and_records_history(blob_volume, untrained_model):
@@ -138,8 +138,9 @@ def test_advice_regions_are_compact_in_millimetres_on_thick_slices(blob_volume, 
 
 def _sample_session(model, steps_per_round, lean_correction=0.5):
     """A session on the bundled sample with the simulated user's three first clicks queued."""
+    from mecca.datasets import binary_label
     from mecca.geometry import ijk_from_kji
-    from mecca.io import binary_label, read_volume
+    from mecca.io import read_volume
     from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
     from mecca.users import SimulatedUser
 
@@ -182,7 +183,7 @@ def test_automatic_steps_per_round_is_the_default_and_depends_on_the_working_gri
                                                                                    untrained_model):
     """The sample's ROI is enlarged to the model's 64^3 minimum: auto takes 3 steps there, bit for bit
     an explicit 3; a 100^3 ROI (worked on as it is) takes 1."""
-    from mecca.io import Volume
+    from mecca.volume import Volume
 
     automatic, three = _sample_session(bundled_model_float32, "auto"), _sample_session(bundled_model_float32, 3)
     assert automatic.steps_per_round == "auto"

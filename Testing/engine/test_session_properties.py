@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from mecca.errors import InputError, SessionError
 from mecca.geometry import ijk_from_kji
-from mecca.io import Volume
 from mecca.networks import MeccaModel, NetworkConfig
 from mecca.session import InteractiveSession
+from mecca.volume import Volume
 
 SHAPE_KJI = (10, 14, 12)
 SIZE_IJK = SHAPE_KJI[::-1]

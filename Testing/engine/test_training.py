@@ -10,8 +10,8 @@ import torch
 from helpers import copy_msd_cases, train_episode
 from mecca import episodes, training
 from mecca.cases import load_cases, structures_of
+from mecca.datasets import MSDDataset
 from mecca.episodes import make_batch
-from mecca.io import MSDDataset
 from mecca.networks import MeccaModel, NetworkConfig
 from mecca.recipe import TrainingConfig
 from mecca.training import Trainer, epoch_batches
@@ -120,7 +120,7 @@ def test_recorded_clicks_follow_the_crop_permutation_and_flips():
 
 def test_unlabelled_cases_with_recorded_clicks_train(tiny_dataset, tmp_path):
     """Cases a user segmented interactively (image + clicks, no label) take part through eq. 6."""
-    from mecca.io import MSDDataset
+    from mecca.datasets import MSDDataset
     from mecca.users import SimulatedUser
 
     dataset = MSDDataset.open(tiny_dataset)

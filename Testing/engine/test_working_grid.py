@@ -12,10 +12,12 @@ from mecca import session as session_module
 from mecca.cases import load_cases
 from mecca.clicks import Click
 from mecca.environment import ACTION_TENTHS
-from mecca.harness import label_box, simulate_mecca
-from mecca.io import Volume, read_volume, resample_to_shape, write_volume
+from mecca.geometry import label_box
+from mecca.harness import simulate_mecca
+from mecca.io import read_volume, write_volume
 from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
 from mecca.session import InteractiveSession
+from mecca.volume import Volume, resample_to_shape
 from mecca.working_grid import WORKING_MAX_VOXELS, WorkingGrid, working_grid
 
 

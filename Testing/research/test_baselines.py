@@ -8,12 +8,13 @@ from helpers import copy_msd_cases
 from mecca.cases import load_cases
 from mecca.checkpoint import load_model
 from mecca.clicks import Click
+from mecca.datasets import MSDDataset
 from mecca.episodes import make_batch
 from mecca.errors import CheckpointError
-from mecca.harness import label_box
-from mecca.io import MSDDataset, Volume
+from mecca.geometry import label_box
 from mecca.networks import NetworkConfig
 from mecca.recipe import TrainingConfig
+from mecca.volume import Volume
 
 from research.baselines.automatic import ARCHITECTURES, AutomaticMethod, automatic_step_loss, build, load_automatic, save_automatic, train
 from research.baselines.intercnn import InterCNN, InterCNNMethod, load_intercnn, save_intercnn

@@ -129,8 +129,7 @@ def test_the_guided_user_clicks_inside_the_first_advice_region_that_holds_an_err
     import numpy as np
     import pytest
     from mecca import load_model, read_volume
-    from mecca.geometry import ijk_from_kji, kji_from_ijk
-    from mecca.harness import label_box
+    from mecca.geometry import ijk_from_kji, kji_from_ijk, label_box
     from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
     from mecca.session import InteractiveSession
 
@@ -166,7 +165,7 @@ def test_a_result_records_the_command_as_typed(tmp_path):
     import subprocess
     import sys
 
-    (tmp_path / "probe.py").write_text("from mecca.training import command_line\nprint(command_line())\n")
+    (tmp_path / "probe.py").write_text("from mecca.provenance import command_line\nprint(command_line())\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "MECCASegment"), str(tmp_path)])}
     out = subprocess.run([sys.executable, "-m", "probe", "--json", "out.json"], env=env, capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -244,7 +243,7 @@ def test_made_structures_are_objects_of_the_scans_that_are_not_the_label_in_a_da
     import numpy as np
     import pytest
     from helpers import copy_msd_cases
-    from mecca.io import MSDDataset
+    from mecca.datasets import MSDDataset
 
     made = _results_script("made_structures")
     source = copy_msd_cases(hippocampus_dir, tmp_path / "msd", 10)
@@ -270,7 +269,8 @@ def test_the_new_structure_proxy_fine_tunes_on_training_patients_with_the_struct
     """research/experiments/new_structure.py writes, as the panel exports one segment, binary masks of
     the one organ from patients `mecca train` trains on (never a validation patient), on their images."""
     import numpy as np
-    from mecca.io import MSDDataset, read_volume
+    from mecca.datasets import MSDDataset
+    from mecca.io import read_volume
 
     module = _results_script("new_structure")
     dataset = MSDDataset.open(head_neck_ct_dir)

@@ -223,7 +223,8 @@ def test_rounds_through_slicer_equal_the_engine_on_the_same_clicks(scan, logic):
     """Clicks as RAS points, an ROI node, rounds written into a segment: the segment read back from
     the segmentation node equals the engine's own result, round by round, in every geometry."""
     from mecca.checkpoint import load_model
-    from mecca.harness import label_box, simulate_mecca
+    from mecca.geometry import label_box
+    from mecca.harness import simulate_mecca
 
     volumeNode, label = scan
     lo, hi = label_box(label)
@@ -242,7 +243,8 @@ def test_steps_per_round_reach_the_engine(scan, logic):
     the engine's rounds with the same setting, and differ from rounds of one step; the parameter
     node's 0 is automatic."""
     from mecca.checkpoint import load_model
-    from mecca.harness import MeccaMethod, label_box, simulate
+    from mecca.geometry import label_box
+    from mecca.harness import MeccaMethod, simulate
 
     volumeNode, label = scan
     lo, hi = label_box(label)
@@ -261,7 +263,8 @@ def test_average_over_flips_reaches_the_engine(scan, logic):
     """The module's "Average over flips": the round written into the segment equals the engine's
     round with flip_average, and differs from a plain round."""
     from mecca.checkpoint import load_model
-    from mecca.harness import MeccaMethod, label_box, simulate
+    from mecca.geometry import label_box
+    from mecca.harness import MeccaMethod, simulate
 
     volumeNode, label = scan
     lo, hi = label_box(label)
@@ -284,7 +287,7 @@ def test_average_over_flips_reaches_the_engine(scan, logic):
 def test_dice_against_the_label_with_the_bundled_model(scene, sample_case):
     """Five rounds of three simulated clicks on the held-out case improve the segment to the bundled
     model's level (about 0.8 at round 5 on this case with the bundled model; an untrained model gets < 0.2)."""
-    from mecca.harness import label_box
+    from mecca.geometry import label_box
     from mecca.metrics import dice
 
     if _bundled_model() is None:
@@ -425,7 +428,7 @@ def test_confidence_node_is_on_the_volume_grid(scan, logic):
 
 
 def test_advice_regions_lie_inside_the_roi_and_are_shown_numbered(scan, logic):
-    from mecca.harness import label_box
+    from mecca.geometry import label_box
 
     volumeNode, label = scan
     lo, hi = label_box(label)
@@ -454,7 +457,7 @@ def test_advice_regions_lie_inside_the_roi_and_are_shown_numbered(scan, logic):
 
 # -- clicks placed in the views --------------------------------------------------------------------
 def test_points_placed_with_the_click_tools_become_clicks(scan, logic):
-    from mecca.harness import label_box
+    from mecca.geometry import label_box
 
     volumeNode, label = scan
     lo, hi = label_box(label, margin=2)  # a box that ends inside the image (the sample is a tight crop)
@@ -513,7 +516,8 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tm
     sessions become unlabelled cases with their clicks; the train command starts from the current model."""
     from mecca.cli import build_parser
     from mecca.clicks import read_clicks
-    from mecca.io import MSDDataset, read_volume
+    from mecca.datasets import MSDDataset
+    from mecca.io import read_volume
 
     pairs = []
     image, label = sample_case
@@ -535,7 +539,7 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tm
     assert len(interactive) == 1 and len(interactive[0].clicks) == 2 * CLICKS_PER_ROUND
 
     heldOut = cases[3]
-    data = logic.exportTrainingData(tmp_path / "data", cases, interactive, [heldOut])
+    data = finetuning.exportCases(tmp_path / "data", cases, interactive, [heldOut])
     labelled = MSDDataset.open(data.labelledDir)
     assert len(labelled.cases) == 3 and len(MSDDataset.open(data.heldOutDir).cases) == 1
     original = read_volume(_sample_paths()[0])
@@ -553,7 +557,7 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tm
     assert replayed == [(tuple(c["ijk"]), c["positive"]) for c in interactive[0].clicks]
 
     extra = tmp_path / "more"
-    command = logic.trainCommand(data, tmp_path / "new.safetensors", 3, "cpu", [extra])
+    command = finetuning.trainCommand(logic.modelFile, data, tmp_path / "new.safetensors", 3, "cpu", [extra])
     assert command[:3] == [finetuning.pythonExecutable(), "-m", "mecca.cli"]
     assert command[3:] == ["train", "--dataset", str(data.labelledDir), "--dataset", str(extra),
                            "--unlabeled", str(data.interactiveDir), "--init", str(logic.modelFile),
@@ -561,7 +565,7 @@ def test_export_to_msd_and_the_fine_tuning_command(scene, logic, sample_case, tm
                            "--validation-fraction", "0", "--progress", "jsonl"]
     arguments = build_parser().parse_args(command[3:])
     assert arguments.init == str(logic.modelFile) and arguments.progress == "jsonl"
-    automatic = logic.trainCommand(data, tmp_path / "new.safetensors", 0, "cpu")
+    automatic = finetuning.trainCommand(logic.modelFile, data, tmp_path / "new.safetensors", 0, "cpu")
     assert "--epochs" not in automatic and build_parser().parse_args(automatic[3:]).epochs is None
     evaluate = finetuning.evaluateCommand(data.heldOutDir, "m.safetensors", "out.json")[3:]
     assert evaluate == ["evaluate", "--dataset", str(data.heldOutDir), "--model", "m.safetensors", "--split", "all",
@@ -576,7 +580,7 @@ def test_the_panel_reads_the_engines_progress_stream(logic, tmp_path):
     from mecca.progress import STEP_FIELDS, event_line
 
     data = finetuning.TrainingData(tmp_path, tmp_path / "labelled", None, None)
-    run = finetuning.FineTuningRun(logic, data, tmp_path / "new.safetensors", 4, "cpu")
+    run = finetuning.FineTuningRun(logic.modelFile, data, tmp_path / "new.safetensors", 4, "cpu")
     fields = {field: 0 for field in STEP_FIELDS} | {"epoch": 2, "epochs": 4, "step": 5, "steps": 10, "eta_s": 75.5,
                                                     "peak_memory_mb": 2150.0}
     run.onEvent(progress.parse_line(event_line("step", **fields)))
@@ -605,7 +609,7 @@ def test_fine_tuning_run_reports_progress_and_results_without_blocking(scene, lo
     in background processes; poll() hands over progress, the new model and the comparison. The
     commands here are stand-ins printing what ``mecca`` prints, so no training runs."""
     data = finetuning.TrainingData(tmp_path, tmp_path / "labelled", None, tmp_path / "heldout")
-    run = finetuning.FineTuningRun(logic, data, tmp_path.parent / "new.safetensors", 2, "cpu")
+    run = finetuning.FineTuningRun(logic.modelFile, data, tmp_path.parent / "new.safetensors", 2, "cpu")
     assert [step.name for step in run.steps] == ["evaluating the current model on the held-back cases", "fine-tuning",
                                                  "evaluating the new model on the held-back cases"]
     assert run.steps[0].command[run.steps[0].command.index("--model") + 1] == str(logic.modelFile)
@@ -640,7 +644,7 @@ def test_fine_tuning_always_holds_a_case_back_to_check_the_new_model(scene, logi
     from mecca.errors import InputError
 
     exported = {}
-    monkeypatch.setattr(logic, "exportTrainingData", lambda folder, labelled, interactive, heldOut: exported.update(
+    monkeypatch.setattr(module, "exportCases", lambda folder, labelled, interactive, heldOut: exported.update(
         labelled=list(labelled), heldOut=list(heldOut)) or finetuning.TrainingData(Path(folder), None, None, None))
     monkeypatch.setattr(finetuning.FineTuningRun, "start", lambda run: None)  # no process: only the plan is checked
     logic.startFineTuning(tmp_path, ["case a", "case b", "case c"], epochs=1)

@@ -24,9 +24,9 @@ from mecca.environment import normalize_image
 from mecca.episodes import EpisodeBatch, batch_dice, class_weights, masked_mean
 from mecca.errors import CheckpointError, InputError
 from mecca.harness import InteractiveMethod, register_method
-from mecca.io import Volume
 from mecca.networks import NetworkConfig
 from mecca.recipe import TrainingConfig
+from mecca.volume import Volume
 from mecca.working_grid import working_grid
 from torch import nn
 

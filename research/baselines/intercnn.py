@@ -29,10 +29,10 @@ from mecca.episodes import EpisodeBatch, batch_dice, class_weights, masked_mean
 from mecca.errors import CheckpointError, InputError
 from mecca.harness import InteractiveMethod, register_method
 from mecca.hints import HINT_ENCODINGS, encode_hints
-from mecca.io import Volume
 from mecca.networks import STATE_CHANNELS, DilatedBlock, Encoder, FusionHead, NetworkConfig
 from mecca.recipe import TrainingConfig
 from mecca.users import SimulatedUser
+from mecca.volume import Volume
 from mecca.working_grid import working_grid
 from torch import nn
 

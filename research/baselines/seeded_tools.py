@@ -9,8 +9,8 @@ from mecca.clicks import Click
 from mecca.environment import normalize_image
 from mecca.geometry import box_shape
 from mecca.harness import InteractiveMethod, evaluate, register_method
-from mecca.io import Volume
 from mecca.seeded import RANDOM_WALKER_BETA, random_walker_probability, seed_map
+from mecca.volume import Volume
 
 RANDOM_WALKER_BETAS = (30.0, 130.0, 300.0, 1000.0, 3000.0)  # tried on training cases (tune_random_walker_beta)
 

@@ -22,8 +22,8 @@ import sys
 import numpy as np
 import torch
 from mecca.checkpoint import load_model
+from mecca.datasets import MSDDataset
 from mecca.harness import MeccaMethod, evaluate
-from mecca.io import MSDDataset
 from mecca.resources import DEFAULT_MODEL, resource_path
 
 from . import held_out

@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 from mecca.checkpoint import load_model
+from mecca.datasets import MSDDataset
 from mecca.harness import MeccaMethod, simulate
-from mecca.io import MSDDataset
 from mecca.resources import DEFAULT_MODEL, resource_path
 
 

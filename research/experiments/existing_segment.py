@@ -14,8 +14,7 @@ stay in research/results/existing-segment-correcting-round-1.json.
 
 import numpy as np
 from mecca.defaults import AUTO_STEPS
-from mecca.geometry import ijk_from_kji
-from mecca.harness import label_box
+from mecca.geometry import ijk_from_kji, label_box
 from mecca.metrics import dice
 from mecca.session import InteractiveSession
 from mecca.users import SimulatedUser

@@ -14,8 +14,9 @@ import argparse
 import numpy as np
 from mecca.checkpoint import load_model, resolve_device
 from mecca.cli import add_device_option
+from mecca.datasets import MSDDataset
 from mecca.harness import MeccaMethod, simulate
-from mecca.io import MSDDataset, write_json
+from mecca.io import write_json
 from mecca.resources import DEFAULT_MODEL, resource_path
 from scipy import ndimage
 

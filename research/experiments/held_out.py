@@ -5,8 +5,8 @@ import argparse
 import json
 
 from mecca.checkpoint import load_model
+from mecca.datasets import MSDDataset
 from mecca.defaults import INFERENCE_DEFAULTS
-from mecca.io import MSDDataset
 from mecca.resources import DEFAULT_MODEL, resource_path
 
 

@@ -13,8 +13,7 @@ that never reach it within --clicks count as --clicks + 1):
 """
 
 import numpy as np
-from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk
-from mecca.harness import label_box
+from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk, label_box
 from mecca.metrics import dice
 from mecca.session import InteractiveSession
 from mecca.users import interior_clicks

@@ -17,8 +17,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from mecca.datasets import MSDDataset
 from mecca.environment import normalize_image
-from mecca.io import MSDDataset, read_volume, write_json, write_volume
+from mecca.io import read_volume, write_json, write_volume
 from mecca.synthetic import synthetic_object
 
 KINDS = ("supervoxels", "threshold")

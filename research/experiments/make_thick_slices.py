@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from mecca.io import MSDDataset, Volume, read_volume, resample_to_shape, write_volume
+from mecca.datasets import MSDDataset
+from mecca.io import read_volume, write_volume
+from mecca.volume import Volume, resample_to_shape
 
 
 def thicker(volume: Volume, factor: float) -> Volume:

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from mecca.io import MSDDataset, read_volume, write_json, write_volume
+from mecca.datasets import MSDDataset
+from mecca.io import read_volume, write_json, write_volume
 
 USERS = ("interior", "edge")
 

@@ -26,11 +26,13 @@ import torch
 from mecca import training
 from mecca.cases import TrainingCase, load_cases
 from mecca.checkpoint import load_model
+from mecca.datasets import binary_label
 from mecca.errors import InputError
-from mecca.io import Volume, binary_label, read_volume, write_json
+from mecca.io import read_volume, write_json
 from mecca.networks import NetworkConfig
 from mecca.recipe import read_recipe
 from mecca.resources import DEFAULT_MODEL, SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+from mecca.volume import Volume
 
 GEOMETRY = ("spacing", "origin", "direction")
 QUANTILES = (0.05, 99.95)  # percent: the intensity range a packed image keeps, in 256 levels
@@ -148,7 +150,8 @@ def train(args) -> Path:
 
 
 def bench(args) -> dict:
-    from mecca.bench import bench_roi, machine_description
+    from mecca.bench import bench_roi
+    from mecca.provenance import machine_description
 
     image, label = unpack_sample(args.cases)
     model = load_model(args.model, device=args.device, precision=args.precision)

@@ -38,8 +38,7 @@ def run_session(model: str | None):
     sys.path[:0] = [str(ROOT / "MECCASegment"), str(ROOT / "Testing")]
     import slicer.util
     from headless_slicer import HeadlessSlicer
-    from mecca.geometry import ijk_from_kji
-    from mecca.harness import label_box
+    from mecca.geometry import ijk_from_kji, label_box
     from mecca.io import read_volume
     from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
     from mecca.users import SimulatedUser
