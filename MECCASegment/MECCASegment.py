@@ -12,7 +12,7 @@ MRML nodes and the engine. ``MECCASegmentLogic`` is also a scripting API (Python
     session.addClick(rasPoint, positive=True)          # world RAS, like every Slicer API
     session.refine()                                   # one round; updates the segment; returns stats
     session.confidenceVolumeNode                       # vtkMRMLScalarVolumeNode on the volume's grid
-    session.adviceRegions                              # 5 regions: rank, RAS centre, voxels, mL, mean confidence
+    session.adviceRegions                              # 5 regions: rank, RAS centre, voxels, mL, mL likely wrong
     session.undo(); session.redo(); session.accept(); session.cancel()
 
 Importing this file needs no Qt and no PyTorch: under the ``slicer-core`` wheel (no GUI) the Logic

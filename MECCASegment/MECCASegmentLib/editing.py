@@ -36,6 +36,7 @@ class PlacedAdviceRegion:
     voxelCount: int
     volumeMl: float  # voxelCount times the volume's voxel size
     meanConfidence: float
+    doubtfulMl: float  # the expected volume of wrong actions in it (the sum of 1 - confidence, in mL)
 
     @property
     def where(self) -> str:
@@ -45,8 +46,8 @@ class PlacedAdviceRegion:
 
     @property
     def tableRow(self) -> tuple[str, str, str, str]:
-        """The module panel's advice table row: rank, where, volume (mL), mean confidence."""
-        return str(self.rank), self.where, f"{self.volumeMl:.2f}", f"{self.meanConfidence:.2f}"
+        """The module panel's advice table row: rank, where, volume (mL), likely wrong (mL)."""
+        return str(self.rank), self.where, f"{self.volumeMl:.2f}", f"{self.doubtfulMl:.2f}"
 
 
 @dataclass
@@ -435,7 +436,7 @@ class MECCASession(VTKObservationMixin):
         voxelMl = float(np.prod(self.volumeNode.GetSpacing())) / 1000.0
         return [PlacedAdviceRegion(region.rank, tuple(ijkToWorld(self.volumeNode, region.centre)),
                                    tuple(region.centre), region.voxel_count, region.voxel_count * voxelMl,
-                                   region.mean_confidence)
+                                   region.mean_confidence, region.doubtful_voxels * voxelMl)
                 for region in self._engine.advice_regions]
 
     def _showAdvice(self) -> None:

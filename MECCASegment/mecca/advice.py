@@ -1,7 +1,11 @@
 """Interaction guidance: SLIC supervoxels of the ROI ranked by the confidence of the last actions.
 
 The supervoxels where the action-confidence network doubts the policy most are where a click
-is likely to help; the lowest-ranked five are offered as "click here next" regions.
+is likely to help; five are offered as "click here next" regions. How they are ranked
+(RANKINGS): "mean" is the paper's (the lowest mean confidence); "doubtful_voxels" ranks by the
+expected number of wrong actions in the region (the sum of 1 - confidence), which a thin strip of
+doubt cannot win against a large doubtful region (research/NOTEBOOK.md, "Advice regions that find
+the errors").
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from skimage.segmentation import slic
 from skimage.transform import downscale_local_mean
 
 ADVICE_COUNT = 5
+RANKINGS = ("mean", "doubtful_voxels")
 
 
 ROUNDS_WITH_OWN_GRANULARITY = 5
@@ -95,30 +100,36 @@ def supervoxels(image_norm: np.ndarray, n_segments: int, spacing=(1.0, 1.0, 1.0)
 
 @dataclass(frozen=True)
 class AdviceRegion:
-    """One suggested region: its rank (1 = least confident), a voxel inside it near its centre
-    (array index within the ROI), its size and its mean action confidence."""
+    """One suggested region: its rank (1 = first to look at), a voxel inside it near its centre
+    (array index within the ROI), its size, its mean action confidence and its expected number of
+    wrong actions (the sum of 1 - confidence, in voxels)."""
 
     rank: int
     label: int
     centre: tuple[int, int, int]
     voxel_count: int
     mean_confidence: float
+    doubtful_voxels: float
 
 
-def rank_regions(regions: Supervoxels, confidence: np.ndarray | torch.Tensor,
-                 count: int = ADVICE_COUNT) -> list[AdviceRegion]:
-    """The ``count`` supervoxels with the lowest mean confidence, least confident first. The
-    per-label sums (a scatter-add) run on the confidence's device; only they come back."""
+def rank_regions(regions: Supervoxels, confidence: np.ndarray | torch.Tensor, count: int = ADVICE_COUNT,
+                 ranking: str = "mean") -> list[AdviceRegion]:
+    """The ``count`` supervoxels to look at first under ``ranking`` (RANKINGS): the lowest mean
+    confidence, or the most doubtful voxels (the largest sum of 1 - confidence). The per-label
+    sums (a scatter-add) run on the confidence's device; only they come back."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"the advice ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
     sizes = regions.sizes
     confidence = torch.as_tensor(confidence)
     sums = torch.bincount(regions.labels_on(confidence.device), weights=confidence.reshape(-1).double(),
                           minlength=sizes.size).cpu().numpy()
     present = np.flatnonzero(sizes)
     present = present[present > 0]
-    means = sums[present] / sizes[present]
-    order = present[np.lexsort((present, means))][:count]  # ties broken by label: deterministic
+    doubtful = sizes - sums
+    key = sums[present] / sizes[present] if ranking == "mean" else -doubtful[present]
+    order = present[np.lexsort((present, key))][:count]  # ties broken by label: deterministic
     return [AdviceRegion(rank, int(label), tuple(int(v) for v in regions.centres[label]), int(sizes[label]),
-                         float(sums[label] / sizes[label]))
+                         float(sums[label] / sizes[label]), float(doubtful[label]))
             for rank, label in enumerate(order, start=1)]
 
 

@@ -20,6 +20,7 @@ import torch
 
 from .advice import (
     ADVICE_COUNT,
+    RANKINGS,
     ROUNDS_WITH_OWN_GRANULARITY,
     AdviceRegion,
     Supervoxels,
@@ -142,6 +143,9 @@ class InteractiveSession:
         How far around the clicks the region grows when there is no ROI.
     advice_count : int
         How many "click here next" regions a round offers.
+    advice_ranking : {"mean", "doubtful_voxels"}
+        How they are chosen (advice.RANKINGS): the paper's lowest mean confidence, or the most
+        expected wrong actions.
     max_working_voxels : int, optional
         The largest grid the networks see (larger ROIs are resampled to it).
     steps_per_round : int or "auto", optional
@@ -179,7 +183,7 @@ class InteractiveSession:
                  initial_mask: np.ndarray | None = None, roi_margin_mm: float = DEFAULT_ROI_MARGIN_MM,
                  advice_count: int = ADVICE_COUNT, max_working_voxels: int | None = WORKING_MAX_VOXELS,
                  steps_per_round: int | str | None = None, flip_average: bool = False,
-                 lean_correction: float | None = None, start_estimate: str = "none"):
+                 lean_correction: float | None = None, start_estimate: str = "none", advice_ranking: str = "mean"):
         if not isinstance(image, Volume):
             raise InputError(f"a session needs an image (an io.Volume), got {type(image).__name__}: load an image first")
         validate_image(image.array, image.spacing, name=image.name or "image")
@@ -193,6 +197,9 @@ class InteractiveSession:
         self.model = model.eval()
         self.roi_margin_mm = float(roi_margin_mm)
         self.advice_count = advice_count
+        if advice_ranking not in RANKINGS:
+            raise InputError(f"the advice ranking must be one of {', '.join(RANKINGS)}, got {advice_ranking!r}")
+        self.advice_ranking = advice_ranking
         self.max_working_voxels = max_working_voxels
         self._lock = threading.Lock()
         self._p = np.full(image.shape, START_TENTHS, np.uint8)
@@ -575,7 +582,7 @@ class InteractiveSession:
             confidence = round_.confidence
             if self._device_confidence is not None and self._device_confidence[0] is round_:
                 confidence = self._device_confidence[1]
-            round_.advice = rank_regions(regions, confidence, self.advice_count)
+            round_.advice = rank_regions(regions, confidence, self.advice_count, self.advice_ranking)
             round_.advice_labels = advice_label_map(regions, round_.advice, torch.as_tensor(confidence).device)
             round_.timings["advice_s"] = time.perf_counter() - start
         return round_
@@ -588,8 +595,18 @@ class InteractiveSession:
         with self._lock:
             round_ = self._advise(self._rounds[-1])
         offset = np.array(round_.box[0])
-        return [AdviceRegion(r.rank, r.label, ijk_from_kji(np.array(r.centre) + offset), r.voxel_count, r.mean_confidence)
+        return [AdviceRegion(r.rank, r.label, ijk_from_kji(np.array(r.centre) + offset), r.voxel_count, r.mean_confidence,
+                             r.doubtful_voxels)
                 for r in round_.advice]
+
+    def advice_supervoxels(self) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+        """The last round's ROI as numpy (k, j, i) slices and the supervoxel labels (1..n) its advice
+        regions were chosen from; None before the first round (for comparing guides)."""
+        if not self._rounds:
+            return None
+        round_ = self._rounds[-1]
+        regions = self._supervoxels_for(round_.box, self._normalized_roi(round_.box), segments_for_round(round_.index - 1))
+        return box_slices(round_.box), regions.labels.copy()
 
     def advice_region(self) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
         """The last round's ROI as numpy (k, j, i) slices and the advice ranks in it (1..5, 0

@@ -444,6 +444,7 @@ def test_advice_regions_lie_inside_the_roi_and_are_shown_numbered(scan, logic):
         assert np.allclose(worldToIjk(volumeNode, region.centreRas), region.centreIjk, atol=1e-6)
         assert region.voxelCount > 0
         assert region.volumeMl == pytest.approx(region.voxelCount * np.prod(volumeNode.GetSpacing()) / 1000)
+        assert 0 < region.doubtfulMl <= region.volumeMl * (1 - region.meanConfidence) + 1e-9
         assert region.where.split()[::2] == [axis[int(value < 0)] for axis, value in zip(("RL", "AP", "SI"),
                                                                                          region.centreRas)]
     session.setAdviceVisible(True)

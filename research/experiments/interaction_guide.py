@@ -6,13 +6,15 @@ largest error). After that, the *whole-ROI* user clicks the deepest point of the
 the ROI; the *guided* user looks only inside the advice regions, in rank order, and clicks the
 deepest error voxel of the first region that holds an error (where none does, the whole-ROI click).
 Reported per user: mean Dice after each click and the clicks needed to reach --target Dice (cases
-that never reach it within --clicks count as --clicks + 1):
+that never reach it within --clicks count as --clicks + 1). ``--rankings`` chooses how the guided
+users' regions are ranked (mecca.advice.RANKINGS; one guided user each):
 
     python -m research.experiments.interaction_guide ../shared/data/Task04_Hippocampus ../shared/data/LeftAtrium2018 \\
         --json research/results/interaction-guide.json
 """
 
 import numpy as np
+from mecca.advice import RANKINGS
 from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk, label_box
 from mecca.metrics import dice
 from mecca.session import InteractiveSession
@@ -40,11 +42,13 @@ def next_click(session: InteractiveSession, label: np.ndarray, box, guided: bool
     return click, tuple(int(p + lo) for p, lo in zip(click.position, box[0]))
 
 
-def case_curve(model, image, label, clicks: int, guided: bool, lean_correction: float) -> list[float]:
+def case_curve(model, image, label, clicks: int, guided: bool, lean_correction: float,
+               ranking: str = "mean") -> list[float]:
     label = label > 0
     lo_ijk, hi_ijk = label_box(label)
     box = (kji_from_ijk(lo_ijk), kji_from_ijk(hi_ijk))
-    session = InteractiveSession(image, model, roi=(lo_ijk, hi_ijk), lean_correction=lean_correction)
+    session = InteractiveSession(image, model, roi=(lo_ijk, hi_ijk), lean_correction=lean_correction,
+                                 advice_ranking=ranking)
     curve = []
     for _ in range(clicks):
         chosen = next_click(session, label, box, guided)
@@ -61,8 +65,10 @@ def case_curve(model, image, label, clicks: int, guided: bool, lean_correction: 
 def dataset_results(root, model, args) -> dict:
     results = {}
     cases = held_out.validation_cases(root)
-    for user, guided in (("whole ROI", False), ("guided by the advice regions", True)):
-        curves = np.array([case_curve(model, image, label, args.clicks, guided, args.lean_correction)
+    users = [("whole ROI", False, "mean")] + [(f"guided by the advice regions ({ranking})", True, ranking)
+                                              for ranking in args.rankings.split(",")]
+    for user, guided, ranking in users:
+        curves = np.array([case_curve(model, image, label, args.clicks, guided, args.lean_correction, ranking)
                            for image, label in cases])
         reached = [int(np.argmax(c >= args.target)) + 1 if (c >= args.target).any() else args.clicks + 1
                    for c in curves]
@@ -75,6 +81,8 @@ def dataset_results(root, model, args) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--clicks", type=int, default=15, help="clicks per case, one per round (default 15)")
     parser.add_argument("--target", type=float, default=0.85, help="the Dice to reach (default 0.85)")
+    parser.add_argument("--rankings", default="mean", help="comma-separated advice rankings of the guided users "
+                        f"(of {', '.join(RANKINGS)}; default: mean, the paper's)")
 
 
 if __name__ == "__main__":
