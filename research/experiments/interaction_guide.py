@@ -3,8 +3,10 @@
 Two simulated users give MECCA one click per round on the held-out cases (ROI = object box + 8
 voxels, the bundled model or --model). Both give the same first click (the deepest point of the
 largest error). After that, the *whole-ROI* user clicks the deepest point of the largest error in
-the ROI; the *guided* user looks only inside the advice regions, in rank order, and clicks the
-deepest error voxel of the first region that holds an error (where none does, the whole-ROI click).
+the ROI; the *guided* user looks only inside the advice regions and clicks, with ``--rule first``,
+the deepest error voxel of the first region (in rank order) that holds an error, or with ``--rule
+largest`` the deepest point of the largest error piece inside any of the five (where none holds
+an error, the whole-ROI click).
 Reported per user: mean Dice after each click and the clicks needed to reach --target Dice (cases
 that never reach it within --clicks count as --clicks + 1). ``--rankings`` chooses how the guided
 users' regions are ranked (mecca.advice.RANKINGS; one guided user each):
@@ -23,7 +25,7 @@ from mecca.users import interior_clicks
 from . import held_out
 
 
-def next_click(session: InteractiveSession, label: np.ndarray, box, guided: bool):
+def next_click(session: InteractiveSession, label: np.ndarray, box, guided: bool, rule: str = "first"):
     """(the click, its numpy (k, j, i) position in the image) of the user's next click, or None when
     the ROI has no error left."""
     region = box_slices(box)
@@ -33,17 +35,21 @@ def next_click(session: InteractiveSession, label: np.ndarray, box, guided: bool
         return None
     if guided and session.rounds:
         advice = session.advice_map()[region]
-        for rank in sorted(int(r) for r in np.unique(advice) if r):
-            inside = errors & (advice == rank)
-            if inside.any():
-                errors = inside
-                break
+        if rule == "largest":
+            if (errors & (advice > 0)).any():
+                errors = errors & (advice > 0)  # the interior click takes the largest piece of these
+        else:
+            for rank in sorted(int(r) for r in np.unique(advice) if r):
+                inside = errors & (advice == rank)
+                if inside.any():
+                    errors = inside
+                    break
     click = interior_clicks(errors, false_negative, 1)[0]
     return click, tuple(int(p + lo) for p, lo in zip(click.position, box[0]))
 
 
 def case_curve(model, image, label, clicks: int, guided: bool, lean_correction: float,
-               ranking: str = "mean") -> list[float]:
+               ranking: str = "mean", rule: str = "first") -> list[float]:
     label = label > 0
     lo_ijk, hi_ijk = label_box(label)
     box = (kji_from_ijk(lo_ijk), kji_from_ijk(hi_ijk))
@@ -51,7 +57,7 @@ def case_curve(model, image, label, clicks: int, guided: bool, lean_correction: 
                                  advice_ranking=ranking)
     curve = []
     for _ in range(clicks):
-        chosen = next_click(session, label, box, guided)
+        chosen = next_click(session, label, box, guided, rule)
         if chosen is None:
             curve.append(curve[-1] if curve else 1.0)
             continue
@@ -68,7 +74,7 @@ def dataset_results(root, model, args) -> dict:
     users = [("whole ROI", False, "mean")] + [(f"guided by the advice regions ({ranking})", True, ranking)
                                               for ranking in args.rankings.split(",")]
     for user, guided, ranking in users:
-        curves = np.array([case_curve(model, image, label, args.clicks, guided, args.lean_correction, ranking)
+        curves = np.array([case_curve(model, image, label, args.clicks, guided, args.lean_correction, ranking, args.rule)
                            for image, label in cases])
         reached = [int(np.argmax(c >= args.target)) + 1 if (c >= args.target).any() else args.clicks + 1
                    for c in curves]
@@ -81,6 +87,9 @@ def dataset_results(root, model, args) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--clicks", type=int, default=15, help="clicks per case, one per round (default 15)")
     parser.add_argument("--target", type=float, default=0.85, help="the Dice to reach (default 0.85)")
+    parser.add_argument("--rule", choices=("first", "largest"), default="first",
+                        help="the guided user's click: in the first region holding an error (default), or in the "
+                             "largest error piece inside the five")
     parser.add_argument("--rankings", default="mean", help="comma-separated advice rankings of the guided users "
                         f"(of {', '.join(RANKINGS)}; default: mean, the paper's)")
 
