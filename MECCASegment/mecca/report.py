@@ -4,7 +4,7 @@ evaluation figure (Dice per round per method, one case), the Markdown model card
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -51,6 +51,7 @@ class RoundSnapshot:
     advice_ranks: list[int]  # every rank the round suggested (some may lie on other slices)
     clicks: list[Click]
     dice: float | None = None
+    advice_doubtful_ml: list[float] = field(default_factory=list)  # by rank: the expected volume of wrong actions
 
 
 @dataclass
@@ -70,9 +71,11 @@ class SliceView:
 
 
 def snapshot(session: InteractiveSession, slice_k: int, new_clicks: list[Click], dice: float | None) -> RoundSnapshot:
+    voxel_ml = float(np.prod(session.image.spacing)) / 1000
+    regions = session.advice_regions
     return RoundSnapshot(session.rounds, slice_k, session.mask[slice_k].copy(), session.confidence_map()[slice_k].copy(),
-                         session.advice_map()[slice_k].copy(), [r.rank for r in session.advice_regions],
-                         list(new_clicks), dice)
+                         session.advice_map()[slice_k].copy(), [r.rank for r in regions], list(new_clicks), dice,
+                         [r.doubtful_voxels * voxel_ml for r in regions])
 
 
 def _outline(axis, mask: np.ndarray, rgb: tuple, dashed: bool = False) -> None:
@@ -180,6 +183,9 @@ def write_montage(path: str | Path, image_slice: np.ndarray, snapshots: list[Rou
         note = (f"\n(number {elsewhere[0]} lies on another slice)" if len(elsewhere) == 1 else
                 f"\n(numbers {', '.join(map(str, elsewhere))} lie on other slices)" if elsewhere else "\n")
         row[2].set_title("Click here next: where it doubts most,\n1 = most" + note, fontsize=8)
+        if snap.advice_doubtful_ml:
+            row[2].set_xlabel("likely wrong, mL: " + "  ".join(f"{rank}: {ml:.2f}" for rank, ml in
+                                                                zip(snap.advice_ranks, snap.advice_doubtful_ml)), fontsize=7)
     bar = figure.colorbar(doubt, ax=axes[-1, 1], location="bottom", shrink=0.95, pad=0.02)
     bar.set_label(f"confidence in the change (clear: {colours.CONFIDENT} and above)", fontsize=7)
     bar.ax.tick_params(labelsize=7)
