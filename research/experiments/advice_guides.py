@@ -8,7 +8,10 @@ advice is chosen from, five regions are picked by each guide:
 - ``mean``: the paper's advice (the five with the lowest mean action confidence);
 - ``doubtful_voxels``: the five with the most expected wrong actions (sum of 1 - confidence);
 - ``random``: five supervoxels drawn at random (seeded);
-- ``boundary``: five supervoxels drawn at random among those the mask's boundary passes through.
+- ``boundary``: five supervoxels drawn at random among those the mask's boundary passes through;
+- ``doubt_components``: not supervoxels but the five connected pieces of the voxels whose confidence
+  is under ``--doubt-below`` with the most doubt (sum of 1 - confidence): regions that follow the
+  doubt's shape.
 
 Per guide and round: the share of the ROI's wrong voxels inside the five (``errors_covered``), of
 its largest wrong component (``largest_error_covered``), the share of the five that hold any wrong
@@ -28,13 +31,15 @@ from scipy import ndimage
 
 from . import held_out
 
-GUIDES = ("mean", "doubtful_voxels", "random", "boundary")
+GUIDES = ("mean", "doubtful_voxels", "random", "boundary", "doubt_components")
 ROUNDS, CLICKS_PER_ROUND = 5, 3
 
 
 def guide_labels(guide: str, labels: np.ndarray, confidence: np.ndarray, mask: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
     """The supervoxel labels the guide points at (ADVICE_COUNT of them, fewer where there are fewer)."""
+    if guide == "doubt_components":
+        return np.array([], int)  # the regions are the components (component_regions), not supervoxels
     if guide in ("mean", "doubtful_voxels"):
         return np.array([r.label for r in rank_regions(Supervoxels.from_labels(labels), confidence, ADVICE_COUNT, guide)])
     candidates = np.unique(labels)
@@ -42,6 +47,16 @@ def guide_labels(guide: str, labels: np.ndarray, confidence: np.ndarray, mask: n
         edge = mask ^ ndimage.binary_erosion(mask)
         candidates = np.unique(labels[edge]) if edge.any() else candidates
     return rng.choice(candidates, min(ADVICE_COUNT, candidates.size), replace=False)
+
+
+def component_regions(confidence: np.ndarray, doubt_below: float) -> tuple[np.ndarray, np.ndarray]:
+    """(labels of the doubtful voxels' connected pieces, the ADVICE_COUNT labels with the most doubt)."""
+    doubt = 1.0 - confidence.astype(np.float64)
+    pieces, count = ndimage.label(confidence < doubt_below)
+    if not count:
+        return pieces, np.array([], int)
+    sums = np.bincount(pieces.ravel(), weights=doubt.ravel())[1:]
+    return pieces, np.argsort(-sums, kind="stable")[:ADVICE_COUNT] + 1
 
 
 def round_figures(labels: np.ndarray, chosen: np.ndarray, errors: np.ndarray, largest: np.ndarray) -> dict:
@@ -53,7 +68,7 @@ def round_figures(labels: np.ndarray, chosen: np.ndarray, errors: np.ndarray, la
             "roi_share": float(inside.mean())}
 
 
-def case_figures(model, image, label, lean_correction: float, seed: int) -> dict:
+def case_figures(model, image, label, lean_correction: float, seed: int, doubt_below: float) -> dict:
     """{guide: [per-round figures]} for one case."""
     label = label > 0
     session = InteractiveSession(image, model, roi=label_box(label), lean_correction=lean_correction)
@@ -70,12 +85,14 @@ def case_figures(model, image, label, lean_correction: float, seed: int) -> dict
         components, count = ndimage.label(errors)
         largest = components == (np.argmax(np.bincount(components.ravel())[1:]) + 1) if count else errors
         for guide in GUIDES:
-            figures[guide].append(round_figures(labels, guide_labels(guide, labels, confidence, mask, rng), errors, largest))
+            regions, chosen = (component_regions(confidence, doubt_below) if guide == "doubt_components"
+                               else (labels, guide_labels(guide, labels, confidence, mask, rng)))
+            figures[guide].append(round_figures(regions, chosen, errors, largest))
     return figures
 
 
 def dataset_results(root, model, args) -> dict:
-    cases = [case_figures(model, image, label, args.lean_correction, seed)
+    cases = [case_figures(model, image, label, args.lean_correction, seed, args.doubt_below)
              for seed, (image, label) in enumerate(held_out.validation_cases(root))]
     results = {"cases": len(cases)}
     for guide in GUIDES:
@@ -84,5 +101,10 @@ def dataset_results(root, model, args) -> dict:
     return results
 
 
+def add_arguments(parser) -> None:
+    parser.add_argument("--doubt-below", type=float, default=0.85,
+                        help="doubt_components: the confidence under which a voxel is doubtful (default 0.85)")
+
+
 if __name__ == "__main__":
-    held_out.run(__doc__, dataset_results)
+    held_out.run(__doc__, dataset_results, add_arguments)
