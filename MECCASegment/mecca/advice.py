@@ -1,11 +1,13 @@
 """Interaction guidance: SLIC supervoxels of the ROI ranked by the confidence of the last actions.
 
 The supervoxels where the action-confidence network doubts the policy most are where a click
-is likely to help; five are offered as "click here next" regions. How they are ranked
-(RANKINGS): "mean" is the paper's (the lowest mean confidence); "doubtful_voxels" ranks by the
-expected number of wrong actions in the region (the sum of 1 - confidence), which a thin strip of
-doubt cannot win against a large doubtful region (research/NOTEBOOK.md, "Advice regions that find
-the errors").
+is likely to help; five are offered as "click here next" regions. How they are chosen
+(RANKINGS): "mean" is the paper's (the SLIC supervoxels with the lowest mean confidence);
+"doubtful_voxels" ranks the supervoxels by the expected number of wrong actions in them (the sum of
+1 - confidence), which a thin strip of doubt cannot win against a large doubtful region;
+"doubt_components" takes, instead of supervoxels, the connected pieces of the voxels under
+DOUBT_BELOW confidence with the most doubt: regions that follow the doubt's shape (docs/results.md,
+"Do the regions point at the errors?").
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from skimage.segmentation import slic
 from skimage.transform import downscale_local_mean
 
 ADVICE_COUNT = 5
-RANKINGS = ("mean", "doubtful_voxels")
+RANKINGS = ("mean", "doubtful_voxels", "doubt_components")
+DOUBT_BELOW = 0.85  # doubt_components: a voxel under this confidence is doubtful
 
 
 ROUNDS_WITH_OWN_GRANULARITY = 5
@@ -119,6 +122,7 @@ def rank_regions(regions: Supervoxels, confidence: np.ndarray | torch.Tensor, co
     sums (a scatter-add) run on the confidence's device; only they come back."""
     if ranking not in RANKINGS:
         raise ValueError(f"the advice ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
+    # doubt_components: ``regions`` are doubt_pieces, ranked by their doubt as supervoxels would be
     sizes = regions.sizes
     confidence = torch.as_tensor(confidence)
     sums = torch.bincount(regions.labels_on(confidence.device), weights=confidence.reshape(-1).double(),
@@ -131,6 +135,26 @@ def rank_regions(regions: Supervoxels, confidence: np.ndarray | torch.Tensor, co
     return [AdviceRegion(rank, int(label), tuple(int(v) for v in regions.centres[label]), int(sizes[label]),
                          float(sums[label] / sizes[label]), float(doubtful[label]))
             for rank, label in enumerate(order, start=1)]
+
+
+def doubt_pieces(confidence: np.ndarray | torch.Tensor, doubt_below: float = DOUBT_BELOW,
+                 count: int = ADVICE_COUNT) -> Supervoxels:
+    """The ``count`` connected pieces of the voxels under ``doubt_below`` confidence with the most
+    doubt (sum of 1 - confidence), labelled 1..count, as regions to rank (label 0: the rest, never
+    offered), for ranking="doubt_components". A piece's centre is its most doubtful voxel (inside
+    it by construction); only the kept pieces get one, so a round stays within its time budget."""
+    confidence = torch.as_tensor(confidence).float().cpu().numpy()
+    pieces, found = ndimage.label(confidence < doubt_below)
+    doubt = np.bincount(pieces.ravel(), weights=1.0 - confidence.ravel().astype(np.float64), minlength=found + 1)
+    kept = np.argsort(-doubt[1:], kind="stable")[:count] + 1
+    lookup = np.zeros(found + 1, np.int32)
+    lookup[kept] = np.arange(1, kept.size + 1)
+    pieces = lookup[pieces]
+    centres = np.full((kept.size + 1, 3), -1, np.int64)
+    for label, box in enumerate(ndimage.find_objects(pieces), start=1):
+        local = np.where(pieces[box] == label, confidence[box], np.inf)
+        centres[label] = np.add(np.unravel_index(np.argmin(local), local.shape), [side.start for side in box])
+    return Supervoxels(pieces, np.bincount(pieces.ravel(), minlength=kept.size + 1), centres)
 
 
 def advice_label_map(regions: Supervoxels, advice: list[AdviceRegion], device: torch.device | str = "cpu") -> np.ndarray:

@@ -25,6 +25,7 @@ from .advice import (
     AdviceRegion,
     Supervoxels,
     advice_label_map,
+    doubt_pieces,
     rank_regions,
     segments_for_round,
     supervoxels,
@@ -143,9 +144,9 @@ class InteractiveSession:
         How far around the clicks the region grows when there is no ROI.
     advice_count : int
         How many "click here next" regions a round offers.
-    advice_ranking : {"mean", "doubtful_voxels"}
-        How they are chosen (advice.RANKINGS): the paper's lowest mean confidence, or the most
-        expected wrong actions.
+    advice_ranking : {"mean", "doubtful_voxels", "doubt_components"}
+        How they are chosen (advice.RANKINGS): the supervoxels of the paper's lowest mean
+        confidence or of the most expected wrong actions, or the doubtful voxels' connected pieces.
     max_working_voxels : int, optional
         The largest grid the networks see (larger ROIs are resampled to it).
     steps_per_round : int or "auto", optional
@@ -577,11 +578,10 @@ class InteractiveSession:
         simulations that never look at the advice do not pay for SLIC)."""
         if round_.advice is None:
             start = time.perf_counter()
-            image_norm = self._normalized_roi(round_.box)
-            regions = self._supervoxels_for(round_.box, image_norm, segments_for_round(round_.index - 1))
             confidence = round_.confidence
             if self._device_confidence is not None and self._device_confidence[0] is round_:
                 confidence = self._device_confidence[1]
+            regions = self._advice_partition(round_)
             round_.advice = rank_regions(regions, confidence, self.advice_count, self.advice_ranking)
             round_.advice_labels = advice_label_map(regions, round_.advice, torch.as_tensor(confidence).device)
             round_.timings["advice_s"] = time.perf_counter() - start
@@ -600,13 +600,19 @@ class InteractiveSession:
                 for r in round_.advice]
 
     def advice_supervoxels(self) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
-        """The last round's ROI as numpy (k, j, i) slices and the supervoxel labels (1..n) its advice
-        regions were chosen from; None before the first round (for comparing guides)."""
+        """The last round's ROI as numpy (k, j, i) slices and the labels of the regions (1..n) its advice
+        was chosen from (SLIC supervoxels, or the doubtful pieces it kept); None before the first round
+        (for comparing guides)."""
         if not self._rounds:
             return None
-        round_ = self._rounds[-1]
-        regions = self._supervoxels_for(round_.box, self._normalized_roi(round_.box), segments_for_round(round_.index - 1))
-        return box_slices(round_.box), regions.labels.copy()
+        return box_slices(self._rounds[-1].box), self._advice_partition(self._rounds[-1]).labels.copy()
+
+    def _advice_partition(self, round_: Round) -> Supervoxels:
+        """The regions a round's advice is chosen from: the doubtful pieces of its confidence
+        (advice_ranking "doubt_components") or the ROI's SLIC supervoxels at the round's granularity."""
+        if self.advice_ranking == "doubt_components":
+            return doubt_pieces(round_.confidence)
+        return self._supervoxels_for(round_.box, self._normalized_roi(round_.box), segments_for_round(round_.index - 1))
 
     def advice_region(self) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
         """The last round's ROI as numpy (k, j, i) slices and the advice ranks in it (1..5, 0

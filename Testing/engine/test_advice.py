@@ -40,6 +40,22 @@ def test_ranking_by_doubtful_voxels_prefers_a_large_doubt_to_a_thin_strip():
         rank_regions(regions, confidence, 2, ranking="largest")
 
 
+def test_doubt_components_are_the_doubtful_pieces_with_the_most_doubt():
+    """Three separate doubtful pieces (confidence under 0.85) and a confident rest: the pieces are the
+    regions, the one with the most doubt first, and no region reaches into the confident voxels."""
+    from mecca.advice import doubt_pieces
+
+    confidence = np.full((12, 12, 12), 0.99, np.float32)
+    confidence[1:3, 1:3, 1:3] = 0.1  # 8 voxels, doubt 7.2
+    confidence[6:10, 6:10, 6:9] = 0.7  # 48 voxels, doubt 14.4
+    confidence[1:2, 9:11, 9:11] = 0.8  # 4 voxels, doubt 0.8
+    pieces = doubt_pieces(confidence)
+    regions = rank_regions(pieces, confidence, 5, ranking="doubt_components")
+    assert [r.voxel_count for r in regions] == [48, 8, 4]
+    ranks = advice_label_map(pieces, regions)
+    assert np.array_equal(ranks > 0, confidence < 0.85) and (ranks[7, 7, 7], ranks[1, 1, 1]) == (1, 2)
+
+
 def test_supervoxels_cover_the_roi_and_shrink_in_number_with_rounds():
     rng = np.random.default_rng(0)
     image = rng.normal(size=(24, 24, 24)).astype(np.float32)

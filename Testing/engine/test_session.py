@@ -123,6 +123,31 @@ def test_advice_regions_lie_in_the_roi_ranked_by_confidence(blob_volume, untrain
         assert ranks[k, j, i] == region.rank
 
 
+def test_advice_by_doubt_components_offers_the_doubtful_pieces_of_a_real_round(hippocampus_case, bundled_model_float32):
+    """advice_ranking="doubt_components": each region is a connected piece of the round's voxels under
+    the doubt threshold, the one with the most doubt first; the partition is what advice_supervoxels says."""
+    from mecca.advice import DOUBT_BELOW
+    from mecca.geometry import ijk_from_kji, label_box
+    from mecca.users import SimulatedUser
+
+    image, label = hippocampus_case
+    session = InteractiveSession(image, bundled_model_float32, roi=label_box(label > 0), advice_ranking="doubt_components")
+    for click in SimulatedUser(label > 0, seed=0, style="interior").clicks(session.mask > 0, 3, 0):
+        session.add_click(ijk_from_kji(click.position), click.positive)
+    session.step()
+    regions = session.advice_regions
+    assert 1 <= len(regions) <= 5
+    assert all(a.doubtful_voxels >= b.doubtful_voxels for a, b in zip(regions, regions[1:]))
+    slices, ranks = session.advice_region()
+    _, confidence = session.confidence_region()
+    _, pieces = session.advice_supervoxels()
+    assert (confidence[ranks > 0] < DOUBT_BELOW).all()
+    for region in regions:
+        assert len(np.unique(pieces[ranks == region.rank])) == 1  # one piece each
+    with pytest.raises(InputError, match="advice ranking"):
+        InteractiveSession(image, bundled_model_float32, advice_ranking="largest")
+
+
 def test_advice_regions_are_compact_in_millimetres_on_thick_slices(blob_volume, untrained_model):
     blob, _ = blob_volume
     volume = Volume(blob.array, spacing=(0.8, 0.9, 5.0))  # 5 mm slices
