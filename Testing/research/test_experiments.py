@@ -158,6 +158,44 @@ def test_the_guided_user_clicks_inside_the_first_advice_region_that_holds_an_err
     assert np.isfinite(curve).all()
 
 
+def test_the_largest_piece_guided_user_and_the_guides_figures_on_a_real_round():
+    """interaction_guide --rule largest clicks inside the advice regions, on the deepest point of the
+    largest error piece there; advice_guides' figures are shares, the advice regions hold an error
+    where random ones may not, and the doubt pieces are the session's own (advice.doubt_pieces)."""
+    import numpy as np
+    import pytest
+    from mecca import load_model, read_volume
+    from mecca.geometry import ijk_from_kji, kji_from_ijk, label_box
+    from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
+    from mecca.session import InteractiveSession
+    from scipy import ndimage
+
+    guide, guides = _results_script("interaction_guide"), _results_script("advice_guides")
+    try:
+        model = load_model(precision="float32")
+    except FileNotFoundError:
+        pytest.skip("the bundled model is not there")
+    image = read_volume(resource_path(*SAMPLE_IMAGE))
+    label = read_volume(resource_path(*SAMPLE_LABEL)).array > 0
+    lo, hi = label_box(label)
+    box = (kji_from_ijk(lo), kji_from_ijk(hi))
+    session = InteractiveSession(image, model, roi=(lo, hi))
+    click, position = guide.next_click(session, label, box, guided=True, rule="largest")
+    session.add_click(ijk_from_kji(position), click.positive)
+    session.step()
+    advice = session.advice_map()
+    click, position = guide.next_click(session, label, box, guided=True, rule="largest")
+    errors_inside = (advice > 0) & (label != (session.mask > 0))
+    pieces, _ = ndimage.label(errors_inside)
+    sizes = np.bincount(pieces.ravel())[1:]
+    assert errors_inside[position] and sizes[pieces[position] - 1] == sizes.max()
+    figures = guides.case_figures(model, image, label, 0.5, seed=0, doubt_below=0.85)
+    assert set(figures) == set(guides.GUIDES) and all(len(rounds) == guides.ROUNDS for rounds in figures.values())
+    for rounds in figures.values():
+        assert all(0.0 <= value <= 1.0 for r in rounds for value in r.values())
+    assert figures["mean"][0]["regions_with_an_error"] == 1.0
+
+
 def test_a_result_records_the_command_as_typed(tmp_path):
     """A module run with -m (as `python -m research.compare ...`) is recorded as such, not as the
     file name python sees."""

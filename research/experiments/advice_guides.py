@@ -23,7 +23,7 @@ that covers more of the ROI covers more errors for free). Means over cases:
 """
 
 import numpy as np
-from mecca.advice import ADVICE_COUNT, Supervoxels, rank_regions
+from mecca.advice import ADVICE_COUNT, Supervoxels, doubt_pieces, rank_regions
 from mecca.geometry import ijk_from_kji, label_box
 from mecca.session import InteractiveSession
 from mecca.users import SimulatedUser
@@ -38,8 +38,6 @@ ROUNDS, CLICKS_PER_ROUND = 5, 3
 def guide_labels(guide: str, labels: np.ndarray, confidence: np.ndarray, mask: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
     """The supervoxel labels the guide points at (ADVICE_COUNT of them, fewer where there are fewer)."""
-    if guide == "doubt_components":
-        return np.array([], int)  # the regions are the components (component_regions), not supervoxels
     if guide in ("mean", "doubtful_voxels"):
         return np.array([r.label for r in rank_regions(Supervoxels.from_labels(labels), confidence, ADVICE_COUNT, guide)])
     candidates = np.unique(labels)
@@ -47,16 +45,6 @@ def guide_labels(guide: str, labels: np.ndarray, confidence: np.ndarray, mask: n
         edge = mask ^ ndimage.binary_erosion(mask)
         candidates = np.unique(labels[edge]) if edge.any() else candidates
     return rng.choice(candidates, min(ADVICE_COUNT, candidates.size), replace=False)
-
-
-def component_regions(confidence: np.ndarray, doubt_below: float) -> tuple[np.ndarray, np.ndarray]:
-    """(labels of the doubtful voxels' connected pieces, the ADVICE_COUNT labels with the most doubt)."""
-    doubt = 1.0 - confidence.astype(np.float64)
-    pieces, count = ndimage.label(confidence < doubt_below)
-    if not count:
-        return pieces, np.array([], int)
-    sums = np.bincount(pieces.ravel(), weights=doubt.ravel())[1:]
-    return pieces, np.argsort(-sums, kind="stable")[:ADVICE_COUNT] + 1
 
 
 def round_figures(labels: np.ndarray, chosen: np.ndarray, errors: np.ndarray, largest: np.ndarray) -> dict:
@@ -85,8 +73,11 @@ def case_figures(model, image, label, lean_correction: float, seed: int, doubt_b
         components, count = ndimage.label(errors)
         largest = components == (np.argmax(np.bincount(components.ravel())[1:]) + 1) if count else errors
         for guide in GUIDES:
-            regions, chosen = (component_regions(confidence, doubt_below) if guide == "doubt_components"
-                               else (labels, guide_labels(guide, labels, confidence, mask, rng)))
+            if guide == "doubt_components":  # the session's own pieces (advice.doubt_pieces): labels 1..5 are the kept ones
+                pieces = doubt_pieces(confidence, doubt_below).labels
+                regions, chosen = pieces, np.unique(pieces[pieces > 0])
+            else:
+                regions, chosen = labels, guide_labels(guide, labels, confidence, mask, rng)
             figures[guide].append(round_figures(regions, chosen, errors, largest))
     return figures
 
