@@ -1,5 +1,6 @@
 """MECCA beside the methods it is compared with, under the same seeded simulated user and the same
-click points (the paper's Table 1 shape): MECCA and IteR-MRL model files, InterCNN and DeepIGeoS
+click points (the paper's Table 1 shape): MECCA, IteR-MRL and BS-IRIS model files
+(research/baselines/bs_iris.py), InterCNN and DeepIGeoS
 (research/baselines/intercnn.py), the fully automatic P-Net and U-Net (research/baselines/automatic.py),
 Slicer's Grow from seeds and scikit-image's random walker (its beta chosen on training cases).
 
@@ -28,13 +29,15 @@ from mecca.resources import DEFAULT_MODEL, resource_path
 from .baselines.seeded_tools import RANDOM_WALKER_BETAS, GrowFromSeedsMethod, RandomWalkerMethod, tune_random_walker_beta
 
 MODELS = Path(__file__).resolve().parent / "models"
-NAMES = ("mecca", "iter-mrl", "intercnn", "deepigeos", "p-net", "u-net", "grow-from-seeds", "random-walker")
+NAMES = ("mecca", "iter-mrl", "bs-iris", "intercnn", "deepigeos", "p-net", "u-net", "grow-from-seeds", "random-walker")
 # The learned baselines (their methods are registered with mecca.harness by research.baselines) and
 # the command that trains each (research/models/BASELINES.md).
 _DATA = "--dataset ../shared/data/Task04_Hippocampus --dataset ../shared/data/LeftAtrium2018 --epochs 8"
 _INTERCNN = f"python -m research.baselines.intercnn {_DATA} --config research/recipes/intercnn.json"
 BASELINE_COMMANDS = {"intercnn": f"{_INTERCNN} --out research/models/intercnn.safetensors",
                      "deepigeos": f"{_INTERCNN} --hint-encoding geodesic --out research/models/deepigeos.safetensors",
+                     "bs-iris": f"mecca train {_DATA} --config research/recipes/bs-iris.json "
+                                "--out research/models/bs-iris.safetensors",
                      **{name: f"python -m research.baselines.automatic --architecture {name} {_DATA} "
                               f"--out research/models/{name}.safetensors" for name in ("p-net", "u-net")}}
 

@@ -1,4 +1,4 @@
-"""The per-voxel MDP of MECCA: state, transition (paper eq. 1), reward (eqs. 4-5), confidence
+"""The per-voxel MDP of MECCA: state, transition (paper eq. 1), reward (eqs. 4-5; BS-IRIS's boundary weights for its baseline), confidence
 targets (eq. 3), simulated labels (eq. 6) and the oracle step of the imitation warm start.
 
 Probabilities are kept in tenths as small integers (0..10). Every action is a multiple of 0.1
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 ACTION_TENTHS = (-4, -2, -1, 1, 2, 4)  # A = {-0.4, -0.2, -0.1, +0.1, +0.2, +0.4}
 NUM_ACTIONS = len(ACTION_TENTHS)
@@ -73,6 +74,22 @@ def shaped_reward(ce_before: torch.Tensor, ce_after: torch.Tensor, confidence: t
     if confidence is None:
         return alpha * gain
     return alpha * (2.0 - confidence) ** beta * gain
+
+
+BOUNDARY_SIGMA = 2.0  # voxels: how far from the label's surface BS-IRIS's boundary reward reaches
+
+
+def boundary_weights(label: np.ndarray, sigma: float = BOUNDARY_SIGMA) -> np.ndarray:
+    """exp(-d^2 / 2 sigma^2) per voxel, d its distance to the label's surface (voxels; 0 without a
+    surface): the weight of BS-IRIS's boundary reward, which counts a voxel's gain (1 + lambda w)
+    times so that the surface, where a segmentation is judged, matters more. The paper gives the
+    idea (a relative weight by the distance to the true boundary) without its form; this is ours."""
+    label = label.astype(bool)
+    surface = label ^ ndimage.binary_erosion(label)
+    if not surface.any():
+        return np.zeros(label.shape, np.float32)
+    distance = ndimage.distance_transform_edt(~surface)
+    return np.exp(-distance ** 2 / (2 * sigma * sigma)).astype(np.float32)
 
 
 def simulated_labels(step: torch.Tensor, confidence: torch.Tensor, delta: float = 0.8):

@@ -3,7 +3,8 @@ under the seeded simulated user without gradients, and the loss of each kept ste
 gradients (so memory is that of one step, whatever the episode's length).
 
 Per step: sample actions, score them with C(s, a) and C(s, -a) (eqs. 2-3 with the symmetric term),
-apply eq. 1, reward each voxel by eqs. 4-5 (c detached; c = 1 for IteR-MRL). From the kept steps:
+apply eq. 1, reward each voxel by eqs. 4-5 (c detached; c = 1 for IteR-MRL; near the label's surface
+weighted up for BS-IRIS). From the kept steps:
 discounted per-voxel returns, advantage A = R - V, and L = -log pi * A - 0.01 entropy +
 0.5 (R - V)^2 + L_C + the imitation of the oracle step.
 
@@ -29,6 +30,7 @@ from .environment import (
     MASK_TENTHS,
     START_TENTHS,
     action_tenths,
+    boundary_weights,
     build_state,
     confidence_targets,
     cross_entropy,
@@ -311,6 +313,10 @@ def rollout(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clic
     chosen = set(range(steps) if chosen is None else chosen)
     kept, rewards = [], []
     shaped = reinforce and config.confidence_reward
+    boundary = None
+    if config.boundary_reward and batch.labeled:
+        weights = np.stack([boundary_weights(case) for case in batch.label.numpy()])
+        boundary = 1.0 + config.boundary_reward * torch.from_numpy(weights).to(device)
     for t in range(steps):
         if t % steps_per_round == 0:
             _add_round_clicks(batch, users, clicks, ((p > 5) & (valid > 0)).cpu().numpy(), clicks_per_round,
@@ -331,6 +337,8 @@ def rollout(model: MeccaModel, batch: EpisodeBatch, config: TrainingConfig, clic
         p_next = transition(p, step)
         reward = shaped_reward(cross_entropy(p.float() / 10, target), cross_entropy(p_next.float() / 10, target),
                                confidence if shaped else None, config.alpha, config.beta)
+        if boundary is not None:
+            reward = reward * boundary
         rewards.append(reward * reward_mask)
         if t in chosen:
             kept.append(StepRecord(t, p, hint, action, None, target, reward_mask))

@@ -10,13 +10,16 @@ import math
 import numpy as np
 from scipy import ndimage
 from skimage.graph import MCP_Geometric
+from skimage.segmentation import slic
 
 from .clicks import Click
 
 HINT_SIGMA = 2.0  # voxels
 GEODESIC_TAU = 2.0  # voxels: in a homogeneous region the hint fades about as far as the Gaussian's
 GEODESIC_CONTRAST = 4.0  # per unit of the z-scored image's gradient: an edge of 1 SD per voxel costs ~4 voxels
-HINT_ENCODINGS = ("gaussian", "geodesic")
+SUPERVOXEL_RADIUS = 6  # voxels: the window a click's supervoxel is found in ...
+SUPERVOXEL_CELLS = 16  # ... cut into this many SLIC cells (about 5^3 voxels each)
+HINT_ENCODINGS = ("gaussian", "geodesic", "supervoxel")
 
 
 def hint_map(shape: tuple[int, ...], clicks: list[Click], offset: tuple[int, ...] = (0, 0, 0),
@@ -57,6 +60,26 @@ def geodesic_hint_map(image: np.ndarray, clicks: list[Click], offset: tuple[int,
     return _signed_bumps(image.shape, clicks, offset, int(math.ceil(4 * tau)), geodesic)
 
 
+def supervoxel_hint_map(image: np.ndarray, clicks: list[Click], offset: tuple[int, ...] = (0, 0, 0)) -> np.ndarray:
+    """h = +1 on the supervoxel of each foreground click, -1 on each background click's, 0 elsewhere.
+
+    BS-IRIS's supervoxel clicking (research/baselines, the paper's Table 1 row): a click marks the
+    region it falls in, as a short scribble along the image would. The paper does not say how its
+    supervoxels are made; here the cell is SLIC's (the advice regions' settings) that holds the
+    click, in a window of SUPERVOXEL_RADIUS around it, so a click costs the same in any ROI. The
+    latest click on a voxel counts, as in ``hint_map``.
+    """
+    def supervoxel(_grids, centre, window):
+        patch = image[window].astype(np.float64)
+        if any(not 0 <= c < s for c, s in zip(centre, patch.shape)):
+            return np.zeros(patch.shape)  # the click lies outside the box
+        cells = slic(patch, n_segments=SUPERVOXEL_CELLS, compactness=0.1, channel_axis=None, start_label=1,
+                     enforce_connectivity=True)
+        return cells == cells[tuple(int(c) for c in centre)]
+
+    return _signed_bumps(image.shape, clicks, offset, SUPERVOXEL_RADIUS, supervoxel)
+
+
 def encode_hints(encoding: str, image: np.ndarray, clicks: list[Click],
                  offset: tuple[int, ...] = (0, 0, 0)) -> np.ndarray:
     """The hint map a model was trained with (its ``hint_encoding``) for ``image``'s box."""
@@ -64,6 +87,8 @@ def encode_hints(encoding: str, image: np.ndarray, clicks: list[Click],
         return geodesic_hint_map(image, clicks, offset)
     if encoding == "gaussian":
         return hint_map(image.shape, clicks, offset)
+    if encoding == "supervoxel":
+        return supervoxel_hint_map(image, clicks, offset)
     raise ValueError(f"hint encoding must be one of {HINT_ENCODINGS}, got {encoding!r}")
 
 

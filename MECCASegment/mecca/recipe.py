@@ -28,6 +28,7 @@ class TrainingConfig:
     learning_rate: float = NEW_MODEL["learning_rate"]  # a fine-tuning's: defaults.FINE_TUNING, training.fine_tuning_schedule
     entropy_weight: float = 0.01
     confidence_reward: bool = True  # False = IteR-MRL ablation (c = 1 in the reward)
+    boundary_reward: float = 0.0  # lambda of BS-IRIS's boundary reward: gains weighted 1 + lambda w (environment.boundary_weights)
     clicks_per_round: tuple[int, int] = (1, 5)  # drawn per episode, inclusive
     user_styles: tuple[str, ...] = USER_STYLES  # the simulated user's click style, drawn per case and episode
     steps_per_round: tuple[int, int] = (1, 1)  # policy steps between two rounds of clicks, drawn per episode
@@ -77,6 +78,8 @@ class TrainingConfig:
         if not isinstance(self.frozen, tuple) or not all(isinstance(part, str) for part in self.frozen):
             raise ValueError(f"frozen must be a list of parts such as [\"policy.trunk\", \"confidence\"], "
                              f"got {self.frozen!r}")
+        if not self.boundary_reward >= 0.0:
+            raise ValueError(f"boundary_reward must be 0 (none) or more, got {self.boundary_reward}")
         for name in ("synthetic_fraction", "thick_slice_fraction", "intensity_augmentation", "mask_start_fraction",
                      "invert_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:

@@ -6,6 +6,7 @@ import torch
 from mecca.environment import (
     ACTION_TENTHS,
     action_tenths,
+    boundary_weights,
     confidence_targets,
     cross_entropy,
     normalize_image,
@@ -39,6 +40,16 @@ def test_reward_is_positive_towards_the_label_and_negative_away():
     assert reward[0] > 0 and reward[2] > 0
     assert reward[1] < 0 and reward[3] < 0
     assert torch.allclose(reward[0], 0.8 * (np.log(0.9) - np.log(0.5)) * torch.ones(()), atol=1e-5)
+
+
+def test_boundary_weights_are_one_on_the_labels_surface_and_fade_with_distance():
+    label = np.zeros((20, 20, 20), bool)
+    label[5:15, 5:15, 5:15] = True
+    weights = boundary_weights(label, sigma=2.0)
+    assert weights[5, 10, 10] == 1.0 and weights[14, 10, 10] == 1.0  # on the surface, inside the label
+    assert np.isclose(weights[3, 10, 10], np.exp(-4 / 8)) and np.isclose(weights[8, 10, 10], np.exp(-9 / 8))
+    assert np.isclose(weights[10, 10, 10], np.exp(-16 / 8)) and weights[0, 0, 0] < 1e-4  # 4 and 8.7 voxels away
+    assert not boundary_weights(np.zeros((5, 5, 5), bool)).any()
 
 
 def test_confidence_shaping_scales_by_two_minus_c():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from mecca.clicks import Click
-from mecca.hints import encode_hints, geodesic_hint_map, hint_map
+from mecca.hints import SUPERVOXEL_RADIUS, encode_hints, geodesic_hint_map, hint_map, supervoxel_hint_map
 from mecca.users import SimulatedUser
 from scipy import ndimage
 
@@ -37,11 +37,28 @@ def test_geodesic_hint_follows_the_region_and_fades_across_an_edge():
     assert geodesic_hint_map(image, [Click((40, 40, 40), True)]).max() == 0  # outside the box: no effect
 
 
+def test_a_supervoxel_hint_marks_the_clicked_region_on_its_side_of_an_edge_and_near_the_click():
+    """BS-IRIS's supervoxel clicking: +1 / -1 on the SLIC cell the click falls in, nothing across
+    the image's edge nor beyond the click's window."""
+    image = np.zeros((30, 30, 30), np.float32)
+    image[:, :, 15:] = 3.0  # a step edge between columns 14 and 15
+    h = supervoxel_hint_map(image, [Click((15, 15, 12), True), Click((3, 3, 3), False)])
+    assert h[15, 15, 12] == 1.0 and h[3, 3, 3] == -1.0
+    assert set(np.unique(h)) == {-1.0, 0.0, 1.0}
+    marked = np.argwhere(h > 0)
+    assert len(marked) > 20  # a region, not a point
+    assert (marked[:, 2] < 15).all()  # on the clicked side of the edge
+    assert (np.abs(marked - (15, 15, 12)).max(axis=1) <= SUPERVOXEL_RADIUS).all()
+    assert supervoxel_hint_map(image, [Click((15, 15, 12), True)], offset=(10, 10, 10))[5, 5, 2] == 1.0
+    assert supervoxel_hint_map(image, [Click((60, 60, 60), True)]).max() == 0  # outside the box: no effect
+
+
 def test_the_hint_encoding_is_chosen_by_name():
     image = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
     clicks = [Click((3, 4, 5), True)]
     assert np.array_equal(encode_hints("gaussian", image, clicks), hint_map(image.shape, clicks))
     assert np.array_equal(encode_hints("geodesic", image, clicks), geodesic_hint_map(image, clicks))
+    assert np.array_equal(encode_hints("supervoxel", image, clicks), supervoxel_hint_map(image, clicks))
     with pytest.raises(ValueError, match="hint encoding"):
         encode_hints("disk", image, clicks)
 

@@ -408,6 +408,26 @@ def test_synthetic_objects_and_thick_slices_reach_the_episodes(tiny_dataset):
     assert not torch.allclose(thick.image, plain.image)
 
 
+def test_the_boundary_reward_weights_each_voxels_returns_by_its_nearness_to_the_labels_surface(tiny_dataset):
+    """BS-IRIS's reward (research/baselines/bs_iris.py): the same actions, each voxel's returns
+    (1 + lambda w) times, w = 1 on the label's surface and falling away from it."""
+    from mecca.environment import boundary_weights
+
+    train, _, _ = load_cases([str(tiny_dataset)], None, 0.0, progress=False)
+    model = MeccaModel.create(SMALL, seed=0)
+    runs = []
+    for boundary in (0.0, 1.0):
+        config = TrainingConfig(boundary_reward=boundary, confidence_reward=False, bfloat16=False)
+        batch = make_batch(train[:2], config, [np.random.default_rng(e) for e in range(2)])
+        runs.append(episodes.rollout(model, batch, config, 2, [torch.Generator().manual_seed(e) for e in range(2)]))
+    weights = torch.from_numpy(np.stack([boundary_weights(case) for case in runs[1].batch.label.numpy()]))
+    assert 0 < weights.mean() < 0.5 and weights.max() == 1.0
+    for plain, weighted in zip(runs[0].steps, runs[1].steps, strict=True):
+        assert torch.equal(plain.action, weighted.action)
+        assert torch.allclose(weighted.returns, plain.returns * (1 + weights), atol=1e-5)
+        assert not torch.allclose(weighted.returns, plain.returns)
+
+
 def test_a_training_recipe_file_sets_the_run_and_is_checked(tiny_dataset, tmp_path, capsys):
     from mecca.checkpoint import load_model
     from mecca.cli import main

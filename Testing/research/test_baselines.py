@@ -1,6 +1,8 @@
 """The baselines of the research harness: InterCNN's and the automatic networks' own model files, grid
 and training, and the classical tools' seeds."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,27 @@ def test_intercnn_files_round_trip_and_are_no_mecca_models(tmp_path):
                                                                       loaded.state_dict().values()))
     with pytest.raises(CheckpointError, match="not a MECCA model"):
         load_model(path)
+
+
+def test_bs_iris_sessions_take_only_a_model_trained_as_bs_iris(tmp_path):
+    """The row says BS-IRIS only for a model with supervoxel hints and the boundary reward, whose
+    recipe (research/recipes/bs-iris.json) is a valid run."""
+    from mecca.checkpoint import save_model
+    from mecca.networks import MeccaModel
+    from mecca.recipe import read_recipe, resolve_recipe
+    from mecca.resources import DEFAULT_MODEL, resource_path
+
+    from research.baselines.bs_iris import bs_iris_method
+    from research.compare import MODELS
+
+    config, network, _ = resolve_recipe(read_recipe(MODELS.parent / "recipes" / "bs-iris.json"))
+    assert config.boundary_reward > 0 and not config.confidence_reward and network.hint_encoding == "supervoxel"
+    path = save_model(MeccaModel.create(replace(network, width=8), seed=0), tmp_path / "bs-iris.safetensors",
+                      {"training": {"config": {"boundary_reward": config.boundary_reward}}})
+    method = bs_iris_method(path)
+    assert method.name == "bs-iris" and method.model.config.hint_encoding == "supervoxel"
+    with pytest.raises(CheckpointError, match="not a BS-IRIS model: it was trained with gaussian hints"):
+        bs_iris_method(resource_path(*DEFAULT_MODEL))
 
 
 def test_the_shipped_baseline_models_load():

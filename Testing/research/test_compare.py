@@ -1,5 +1,5 @@
 """`python -m research.compare` end to end on real hippocampus cases: every method under the same
-simulated user (DeepIGeoS, P-Net and U-Net from untrained model files made here), the JSON
+simulated user (DeepIGeoS, BS-IRIS, P-Net and U-Net from untrained model files made here), the JSON
 schema of the evaluation issue, the figure, and a broken case reported and skipped; `mecca evaluate`
 on MECCA model files alone."""
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import copy_msd_cases
+from mecca.checkpoint import save_model
 from mecca.cli import main as mecca
-from mecca.networks import NetworkConfig
+from mecca.networks import MeccaModel, NetworkConfig
 
 from research.baselines.automatic import ARCHITECTURES, build, save_automatic
 from research.baselines.intercnn import InterCNN, save_intercnn
@@ -29,9 +30,12 @@ def evaluation(hippocampus_dir, tmp_path_factory):
     out = root.parent / "result.json"
     torch.manual_seed(0)
     geodesic, small = NetworkConfig(width=8, hint_encoding="geodesic"), NetworkConfig(width=8)
+    bs_iris = save_model(MeccaModel.create(NetworkConfig(width=8, hint_encoding="supervoxel")),
+                         root.parent / "bs-iris.safetensors", {"training": {"config": {"boundary_reward": 1.0}}})
     untrained = [f"--deepigeos-model={save_intercnn(InterCNN(geodesic), geodesic, root.parent / 'deepigeos.safetensors')}",
                  *(f"--{a}-model={save_automatic(build(a, small), a, small, root.parent / f'{a}.safetensors')}"
-                   for a in ARCHITECTURES)]
+                   for a in ARCHITECTURES),
+                 f"--bs-iris-model={bs_iris}"]
     assert main(["--dataset", str(root), "--split", "all", "--rounds", str(ROUNDS), *untrained,
                  "--methods", ",".join(METHODS), "--json", str(out), "--plot", str(root.parent / "result.png")]) == 0
     return json.loads(out.read_text()), root, broken.name

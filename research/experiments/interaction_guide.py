@@ -5,8 +5,10 @@ voxels, the bundled model or --model). Both give the same first click (the deepe
 largest error). After that, the *whole-ROI* user clicks the deepest point of the largest error in
 the ROI; the *guided* user looks only inside the advice regions and clicks, with ``--rule first``,
 the deepest error voxel of the first region (in rank order) that holds an error, or with ``--rule
-largest`` the deepest point of the largest error piece inside any of the five (where none holds
-an error, the whole-ROI click).
+largest`` the deepest point of the largest error piece inside any of the five, or with ``--rule
+touching`` the deepest point of the largest whole error region that reaches into any of the five (a
+person shown a region corrects the error seen there, not only its part inside the region); where
+none holds an error, the whole-ROI click.
 Reported per user: mean Dice after each click and the clicks needed to reach --target Dice (cases
 that never reach it within --clicks count as --clicks + 1). ``--rankings`` chooses how the guided
 users' regions are ranked (mecca.advice.RANKINGS; one guided user each):
@@ -21,6 +23,7 @@ from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk, label_box
 from mecca.metrics import dice
 from mecca.session import InteractiveSession
 from mecca.users import interior_clicks
+from scipy import ndimage
 
 from . import held_out
 
@@ -38,6 +41,11 @@ def next_click(session: InteractiveSession, label: np.ndarray, box, guided: bool
         if rule == "largest":
             if (errors & (advice > 0)).any():
                 errors = errors & (advice > 0)  # the interior click takes the largest piece of these
+        elif rule == "touching":
+            pieces, _ = ndimage.label(errors)
+            reached = np.unique(pieces[errors & (advice > 0)])
+            if reached.size:
+                errors = np.isin(pieces, reached)
         else:
             for rank in sorted(int(r) for r in np.unique(advice) if r):
                 inside = errors & (advice == rank)
@@ -87,9 +95,9 @@ def dataset_results(root, model, args) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--clicks", type=int, default=15, help="clicks per case, one per round (default 15)")
     parser.add_argument("--target", type=float, default=0.85, help="the Dice to reach (default 0.85)")
-    parser.add_argument("--rule", choices=("first", "largest"), default="first",
-                        help="the guided user's click: in the first region holding an error (default), or in the "
-                             "largest error piece inside the five")
+    parser.add_argument("--rule", choices=("first", "largest", "touching"), default="first",
+                        help="the guided user's click: in the first region holding an error (default), in the "
+                             "largest error piece inside the five, or in the largest whole error reaching into them")
     parser.add_argument("--rankings", default="mean", help="comma-separated advice rankings of the guided users "
                         f"(of {', '.join(RANKINGS)}; default: mean, the paper's)")
 
