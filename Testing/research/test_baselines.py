@@ -1,6 +1,7 @@
 """The baselines of the research harness: InterCNN's and the automatic networks' own model files, grid
-and training, and the classical tools' seeds."""
+and training, BS-IRIS's model check, UA-MT's loss, and the classical tools' seeds."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +13,7 @@ from mecca.checkpoint import load_model
 from mecca.clicks import Click
 from mecca.datasets import MSDDataset
 from mecca.episodes import make_batch
-from mecca.errors import CheckpointError
+from mecca.errors import CheckpointError, InputError
 from mecca.geometry import label_box
 from mecca.networks import NetworkConfig
 from mecca.recipe import TrainingConfig
@@ -118,3 +119,39 @@ def test_automatic_training_learns_a_real_structure_and_writes_each_epoch(hippoc
     method.start(image, label_box(label > 0))
     first = method.refine([Click((5, 5, 5), True)])
     assert np.array_equal(first, method.refine([Click((6, 6, 6), False)])) and first.shape == label[method.region].shape
+
+
+def test_ua_mt_trains_on_the_unlabelled_rest_through_a_teacher_that_follows_the_student(hippocampus_dir, tmp_path):
+    """UA-MT on real hippocampus cases, half of them labelled: the unlabelled batches add the
+    consistency term alone, the teacher is the moving average of the student, the ramp rises to 1;
+    a run without unlabelled cases is refused (that is the U-Net row)."""
+    from research.baselines.ua_mt import MeanTeacherLoss, ramp
+    from research.baselines.ua_mt import train as train_ua_mt
+
+    root = copy_msd_cases(hippocampus_dir, tmp_path / "msd", 5)
+    network = NetworkConfig(width=4)
+    recipe = TrainingConfig(epochs=1, batch_size=1, validation_fraction=0.2, labeled_fraction=0.5, rest_unlabeled=True)
+    cases = load_cases([str(root)], None, 0.2, labeled_fraction=0.5, rest_unlabeled=True, progress=False,
+                       min_working_voxels=network.min_working_voxels)[0]
+    labelled, unlabelled = ([c for c in cases if c.labeled == flag] for flag in (True, False))
+    assert labelled and unlabelled
+    torch.manual_seed(0)
+    student, loss = build("u-net", network), MeanTeacherLoss()
+    rng = np.random.default_rng(0)
+    for case, progress in ((labelled[0], 0.0), (unlabelled[0], 1.0)):
+        batch = make_batch([case], recipe, [np.random.default_rng(1)])
+        value, stats = loss(student, batch, rng, 1.0, progress)
+        assert ("dice" in stats) == case.labeled and 0 <= stats["certain_share"] <= 1
+        value.backward()
+    assert value.item() == pytest.approx(0.1 * stats["consistency"], rel=1e-5)  # unlabelled, at the end of the ramp
+    with torch.no_grad():
+        for weight in student.parameters():
+            weight.add_(1.0)
+    teacher_before = [w.clone() for w in loss.teacher.parameters()]
+    loss(student, make_batch([unlabelled[0]], recipe, [np.random.default_rng(1)]), rng, 1.0, 0.5)
+    for before, after, weight in zip(teacher_before, loss.teacher.parameters(), student.parameters()):
+        decay = min(1 - 1 / 3, 0.99)  # the third step
+        assert torch.allclose(after, decay * before + (1 - decay) * weight, atol=1e-6)
+    assert ramp(0.0) == pytest.approx(math.exp(-5)) and ramp(1.0) == 1.0
+    with pytest.raises(InputError, match="UA-MT learns from unlabelled cases"):
+        train_ua_mt([str(root)], tmp_path / "x.safetensors", TrainingConfig(epochs=1), network)

@@ -119,11 +119,16 @@ for _architecture in ARCHITECTURES:
     register_method(_architecture, lambda model_path, a=_architecture: AutomaticMethod(model_path, a))
 
 
-def automatic_step_loss(net: nn.Module, batch: EpisodeBatch, rng: np.random.Generator,
-                        balance: float) -> tuple[torch.Tensor, dict]:
-    """Class-weighted cross-entropy of one prediction per crop (``rng`` unused: no clicks)."""
+def automatic_step_loss(net: nn.Module, batch: EpisodeBatch, rng: np.random.Generator | None,
+                        balance: float, progress: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Class-weighted cross-entropy of one prediction per crop (``rng`` and ``progress`` unused: no
+    clicks, no schedule)."""
+    return supervised_loss(net(batch.image[:, None].contiguous(memory_format=torch.channels_last_3d)), batch, balance)
+
+
+def supervised_loss(logit: torch.Tensor, batch: EpisodeBatch, balance: float) -> tuple[torch.Tensor, dict]:
+    """The class-weighted cross-entropy of ``logit`` against the batch's label, and its Dice."""
     label, valid = batch.label.bool(), batch.valid.float()
-    logit = net(batch.image[:, None].contiguous(memory_format=torch.channels_last_3d))
     loss = masked_mean(F.binary_cross_entropy_with_logits(logit, label.float(), reduction="none"),
                        class_weights(valid, label.float(), balance))
     return loss, {"loss": loss.item(), "dice": batch_dice((logit.detach() > 0) & (valid > 0), label & (valid > 0))}

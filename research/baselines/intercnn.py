@@ -132,7 +132,7 @@ def train(dataset_dirs: list[str], out, recipe: TrainingConfig, network: Network
     ``recipe.clicks_per_round``."""
     network = network or NetworkConfig()
 
-    def step_loss(net, batch, rng, balance):
+    def step_loss(net, batch, rng, balance, _progress):
         clicks = int(rng.integers(*recipe.clicks_per_round, endpoint=True))
         return supervised_episode(net, network, batch, recipe.rounds, clicks, balance)
 

@@ -95,8 +95,9 @@ def training_recipe(args) -> TrainingConfig:
         raise InputError(f"{args.config}: {error}") from error
 
 
-# (net, the step's episodes, the step's seeded generator, the class-weight strength) -> (loss, {"loss": ...})
-StepLoss = Callable[[nn.Module, EpisodeBatch, np.random.Generator, float], tuple[torch.Tensor, dict]]
+# (net, the step's episodes, the step's seeded generator, the class-weight strength, the share of the
+# run's steps done) -> (loss, {"loss": ...})
+StepLoss = Callable[[nn.Module, EpisodeBatch, np.random.Generator, float, float], tuple[torch.Tensor, dict]]
 
 
 def train_supervised(build: Callable[[], nn.Module], step_loss: StepLoss, save: Callable[[nn.Module, Path, dict], Path],
@@ -105,8 +106,12 @@ def train_supervised(build: Callable[[], nn.Module], step_loss: StepLoss, save: 
     """Adam at ``recipe.learning_rate`` on ``step_loss`` over ``recipe.epochs`` passes of the
     training split, from the network ``build`` makes under ``recipe.seed``; after every epoch
     ``save``s ``<out>.epoch-N`` with the Dice per round of ``method`` (the network in memory under
-    the harness) on 12 held-out cases, then ``out`` after the last."""
+    the harness) on 12 held-out cases, then ``out`` after the last. ``recipe.labeled_fraction`` and
+    ``rest_unlabeled`` work as in ``mecca train`` (a semi-supervised loss gets the unlabelled
+    batches, ``batch.labeled`` False, after each labelled one)."""
     train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
+                                                 labeled_fraction=recipe.labeled_fraction,
+                                                 rest_unlabeled=recipe.rest_unlabeled,
                                                  min_working_voxels=min_working_voxels)
     torch.manual_seed(recipe.seed)
     net = build().to(memory_format=torch.channels_last_3d).train()
@@ -115,12 +120,13 @@ def train_supervised(build: Callable[[], nn.Module], step_loss: StepLoss, save: 
     for epoch in range(recipe.epochs):
         balance = recipe.class_balance_floor + (1 - recipe.class_balance_floor) * max(
             0.0, 1 - epoch / recipe.class_balance_epochs)
-        losses = []
-        for step, cases in enumerate(epoch_batches(train_cases, recipe, epoch)):
+        losses, batches = [], epoch_batches(train_cases, recipe, epoch)
+        for step, cases in enumerate(batches):
             rngs = [np.random.default_rng([recipe.seed, epoch, step, position]) for position in range(len(cases))]
             batch = make_batch([train_cases[i] for i in cases], recipe, rngs)
             optimizer.zero_grad(set_to_none=True)
-            loss, stats = step_loss(net, batch, np.random.default_rng([recipe.seed, epoch, step]), balance)
+            loss, stats = step_loss(net, batch, np.random.default_rng([recipe.seed, epoch, step]), balance,
+                                    (epoch + step / len(batches)) / recipe.epochs)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
             optimizer.step()
