@@ -7,7 +7,8 @@ is likely to help; five are offered as "click here next" regions. How they are c
 1 - confidence), which a thin strip of doubt cannot win against a large doubtful region;
 "doubt_components" takes, instead of supervoxels, the connected pieces of the voxels under
 DOUBT_BELOW confidence with the most doubt: regions that follow the doubt's shape (docs/results.md,
-"Do the regions point at the errors?").
+"Do the regions point at the errors?"); "doubt_cells" grows those pieces to the SLIC supervoxels
+they reach, blobs a click can land in rather than the thin shells doubt often forms.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from skimage.segmentation import slic
 from skimage.transform import downscale_local_mean
 
 ADVICE_COUNT = 5
-RANKINGS = ("mean", "doubtful_voxels", "doubt_components")
+RANKINGS = ("mean", "doubtful_voxels", "doubt_components", "doubt_cells")
 DOUBT_BELOW = 0.85  # doubt_components: a voxel under this confidence is doubtful
 
 
@@ -142,19 +143,40 @@ def doubt_pieces(confidence: np.ndarray | torch.Tensor, doubt_below: float = DOU
     """The ``count`` connected pieces of the voxels under ``doubt_below`` confidence with the most
     doubt (sum of 1 - confidence), labelled 1..count, as regions to rank (label 0: the rest, never
     offered), for ranking="doubt_components". A piece's centre is its most doubtful voxel (inside
-    it by construction); only the kept pieces get one, so a round stays within its time budget."""
+    it by construction). Past the labelling, only the doubtful voxels are visited (a few per cent
+    of the ROI), so a round stays within its time budget."""
     confidence = torch.as_tensor(confidence).float().cpu().numpy()
     pieces, found = ndimage.label(confidence < doubt_below)
-    doubt = np.bincount(pieces.ravel(), weights=1.0 - confidence.ravel().astype(np.float64), minlength=found + 1)
-    kept = np.argsort(-doubt[1:], kind="stable")[:count] + 1
+    doubtful = np.flatnonzero(pieces)
+    piece_of, doubt_of = pieces.ravel()[doubtful], 1.0 - confidence.ravel()[doubtful].astype(np.float64)
+    kept = np.argsort(-np.bincount(piece_of, weights=doubt_of, minlength=found + 1)[1:], kind="stable")[:count] + 1
     lookup = np.zeros(found + 1, np.int32)
     lookup[kept] = np.arange(1, kept.size + 1)
-    pieces = lookup[pieces]
+    piece_of = lookup[piece_of]
+    labels = np.zeros(confidence.shape, np.int32)
+    labels.ravel()[doubtful] = piece_of
     centres = np.full((kept.size + 1, 3), -1, np.int64)
-    for label, box in enumerate(ndimage.find_objects(pieces), start=1):
-        local = np.where(pieces[box] == label, confidence[box], np.inf)
-        centres[label] = np.add(np.unravel_index(np.argmin(local), local.shape), [side.start for side in box])
-    return Supervoxels(pieces, np.bincount(pieces.ravel(), minlength=kept.size + 1), centres)
+    for label in range(1, kept.size + 1):
+        members = np.flatnonzero(piece_of == label)
+        centres[label] = np.unravel_index(doubtful[members[np.argmax(doubt_of[members])]], confidence.shape)
+    sizes = np.bincount(piece_of, minlength=kept.size + 1)
+    sizes[0] = confidence.size - sizes[1:].sum()
+    return Supervoxels(labels, sizes, centres)
+
+
+def doubt_cells(pieces: Supervoxels, cells: Supervoxels) -> Supervoxels:
+    """The doubt pieces (``doubt_pieces``) grown to the SLIC ``cells`` they reach, for
+    ranking="doubt_cells": a cell reached by two pieces goes to the more doubtful one (the lower
+    label), and each piece keeps its own voxels, so its centre (its most doubtful voxel) stays inside."""
+    inside = np.flatnonzero(pieces.labels)
+    piece_of = pieces.labels.ravel()[inside]
+    cell_of = cells.labels.ravel()[inside]
+    owner = np.zeros(cells.sizes.size, pieces.labels.dtype)
+    for label in range(pieces.sizes.size - 1, 0, -1):
+        owner[np.unique(cell_of[piece_of == label])] = label
+    labels = owner[cells.labels]
+    labels.ravel()[inside] = piece_of
+    return Supervoxels(labels, np.bincount(labels.ravel(), minlength=pieces.sizes.size), pieces.centres)
 
 
 def advice_label_map(regions: Supervoxels, advice: list[AdviceRegion], device: torch.device | str = "cpu") -> np.ndarray:

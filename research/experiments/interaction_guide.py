@@ -6,9 +6,9 @@ largest error). After that, the *whole-ROI* user clicks the deepest point of the
 the ROI; the *guided* user looks only inside the advice regions and clicks, with ``--rule first``,
 the deepest error voxel of the first region (in rank order) that holds an error, or with ``--rule
 largest`` the deepest point of the largest error piece inside any of the five, or with ``--rule
-touching`` the deepest point of the largest whole error region that reaches into any of the five (a
-person shown a region corrects the error seen there, not only its part inside the region); where
-none holds an error, the whole-ROI click.
+deepest`` the error voxel inside the five that lies deepest in its whole error region (a person
+looking inside the regions clicks where the error seen there is thickest); where none holds an
+error, the whole-ROI click.
 Reported per user: mean Dice after each click and the clicks needed to reach --target Dice (cases
 that never reach it within --clicks count as --clicks + 1). ``--rankings`` chooses how the guided
 users' regions are ranked (mecca.advice.RANKINGS; one guided user each):
@@ -19,6 +19,7 @@ users' regions are ranked (mecca.advice.RANKINGS; one guided user each):
 
 import numpy as np
 from mecca.advice import RANKINGS
+from mecca.clicks import Click
 from mecca.geometry import box_slices, ijk_from_kji, kji_from_ijk, label_box
 from mecca.metrics import dice
 from mecca.session import InteractiveSession
@@ -37,18 +38,18 @@ def next_click(session: InteractiveSession, label: np.ndarray, box, guided: bool
     if not errors.any():
         return None
     if guided and session.rounds:
-        advice = session.advice_map()[region]
+        ranks = session.advice_map()[region]
+        advice = ranks > 0
+        if rule == "deepest" and (errors & advice).any():
+            depth = ndimage.distance_transform_edt(np.pad(errors, 1))[1:-1, 1:-1, 1:-1]
+            point = tuple(int(p) for p in np.unravel_index(int(np.argmax(np.where(advice, depth, 0))), errors.shape))
+            return Click(point, bool(false_negative[point])), tuple(int(p + lo) for p, lo in zip(point, box[0]))
         if rule == "largest":
-            if (errors & (advice > 0)).any():
-                errors = errors & (advice > 0)  # the interior click takes the largest piece of these
-        elif rule == "touching":
-            pieces, _ = ndimage.label(errors)
-            reached = np.unique(pieces[errors & (advice > 0)])
-            if reached.size:
-                errors = np.isin(pieces, reached)
-        else:
-            for rank in sorted(int(r) for r in np.unique(advice) if r):
-                inside = errors & (advice == rank)
+            if (errors & advice).any():
+                errors = errors & advice  # the interior click takes the largest piece of these
+        elif rule == "first":
+            for rank in sorted(int(r) for r in np.unique(ranks) if r):
+                inside = errors & (ranks == rank)
                 if inside.any():
                     errors = inside
                     break
@@ -95,9 +96,9 @@ def dataset_results(root, model, args) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--clicks", type=int, default=15, help="clicks per case, one per round (default 15)")
     parser.add_argument("--target", type=float, default=0.85, help="the Dice to reach (default 0.85)")
-    parser.add_argument("--rule", choices=("first", "largest", "touching"), default="first",
+    parser.add_argument("--rule", choices=("first", "largest", "deepest"), default="first",
                         help="the guided user's click: in the first region holding an error (default), in the "
-                             "largest error piece inside the five, or in the largest whole error reaching into them")
+                             "largest error piece inside the five, or at the error voxel inside them deepest in its error")
     parser.add_argument("--rankings", default="mean", help="comma-separated advice rankings of the guided users "
                         f"(of {', '.join(RANKINGS)}; default: mean, the paper's)")
 
