@@ -7,8 +7,7 @@ is likely to help; five are offered as "click here next" regions. How they are c
 1 - confidence), which a thin strip of doubt cannot win against a large doubtful region;
 "doubt_components" takes, instead of supervoxels, the connected pieces of the voxels under
 DOUBT_BELOW confidence with the most doubt: regions that follow the doubt's shape (docs/results.md,
-"Do the regions point at the errors?"); "doubt_cells" grows those pieces to the SLIC supervoxels
-they reach, blobs a click can land in rather than the thin shells doubt often forms.
+"Do the regions point at the errors?").
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from skimage.segmentation import slic
 from skimage.transform import downscale_local_mean
 
 ADVICE_COUNT = 5
-RANKINGS = ("mean", "doubtful_voxels", "doubt_components", "doubt_cells")
+RANKINGS = ("mean", "doubtful_voxels", "doubt_components")
 DOUBT_BELOW = 0.85  # doubt_components: a voxel under this confidence is doubtful
 
 
@@ -162,21 +161,6 @@ def doubt_pieces(confidence: np.ndarray | torch.Tensor, doubt_below: float = DOU
     sizes = np.bincount(piece_of, minlength=kept.size + 1)
     sizes[0] = confidence.size - sizes[1:].sum()
     return Supervoxels(labels, sizes, centres)
-
-
-def doubt_cells(pieces: Supervoxels, cells: Supervoxels) -> Supervoxels:
-    """The doubt pieces (``doubt_pieces``) grown to the SLIC ``cells`` they reach, for
-    ranking="doubt_cells": a cell reached by two pieces goes to the more doubtful one (the lower
-    label), and each piece keeps its own voxels, so its centre (its most doubtful voxel) stays inside."""
-    inside = np.flatnonzero(pieces.labels)
-    piece_of = pieces.labels.ravel()[inside]
-    cell_of = cells.labels.ravel()[inside]
-    owner = np.zeros(cells.sizes.size, pieces.labels.dtype)
-    for label in range(pieces.sizes.size - 1, 0, -1):
-        owner[np.unique(cell_of[piece_of == label])] = label
-    labels = owner[cells.labels]
-    labels.ravel()[inside] = piece_of
-    return Supervoxels(labels, np.bincount(labels.ravel(), minlength=pieces.sizes.size), pieces.centres)
 
 
 def advice_label_map(regions: Supervoxels, advice: list[AdviceRegion], device: torch.device | str = "cpu") -> np.ndarray:

@@ -25,7 +25,6 @@ from .advice import (
     AdviceRegion,
     Supervoxels,
     advice_label_map,
-    doubt_cells,
     doubt_pieces,
     rank_regions,
     segments_for_round,
@@ -145,10 +144,9 @@ class InteractiveSession:
         How far around the clicks the region grows when there is no ROI.
     advice_count : int
         How many "click here next" regions a round offers.
-    advice_ranking : {"mean", "doubtful_voxels", "doubt_components", "doubt_cells"}
+    advice_ranking : {"mean", "doubtful_voxels", "doubt_components"}
         How they are chosen (advice.RANKINGS): the supervoxels of the paper's lowest mean
-        confidence or of the most expected wrong actions, the doubtful voxels' connected pieces, or
-        those pieces grown to the supervoxels they reach.
+        confidence or of the most expected wrong actions, or the doubtful voxels' connected pieces.
     max_working_voxels : int, optional
         The largest grid the networks see (larger ROIs are resampled to it).
     steps_per_round : int or "auto", optional
@@ -611,12 +609,10 @@ class InteractiveSession:
 
     def _advice_partition(self, round_: Round) -> Supervoxels:
         """The regions a round's advice is chosen from: the doubtful pieces of its confidence
-        (advice_ranking "doubt_components"), those grown to the supervoxels they reach ("doubt_cells") or
-        the ROI's SLIC supervoxels at the round's granularity."""
+        (advice_ranking "doubt_components") or the ROI's SLIC supervoxels at the round's granularity."""
         if self.advice_ranking == "doubt_components":
             return doubt_pieces(round_.confidence)
-        cells = self._supervoxels_for(round_.box, self._normalized_roi(round_.box), segments_for_round(round_.index - 1))
-        return doubt_cells(doubt_pieces(round_.confidence), cells) if self.advice_ranking == "doubt_cells" else cells
+        return self._supervoxels_for(round_.box, self._normalized_roi(round_.box), segments_for_round(round_.index - 1))
 
     def advice_region(self) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
         """The last round's ROI as numpy (k, j, i) slices and the advice ranks in it (1..5, 0

@@ -56,27 +56,6 @@ def test_doubt_components_are_the_doubtful_pieces_with_the_most_doubt():
     assert np.array_equal(ranks > 0, confidence < 0.85) and (ranks[7, 7, 7], ranks[1, 1, 1]) == (1, 2)
 
 
-def test_doubt_cells_grow_each_piece_to_the_cells_it_reaches_and_the_more_doubtful_piece_wins_a_shared_cell():
-    """Cells are the eight 6^3 octants; a thin doubtful strip in one octant becomes that octant, and a
-    cell reached by two pieces goes to the more doubtful one, which keeps the other's own voxels out."""
-    from mecca.advice import Supervoxels, doubt_cells, doubt_pieces
-
-    k, j, i = np.indices((12, 12, 12))
-    cells = Supervoxels.from_labels((1 + (k >= 6) * 4 + (j >= 6) * 2 + (i >= 6)).astype(np.int64))
-    confidence = np.full((12, 12, 12), 0.99, np.float32)
-    confidence[1, 1:5, 1] = 0.5  # a strip of 4 voxels in octant 1, doubt 2.0
-    confidence[8, 8, 2:10] = 0.2  # 8 voxels across octants 7 and 8, doubt 6.4
-    confidence[10, 10, 7] = 0.84  # 1 voxel in octant 8, doubt 0.16
-    pieces = doubt_pieces(confidence)
-    grown = doubt_cells(pieces, cells)
-    assert np.array_equal(grown.labels[cells.labels == 1] == 2, np.ones(216, bool))  # the strip's octant
-    assert (grown.labels[(cells.labels == 7) | (cells.labels == 8)] == 1).sum() == 432 - 1
-    assert grown.labels[10, 10, 7] == 3 and grown.sizes[3] == 1  # its own voxel, its cell taken by piece 1
-    assert all(grown.labels[tuple(grown.centres[label])] == label for label in (1, 2, 3))
-    regions = rank_regions(grown, confidence, 5, ranking="doubt_cells")
-    assert [r.label for r in regions] == [1, 2, 3]
-
-
 def test_supervoxels_cover_the_roi_and_shrink_in_number_with_rounds():
     rng = np.random.default_rng(0)
     image = rng.normal(size=(24, 24, 24)).astype(np.float32)

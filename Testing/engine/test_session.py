@@ -144,13 +144,6 @@ def test_advice_by_doubt_components_offers_the_doubtful_pieces_of_a_real_round(h
     assert (confidence[ranks > 0] < DOUBT_BELOW).all()
     for region in regions:
         assert len(np.unique(pieces[ranks == region.rank])) == 1  # one piece each
-    # "doubt_cells": the same pieces, each grown to the supervoxels it reaches
-    grown = InteractiveSession(image, bundled_model_float32, roi=label_box(label > 0), advice_ranking="doubt_cells")
-    for click in session.clicks:
-        grown.add_click(ijk_from_kji(click.position), click.positive)
-    grown.step()
-    _, grown_ranks = grown.advice_region()
-    assert (grown_ranks[ranks > 0] > 0).all() and (grown_ranks > 0).sum() > 2 * (ranks > 0).sum()
     with pytest.raises(InputError, match="advice ranking"):
         InteractiveSession(image, bundled_model_float32, advice_ranking="largest")
 

@@ -11,8 +11,7 @@ advice is chosen from, five regions are picked by each guide:
 - ``boundary``: five supervoxels drawn at random among those the mask's boundary passes through;
 - ``doubt_components``: not supervoxels but the five connected pieces of the voxels whose confidence
   is under ``--doubt-below`` with the most doubt (sum of 1 - confidence): regions that follow the
-  doubt's shape;
-- ``doubt_cells``: those five pieces grown to the supervoxels they reach (advice.doubt_cells).
+  doubt's shape.
 
 Per guide and round: the share of the ROI's wrong voxels inside the five (``errors_covered``), of
 its largest wrong component (``largest_error_covered``), the share of the five that hold any wrong
@@ -24,7 +23,7 @@ that covers more of the ROI covers more errors for free). Means over cases:
 """
 
 import numpy as np
-from mecca.advice import ADVICE_COUNT, Supervoxels, doubt_cells, doubt_pieces, rank_regions
+from mecca.advice import ADVICE_COUNT, Supervoxels, doubt_pieces, rank_regions
 from mecca.geometry import ijk_from_kji, label_box
 from mecca.session import InteractiveSession
 from mecca.users import SimulatedUser
@@ -32,7 +31,7 @@ from scipy import ndimage
 
 from . import held_out
 
-GUIDES = ("mean", "doubtful_voxels", "random", "boundary", "doubt_components", "doubt_cells")
+GUIDES = ("mean", "doubtful_voxels", "random", "boundary", "doubt_components")
 ROUNDS, CLICKS_PER_ROUND = 5, 3
 
 
@@ -74,10 +73,9 @@ def case_figures(model, image, label, lean_correction: float, seed: int, doubt_b
         components, count = ndimage.label(errors)
         largest = components == (np.argmax(np.bincount(components.ravel())[1:]) + 1) if count else errors
         for guide in GUIDES:
-            if guide in ("doubt_components", "doubt_cells"):  # the session's own regions: labels 1..5 are the kept ones
-                pieces = doubt_pieces(confidence, doubt_below)
-                regions = (doubt_cells(pieces, Supervoxels.from_labels(labels)) if guide == "doubt_cells" else pieces).labels
-                chosen = np.unique(regions[regions > 0])
+            if guide == "doubt_components":  # the session's own pieces (advice.doubt_pieces): labels 1..5 are the kept ones
+                pieces = doubt_pieces(confidence, doubt_below).labels
+                regions, chosen = pieces, np.unique(pieces[pieces > 0])
             else:
                 regions, chosen = labels, guide_labels(guide, labels, confidence, mask, rng)
             figures[guide].append(round_figures(regions, chosen, errors, largest))
