@@ -14,7 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.aten, "mkldnn_convolution")
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _onednn_bfloat16() -> bool:
+    """Whether oneDNN's bfloat16 convolution runs on this CPU: it needs AVX512-BW/VL/DQ or
+    AVX-NE-CONVERT and refuses elsewhere (an AMD EPYC with AVX2 only); PyTorch's own kernel then
+    computes bfloat16, slowly but right."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _MKLDNN and _onednn_bfloat16() else (torch.float32,)
 SLAB_VOXELS = 1 << 19  # full-resolution voxels per slab of the fusion head at inference (32 x 128 x 128)
 
 

@@ -273,7 +273,8 @@ def model_card(path: str | Path, metadata: dict, network: dict) -> str:
     data = training.get("data", {})
     lines = [f"# Model card: `{Path(path).name}`", ""]
     kind = ("MECCA policy + action-confidence network" if config.get("confidence_reward", True)
-            else "IteR-MRL ablation (MECCA without confidence-shaped reward)")
+            else "BS-IRIS baseline (boundary-aware reward, supervoxel clicks; research/baselines/bs_iris.py)"
+            if config.get("boundary_reward") else "IteR-MRL ablation (MECCA without confidence-shaped reward)")
     lines += [f"- Kind: {kind}", f"- Architecture: {json.dumps(network)}",
               f"- Command: `{training.get('command', '?')}`",
               f"- Machine: {training.get('machine', '?')}, device {training.get('device', '?')}, "
