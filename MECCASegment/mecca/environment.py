@@ -1,5 +1,6 @@
-"""The per-voxel MDP of MECCA: state, transition (paper eq. 1), reward (eqs. 4-5; BS-IRIS's boundary weights for its baseline), confidence
-targets (eq. 3), simulated labels (eq. 6) and the oracle step of the imitation warm start.
+"""The per-voxel MDP of MECCA: state, transition (paper eq. 1), reward (eqs. 4-5, and BS-IRIS's
+boundary weights for that baseline), confidence targets (eq. 3), simulated labels (eq. 6) and the
+oracle step of the imitation warm start.
 
 Probabilities are kept in tenths as small integers (0..10). Every action is a multiple of 0.1
 and p starts at 0.5 or 0.5 +/- 0.4, so this is exact: no drift from repeated float additions,
