@@ -69,10 +69,12 @@ def test_bs_iris_sessions_take_only_a_model_trained_as_bs_iris(tmp_path):
 
 
 def test_the_shipped_baseline_models_load():
+    from research.baselines.bs_iris import bs_iris_method
     from research.compare import MODELS
 
     load_intercnn(MODELS / "intercnn.safetensors")
     assert load_model(MODELS / "iter-mrl.safetensors").config.model == "mecca"
+    assert bs_iris_method(MODELS / "bs-iris.safetensors").model.config.hint_encoding == "supervoxel"
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
