@@ -53,6 +53,7 @@ def test_bs_iris_sessions_take_only_a_model_trained_as_bs_iris(tmp_path):
     from mecca.checkpoint import save_model
     from mecca.networks import MeccaModel
     from mecca.recipe import read_recipe, resolve_recipe
+    from mecca.report import model_card
     from mecca.resources import DEFAULT_MODEL, resource_path
 
     from research.baselines.bs_iris import bs_iris_method
@@ -61,9 +62,10 @@ def test_bs_iris_sessions_take_only_a_model_trained_as_bs_iris(tmp_path):
     config, network, _ = resolve_recipe(read_recipe(MODELS.parent / "recipes" / "bs-iris.json"))
     assert config.boundary_reward > 0 and not config.confidence_reward and network.hint_encoding == "supervoxel"
     path = save_model(MeccaModel.create(replace(network, width=8), seed=0), tmp_path / "bs-iris.safetensors",
-                      {"training": {"config": {"boundary_reward": config.boundary_reward}}})
+                      {"training": {"config": {"boundary_reward": config.boundary_reward, "confidence_reward": False}}})
     method = bs_iris_method(path)
     assert method.name == "bs-iris" and method.model.config.hint_encoding == "supervoxel"
+    assert "- Kind: BS-IRIS baseline" in model_card(path, method.model.metadata, network.to_dict())
     with pytest.raises(CheckpointError, match="not a BS-IRIS model: it was trained with gaussian hints"):
         bs_iris_method(resource_path(*DEFAULT_MODEL))
 

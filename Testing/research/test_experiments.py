@@ -122,11 +122,9 @@ def test_every_research_recipe_is_a_valid_training_recipe():
         assert config.epochs >= 1 and network.width >= 1, path.name
 
 
-def test_the_guided_user_clicks_inside_the_first_advice_region_that_holds_an_error():
-    """research.experiments.interaction_guide on the bundled sample with the bundled model: after a
-    round, the guided click lies in an advice region and on an error; the whole-ROI click on the
-    deepest error, not necessarily in a region; the curves are Dice per click."""
-    import numpy as np
+def _sample_round():
+    """The bundled model's session on the bundled sample (ROI = the label's box) after one round of the
+    whole-ROI user's click: (interaction_guide, model, image, label, box, session)."""
     import pytest
     from mecca import load_model, read_volume
     from mecca.geometry import ijk_from_kji, kji_from_ijk, label_box
@@ -135,7 +133,7 @@ def test_the_guided_user_clicks_inside_the_first_advice_region_that_holds_an_err
 
     guide = _results_script("interaction_guide")
     try:
-        model = load_model()
+        model = load_model(precision="float32")
     except FileNotFoundError:
         pytest.skip("the bundled model is not there")
     image = read_volume(resource_path(*SAMPLE_IMAGE))
@@ -146,6 +144,16 @@ def test_the_guided_user_clicks_inside_the_first_advice_region_that_holds_an_err
     click, position = guide.next_click(session, label, box, guided=True)  # no round yet: the whole ROI
     session.add_click(ijk_from_kji(position), click.positive)
     session.step()
+    return guide, model, image, label, box, session
+
+
+def test_the_guided_user_clicks_inside_the_first_advice_region_that_holds_an_error():
+    """research.experiments.interaction_guide on the bundled sample with the bundled model: after a
+    round, the guided click lies in an advice region and on an error; the whole-ROI click on the
+    deepest error, not necessarily in a region; the curves are Dice per click."""
+    import numpy as np
+
+    guide, model, image, label, box, session = _sample_round()
     advice = session.advice_map()
     click, position = guide.next_click(session, label, box, guided=True)
     assert advice[position] > 0 and label[position] != (session.mask[position] > 0)
@@ -163,26 +171,10 @@ def test_the_largest_piece_guided_user_and_the_guides_figures_on_a_real_round():
     largest error piece there; advice_guides' figures are shares, the advice regions hold an error
     where random ones may not, and the doubt pieces are the session's own (advice.doubt_pieces)."""
     import numpy as np
-    import pytest
-    from mecca import load_model, read_volume
-    from mecca.geometry import ijk_from_kji, kji_from_ijk, label_box
-    from mecca.resources import SAMPLE_IMAGE, SAMPLE_LABEL, resource_path
-    from mecca.session import InteractiveSession
     from scipy import ndimage
 
-    guide, guides = _results_script("interaction_guide"), _results_script("advice_guides")
-    try:
-        model = load_model(precision="float32")
-    except FileNotFoundError:
-        pytest.skip("the bundled model is not there")
-    image = read_volume(resource_path(*SAMPLE_IMAGE))
-    label = read_volume(resource_path(*SAMPLE_LABEL)).array > 0
-    lo, hi = label_box(label)
-    box = (kji_from_ijk(lo), kji_from_ijk(hi))
-    session = InteractiveSession(image, model, roi=(lo, hi))
-    click, position = guide.next_click(session, label, box, guided=True, rule="largest")
-    session.add_click(ijk_from_kji(position), click.positive)
-    session.step()
+    guide, model, image, label, box, session = _sample_round()
+    guides = _results_script("advice_guides")
     advice = session.advice_map()
     click, position = guide.next_click(session, label, box, guided=True, rule="largest")
     errors_inside = (advice > 0) & (label != (session.mask > 0))
@@ -194,6 +186,25 @@ def test_the_largest_piece_guided_user_and_the_guides_figures_on_a_real_round():
     for rounds in figures.values():
         assert all(0.0 <= value <= 1.0 for r in rounds for value in r.values())
     assert figures["mean"][0]["regions_with_an_error"] == 1.0
+
+
+def test_the_deepest_rule_clicks_the_error_voxel_inside_the_regions_that_lies_deepest_in_its_error():
+    """interaction_guide --rule deepest: inside the advice regions, on an error, at the greatest depth
+    (distance to the error's border, measured in the whole error) any error voxel inside them has;
+    the sign is the error's."""
+    import numpy as np
+    from mecca.geometry import box_slices
+    from scipy import ndimage
+
+    guide, _, _, label, box, session = _sample_round()
+    click, position = guide.next_click(session, label, box, guided=True, rule="deepest")
+    region = box_slices(box)
+    errors = label[region] != (session.mask[region] > 0)
+    inside = errors & (session.advice_map()[region] > 0)
+    depth = ndimage.distance_transform_edt(np.pad(errors, 1))[1:-1, 1:-1, 1:-1]
+    local = tuple(p - lo for p, lo in zip(position, box[0]))
+    assert inside[local] and depth[local] == depth[inside].max()
+    assert click.positive == bool(label[position])
 
 
 def test_a_result_records_the_command_as_typed(tmp_path):
@@ -322,3 +333,32 @@ def test_the_new_structure_proxy_fine_tunes_on_training_patients_with_the_struct
         assert set(np.unique(label)) == {0, 1}
         assert np.array_equal(label, read_volume(source.label).array == 7)
         assert np.array_equal(image.array, read_volume(source.image).array)
+
+
+def test_the_new_structure_proxy_writes_interactive_cases_as_the_panel_exports_them(hippocampus_dir, tmp_path):
+    """--interactive-cases: the next training patients holding the structure, not the labelled ones,
+    as an unlabelled MSD folder that mecca train accepts (images and RAS clicks by round, no label);
+    the clicks, read back, are the interior user's on the structure: 5 rounds of 3, each on the
+    label when positive and off it when negative."""
+    import numpy as np
+    from mecca.clicks import read_clicks
+    from mecca.datasets import MSDDataset, check_dataset
+    from mecca.resources import DEFAULT_MODEL, resource_path
+
+    module = _results_script("new_structure")
+    dataset = MSDDataset.open(hippocampus_dir)
+    labelled = module.write_fine_tuning_cases(dataset, 1, 1, tmp_path / "cases")
+    names = module.write_interactive_cases(dataset, 1, labelled, 1, tmp_path / "interactive",
+                                           resource_path(*DEFAULT_MODEL))
+    assert len(names) == 1 and names[0] not in labelled
+    written = MSDDataset.open(tmp_path / "interactive", require_labels=False)
+    usable, problems = check_dataset(written, require_labels=False)
+    assert not problems and len(usable) == 1 and usable[0].label is None
+    image, _ = usable[0].load()
+    label = next(c for c in dataset.cases if c.name == names[0]).load((1,))[1] > 0
+    rounds, _ = read_clicks(usable[0].clicks, image)
+    assert sorted(rounds) == [1, 2, 3, 4, 5] and all(len(clicks) <= 3 for clicks in rounds.values())
+    for clicks in rounds.values():
+        for ijk, positive in clicks:
+            i, j, k = np.rint(ijk).astype(int)
+            assert bool(label[k, j, i]) == positive
