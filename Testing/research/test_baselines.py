@@ -126,9 +126,11 @@ def test_automatic_training_learns_a_real_structure_and_writes_each_epoch(hippoc
 
 
 def test_ua_mt_trains_on_the_unlabelled_rest_through_a_teacher_that_follows_the_student(hippocampus_dir, tmp_path):
-    """UA-MT on real hippocampus cases, half of them labelled: the unlabelled batches add the
-    consistency term alone, the teacher is the moving average of the student, the ramp rises to 1;
-    a run without unlabelled cases is refused (that is the U-Net row)."""
+    """UA-MT on real hippocampus cases, half of them labelled: a labelled batch is the U-Net row's
+    supervised step (the teacher does not see it, as in the authors' code), an unlabelled batch adds
+    the consistency term alone, the teacher is the moving average of the student, the ramp rises to
+    1; a run without unlabelled cases is refused (that is the U-Net row)."""
+    from research.baselines.automatic import supervised_loss
     from research.baselines.ua_mt import MeanTeacherLoss, ramp
     from research.baselines.ua_mt import train as train_ua_mt
 
@@ -145,7 +147,12 @@ def test_ua_mt_trains_on_the_unlabelled_rest_through_a_teacher_that_follows_the_
     for case, progress in ((labelled[0], 0.0), (unlabelled[0], 1.0)):
         batch = make_batch([case], recipe, [np.random.default_rng(1)])
         value, stats = loss(student, batch, rng, 1.0, progress)
-        assert ("dice" in stats) == case.labeled and 0 <= stats["certain_share"] <= 1
+        if case.labeled:
+            assert "consistency" not in stats
+            assert value.item() == pytest.approx(supervised_loss(student(batch.image[:, None]), batch, 1.0)[0].item(),
+                                                 rel=1e-5)
+        else:
+            assert "dice" not in stats and 0 <= stats["certain_share"] <= 1
         value.backward()
     assert value.item() == pytest.approx(0.1 * stats["consistency"], rel=1e-5)  # unlabelled, at the end of the ramp
     with torch.no_grad():

@@ -362,3 +362,17 @@ def test_the_new_structure_proxy_writes_interactive_cases_as_the_panel_exports_t
         for ijk, positive in clicks:
             i, j, k = np.rint(ijk).astype(int)
             assert bool(label[k, j, i]) == positive
+
+
+def test_the_semi_supervised_table_pairs_each_run_with_its_labelled_only_twin(tmp_path, capsys):
+    """Tables 2 and 3 as docs/results.md quotes them: the UA-MT rows beside the MECCA rows, each "with
+    the other cases" run tested against its labelled-only twin of the same seed, MECCA against the
+    U-Net rows at each share."""
+    results = ROOT / "research" / "results"
+    _results_script("semi_table").main(str(tmp_path / "semi.png"), [str(results / name) for name in ("semi", "semi-seed1", "semi-ua-mt")])
+    printed = capsys.readouterr().out
+    assert "| UA-MT (U-Net student) + the other cases | 8 | 56 | 0.556 0.556 0.556 0.556 0.556 | 0.556 |" in printed
+    assert "| MECCA + eq. 6 on the other cases | 8 | semi-seed1 | -0.174 |" in printed
+    assert "| UA-MT (U-Net student) + the other cases | 32 | semi-ua-mt | -0.015 | 0.71 |" in printed
+    assert "against UA-MT (U-Net student) + the other cases | 32 | -0.215 |" in printed
+    assert (tmp_path / "semi.png").stat().st_size > 0

@@ -106,7 +106,7 @@ def train_supervised(build: Callable[[], nn.Module], step_loss: StepLoss, save: 
     """Adam at ``recipe.learning_rate`` on ``step_loss`` over ``recipe.epochs`` passes of the
     training split, from the network ``build`` makes under ``recipe.seed``; after every epoch
     ``save``s ``<out>.epoch-N`` with the Dice per round of ``method`` (the network in memory under
-    the harness) on 12 held-out cases, then ``out`` after the last. ``recipe.labeled_fraction`` and
+    the harness) on ``recipe.validation_cases_per_epoch`` held-out cases, then ``out`` after the last. ``recipe.labeled_fraction`` and
     ``rest_unlabeled`` work as in ``mecca train`` (a semi-supervised loss gets the unlabelled
     batches, ``batch.labeled`` False, after each labelled one)."""
     train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
@@ -133,7 +133,7 @@ def train_supervised(build: Callable[[], nn.Module], step_loss: StepLoss, save: 
             losses.append(stats["loss"])
         net.eval()
         dice = [simulate(method(net), case.image, case.label, rounds=validation_rounds).dice
-                for case in validation[:12]]
+                for case in validation[:recipe.validation_cases_per_epoch]]
         net.train()
         history.append({"epoch": epoch + 1, "elapsed_s": round(time.monotonic() - started, 1),
                         "loss": round(float(np.mean(losses)), 5),

@@ -3,12 +3,13 @@ whose consistency counts only where the teacher is certain.
 
 The student is the automatic U-Net row's network (research/baselines/automatic.py: the same ROI,
 crops, working grid and class-weighted cross-entropy on the labelled cases); the teacher is the
-exponential moving average of its weights (decay 0.99). Every batch, labelled or not, adds
-``CONSISTENCY`` x ramp x the mean squared difference of the student's and the teacher's foreground
+exponential moving average of its weights (decay 0.99), moved after every step. Every unlabelled
+batch costs ``CONSISTENCY`` x ramp x the mean squared difference of the student's and the teacher's foreground
 probability over the voxels whose teacher uncertainty (the entropy of the mean of ``PASSES`` noisy
 teacher predictions) is under a threshold rising from 0.75 to 1 x ln 2; the ramp is
 exp(-5 (1 - progress)^2). The authors' settings (their code, LA task), on the image with Gaussian
-noise (SD 0.1, clipped at 0.2) for the teacher. Where we differ: their V-Net and its dropout (the
+noise (SD 0.1, clipped at 0.2) for the teacher; as in their code the teacher sees the unlabelled
+cases only (a labelled batch is the U-Net row's step). Where we differ: their V-Net and its dropout (the
 teacher's passes differ here by their noise only), their Dice + cross-entropy loss (the U-Net row's
 loss here, so that the U-Net trained on the labelled share alone differs from UA-MT by the
 consistency term only), and Algorithm 1's alternation of a labelled and an unlabelled batch
@@ -71,6 +72,8 @@ class MeanTeacherLoss:
         self.steps += 1
         image = batch.image[:, None].contiguous(memory_format=torch.channels_last_3d)
         logit = net(image)
+        if batch.labeled:
+            return supervised_loss(logit, batch, balance)
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
         with torch.no_grad():
             passes = torch.stack([torch.sigmoid(self.teacher(image + (torch.randn(image.shape, generator=generator)
@@ -82,12 +85,7 @@ class MeanTeacherLoss:
         difference = (torch.sigmoid(logit) - passes[0]) ** 2
         consistency = (difference * certain).sum() / (certain.sum() + 1e-16)
         loss = CONSISTENCY * ramp(progress) * consistency
-        stats = {"consistency": consistency.item(), "certain_share": float(certain.mean())}
-        if batch.labeled:
-            supervised, supervised_stats = supervised_loss(logit, batch, balance)
-            loss = loss + supervised
-            stats.update(supervised_stats)
-        return loss, {**stats, "loss": loss.item()}
+        return loss, {"loss": loss.item(), "consistency": consistency.item(), "certain_share": float(certain.mean())}
 
 
 def train(dataset_dirs: list[str], out, recipe: TrainingConfig, network: NetworkConfig | None = None) -> Path:
