@@ -1,8 +1,8 @@
 """Table and curve of the semi-supervised runs, the paper's Tables 2 and 3 on the left atrium
-(docs/results.md, "The paper's Tables 2 and 3"; research/NOTEBOOK.md, "Semi-supervised training").
+(docs/results.md, "Tables 2 and 3"; research/NOTEBOOK.md, "Semi-supervised training").
 
     python -m research.experiments.semi_table docs/images/semi-supervised.png research/results/semi \
-        research/results/semi-seed1 research/results/semi-ua-mt research/results/semi-ua-mt-seed1
+        research/results/semi-seed1 research/results/semi-ua-mt
 
 Each folder holds one training seed's evaluation files (`mecca evaluate --json` or
 `research.compare --json`), one per run (f0 = no left-atrium label; f0125, f025, f05, f1 = that
