@@ -166,3 +166,11 @@ def test_ua_mt_trains_on_the_unlabelled_rest_through_a_teacher_that_follows_the_
     assert ramp(0.0) == pytest.approx(math.exp(-5)) and ramp(1.0) == 1.0
     with pytest.raises(InputError, match="UA-MT learns from unlabelled cases"):
         train_ua_mt([str(root)], tmp_path / "x.safetensors", TrainingConfig(epochs=1), network)
+    # a whole run writes an automatic u-net file, validated (one round) only when the recipe asks for it
+    for validation_cases in (0, 1):
+        out = train_ua_mt([str(root)], tmp_path / f"ua-mt-{validation_cases}.safetensors",
+                          replace(recipe, validation_cases_per_epoch=validation_cases), network)
+        _, architecture, _, metadata = load_automatic(out)
+        assert architecture == "u-net" and metadata["semi_supervised"] == "ua-mt"
+        validation_dice = metadata["training"]["history"][0]["validation_dice_mean_per_round"]
+        assert validation_dice == [] if validation_cases == 0 else len(validation_dice) == 1

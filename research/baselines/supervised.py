@@ -106,9 +106,10 @@ def train_supervised(build: Callable[[], nn.Module], step_loss: StepLoss, save: 
     """Adam at ``recipe.learning_rate`` on ``step_loss`` over ``recipe.epochs`` passes of the
     training split, from the network ``build`` makes under ``recipe.seed``; after every epoch
     ``save``s ``<out>.epoch-N`` with the Dice per round of ``method`` (the network in memory under
-    the harness) on ``recipe.validation_cases_per_epoch`` held-out cases, then ``out`` after the last. ``recipe.labeled_fraction`` and
-    ``rest_unlabeled`` work as in ``mecca train`` (a semi-supervised loss gets the unlabelled
-    batches, ``batch.labeled`` False, after each labelled one)."""
+    the harness) on ``recipe.validation_cases_per_epoch`` held-out cases (none: no validation),
+    then ``out`` after the last. ``recipe.labeled_fraction`` and ``rest_unlabeled`` work as in
+    ``mecca train`` (a semi-supervised loss gets the unlabelled batches, ``batch.labeled`` False,
+    after each labelled one)."""
     train_cases, validation, record = load_cases(dataset_dirs, None, recipe.validation_fraction,
                                                  labeled_fraction=recipe.labeled_fraction,
                                                  rest_unlabeled=recipe.rest_unlabeled,

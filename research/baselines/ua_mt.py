@@ -3,15 +3,15 @@ whose consistency counts only where the teacher is certain.
 
 The student is the automatic U-Net row's network (research/baselines/automatic.py: the same ROI,
 crops, working grid and class-weighted cross-entropy on the labelled cases); the teacher is the
-exponential moving average of its weights (decay 0.99), moved after every step. Every unlabelled
-batch costs ``CONSISTENCY`` x ramp x the mean squared difference of the student's and the teacher's foreground
-probability over the voxels whose teacher uncertainty (the entropy of the mean of ``PASSES`` noisy
-teacher predictions) is under a threshold rising from 0.75 to 1 x ln 2; the ramp is
-exp(-5 (1 - progress)^2). The authors' settings (their code, LA task), on the image with Gaussian
+exponential moving average of its weights (decay 0.99), moved after every step. Every
+unlabelled batch costs ``CONSISTENCY`` x ramp x the mean squared difference of the student's and
+the teacher's foreground probability over the voxels whose teacher uncertainty (the entropy of the
+mean of ``PASSES`` noisy teacher predictions) is under a threshold rising from 0.75 to 1 x ln 2;
+the ramp is exp(-5 (1 - progress)^2). The authors' settings (their code, LA task), on the image with Gaussian
 noise (SD 0.1, clipped at 0.2) for the teacher; as in their code the teacher sees the unlabelled
-cases only (a labelled batch is the U-Net row's step). Where we differ: their V-Net and its dropout (the
-teacher's passes differ here by their noise only), their Dice + cross-entropy loss (the U-Net row's
-loss here, so that the U-Net trained on the labelled share alone differs from UA-MT by the
+cases only (a labelled batch is the U-Net row's step). Where we differ: their V-Net and its dropout
+(the teacher's passes differ here by their noise only), their Dice + cross-entropy loss (the
+U-Net row's loss here, so that the U-Net trained on the labelled share alone differs from UA-MT by the
 consistency term only), and Algorithm 1's alternation of a labelled and an unlabelled batch
 instead of mixed batches.
 
